@@ -1,0 +1,1 @@
+"""Data, boxes, decoding, metrics and training utilities for EfficientNet-YOLOv3."""

@@ -1,0 +1,48 @@
+"""The project's constants and defaults, defined once and imported everywhere else."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DATA = ROOT / "model_data"
+DEFAULT_ANCHORS = MODEL_DATA / "yolo_anchors.txt"
+DEFAULT_CLASSES = MODEL_DATA / "voc_classes.txt"
+
+# Output order of the detector's heads: stride 32, then 16, then 8.
+STRIDES = (32, 16, 8)
+# Which of the nine anchors (sorted small to large) each head uses, in STRIDES order.
+ANCHOR_MASK = ((6, 7, 8), (3, 4, 5), (0, 1, 2))
+NUM_ANCHORS_PER_LEVEL = 3
+# Every input side must be a multiple of the coarsest stride.
+INPUT_MULTIPLE = 32
+
+DEFAULT_INPUT_SIZE = 416
+DEFAULT_BACKBONE = "efficientnet-b0"
+
+# Prediction defaults (reference design).
+DEFAULT_CONF = 0.5
+DEFAULT_NMS_IOU = 0.3
+DEFAULT_MAX_BOXES = 100
+
+# Evaluation defaults (reference design).
+EVAL_CONF = 0.001
+EVAL_NMS_IOU = 0.5
+EVAL_MATCH_IOU = 0.5
+EVAL_SCORE_THRESHOLD = 0.5
+
+# Loss constants (reference design), in STRIDES order.
+LEVEL_BALANCE = (0.4, 1.0, 4.0)
+BOX_RATIO = 0.05
+OBJ_RATIO = 5.0
+CLS_RATIO = 1.0
+IGNORE_THRESHOLD = 0.5
+
+# Neck convolutions (reference design).
+CONV_INIT_STDDEV = 0.02
+LEAKY_SLOPE = 0.1
+DEFAULT_WEIGHT_DECAY = 5e-4
+
+# Letterbox / augmentation canvas colour.
+PAD_VALUE = 128
+
+# Padding length of the per-image ground-truth box list in training batches.
+MAX_GT_BOXES = 100
