@@ -1,0 +1,181 @@
+"""The EfficientNet-YOLOv3 detector: backbone pyramid, YOLOv3 FPN neck and heads.
+
+Calling the model returns the raw head tensors, in ``STRIDES`` order (32, 16, 8),
+each (B, H/stride, W/stride, 3·(5+C)). Decoding and NMS live in ``utils.decode``.
+The model's config carries everything prediction needs (classes, backbone, input
+size, anchors), so a saved ``.keras`` archive is a complete artifact.
+"""
+
+import keras
+import numpy as np
+
+from nets.backbones import build_backbone, get_spec
+from utils.config import (
+    ANCHOR_MASK,
+    CONV_INIT_STDDEV,
+    DEFAULT_ANCHORS,
+    DEFAULT_BACKBONE,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_WEIGHT_DECAY,
+    LEAKY_SLOPE,
+    NUM_ANCHORS_PER_LEVEL,
+)
+from utils.model_data import load_anchors
+
+
+def _cbl(x, filters, kernel_size, name, weight_decay):
+    """Conv2D (no bias, L2 on the kernel) + BatchNorm + LeakyReLU(0.1)."""
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=CONV_INIT_STDDEV),
+        kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
+        name=f"{name}_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act")(x)
+
+
+def _five_conv(x, filters, name, weight_decay):
+    for i, (mult, k) in enumerate([(1, 1), (2, 3), (1, 1), (2, 3), (1, 1)]):
+        x = _cbl(x, mult * filters, k, f"{name}_{i + 1}", weight_decay)
+    return x
+
+
+def _head(x, filters, out_channels, name, weight_decay):
+    x = _cbl(x, 2 * filters, 3, f"{name}_conv3", weight_decay)
+    return keras.layers.Conv2D(
+        out_channels,
+        1,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=CONV_INIT_STDDEV),
+        kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
+        name=f"{name}_pred",
+    )(x)
+
+
+def build_neck_and_heads(pyramid, num_classes, weight_decay=DEFAULT_WEIGHT_DECAY):
+    """The YOLOv3 FPN neck and three heads over a pyramid.
+
+    Args:
+        pyramid: dict {"P3", "P4", "P5"} of feature tensors (B, H/8|16|32, W/…, c).
+        num_classes: C.
+        weight_decay: L2 factor on the convolution kernels (0 disables).
+
+    Returns:
+        list of raw head tensors in STRIDES order (32, 16, 8), each
+        (B, H/stride, W/stride, 3·(5+C)).
+    """
+    out_channels = NUM_ANCHORS_PER_LEVEL * (5 + num_classes)
+    c3, c4, c5 = (int(pyramid[k].shape[-1]) for k in ("P3", "P4", "P5"))
+
+    x = _five_conv(pyramid["P5"], c5, "neck_p5", weight_decay)
+    out_32 = _head(x, c5, out_channels, "head_p5", weight_decay)
+
+    x = _cbl(x, c4, 1, "neck_p5_reduce", weight_decay)
+    x = keras.layers.UpSampling2D(2, name="neck_p5_up")(x)
+    x = keras.layers.Concatenate(name="neck_p4_concat")([x, pyramid["P4"]])
+    x = _five_conv(x, c4, "neck_p4", weight_decay)
+    out_16 = _head(x, c4, out_channels, "head_p4", weight_decay)
+
+    x = _cbl(x, c3, 1, "neck_p4_reduce", weight_decay)
+    x = keras.layers.UpSampling2D(2, name="neck_p4_up")(x)
+    x = keras.layers.Concatenate(name="neck_p3_concat")([x, pyramid["P3"]])
+    x = _five_conv(x, c3, "neck_p3", weight_decay)
+    out_8 = _head(x, c3, out_channels, "head_p3", weight_decay)
+    return [out_32, out_16, out_8]
+
+
+@keras.saving.register_keras_serializable(package="effyolo")
+class YoloV3(keras.Model):
+    """EfficientNet-YOLOv3 detector (a functional model with its own config).
+
+    Args:
+        num_classes: number of object classes C.
+        backbone: backbone name, e.g. "efficientnet-b0".
+        class_names: optional list of C class names, stored for prediction.
+        input_size: default square input side for prediction (a multiple of 32).
+        anchors: (9, 2) anchors in input pixels, sorted by area; defaults to
+            model_data/yolo_anchors.txt.
+        backbone_weights: "imagenet", a local file, or None. Used only when the model
+            is first built; not part of the saved config.
+        weight_decay: L2 factor on neck and head kernels.
+        **kwargs: passed to keras.Model (e.g. name).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        backbone=DEFAULT_BACKBONE,
+        class_names=None,
+        input_size=DEFAULT_INPUT_SIZE,
+        anchors=None,
+        backbone_weights=None,
+        weight_decay=DEFAULT_WEIGHT_DECAY,
+        **kwargs,
+    ):
+        num_classes = int(num_classes)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names given for a model with {num_classes} classes.")
+        anchors = load_anchors(DEFAULT_ANCHORS) if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2)
+        get_spec(backbone)  # fails early, with suggestions, for an unknown name
+
+        inputs = keras.Input((None, None, 3), name="image")
+        pyramid = build_backbone(backbone, weights=backbone_weights)(inputs)
+        outputs = build_neck_and_heads(pyramid, num_classes, weight_decay)
+        kwargs.setdefault("name", "yolov3")
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self.num_classes = num_classes
+        self.backbone_name = str(backbone).lower()
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.input_size = int(input_size)
+        self.anchors = anchors
+        self.weight_decay = float(weight_decay)
+        self.loss_fn = None
+        # Loss parts shown beside the total in fit()'s logs.
+        self._component_trackers = {
+            key: keras.metrics.Mean(name=f"{key}_loss") for key in ("box", "obj", "cls")
+        }
+
+    @property
+    def level_anchors(self):
+        """List of (3, 2) anchors in input pixels per head, in STRIDES order."""
+        return [self.anchors[list(mask)] for mask in ANCHOR_MASK]
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name,
+            "class_names": self.class_names,
+            "input_size": self.input_size,
+            "anchors": self.anchors.tolist(),
+            "weight_decay": self.weight_decay,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("trainable", None)
+        return cls(**config)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """YOLOv3 loss plus the kernels' L2 penalties; needs ``loss_fn`` set for training."""
+        if self.loss_fn is None:
+            raise RuntimeError("YoloV3.loss_fn is not set: assign a nets.loss.YoloLoss before fit/evaluate.")
+        total, components = self.loss_fn(y, y_pred)
+        for key, tracker in self._component_trackers.items():
+            tracker.update_state(components[key])
+        if self.losses:
+            total = total + keras.ops.sum(keras.ops.stack(self.losses))
+        return total
+
+
+def freeze_backbone(model, frozen=True):
+    """Freezes (or unfreezes) the backbone sub-model by its name, "backbone"."""
+    model.get_layer("backbone").trainable = not frozen
+

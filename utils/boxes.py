@@ -1,0 +1,87 @@
+"""Box helpers with named formats.
+
+Formats used across the project:
+    xyxy: (x1, y1, x2, y2) corners.
+    xywh: (cx, cy, w, h) centre and size.
+Units are given per function: "pixels" of an image, or "rel" (0–1, relative to the
+network input). The tensor functions use ``keras.ops`` and accept NumPy arrays or
+tensors; all broadcast over leading dimensions.
+"""
+
+import math
+
+from keras import ops
+
+_EPS = 1e-7
+
+
+def xywh_to_xyxy(boxes):
+    """(..., 4) xywh -> (..., 4) xyxy, same units."""
+    xy, wh = boxes[..., :2], boxes[..., 2:4]
+    return ops.concatenate([xy - wh / 2.0, xy + wh / 2.0], axis=-1)
+
+
+def xyxy_to_xywh(boxes):
+    """(..., 4) xyxy -> (..., 4) xywh, same units."""
+    p1, p2 = boxes[..., :2], boxes[..., 2:4]
+    return ops.concatenate([(p1 + p2) / 2.0, p2 - p1], axis=-1)
+
+
+def box_iou_xywh(a, b):
+    """IoU of boxes that broadcast against each other.
+
+    Args:
+        a: (..., 4) xywh.
+        b: (..., 4) xywh, broadcastable with ``a``.
+
+    Returns:
+        (...) IoU in [0, 1]; 0 where both boxes are empty.
+    """
+    a_min, a_max = a[..., :2] - a[..., 2:4] / 2.0, a[..., :2] + a[..., 2:4] / 2.0
+    b_min, b_max = b[..., :2] - b[..., 2:4] / 2.0, b[..., :2] + b[..., 2:4] / 2.0
+    inter_wh = ops.maximum(ops.minimum(a_max, b_max) - ops.maximum(a_min, b_min), 0.0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    return inter / ops.maximum(union, _EPS)
+
+
+def box_ciou_xywh(a, b):
+    """Complete IoU (IoU − centre-distance term − aspect-ratio term).
+
+    Args:
+        a: (..., 4) xywh predicted boxes.
+        b: (..., 4) xywh target boxes, broadcastable with ``a``.
+
+    Returns:
+        (...) CIoU in [-1, 1]. Finite for zero-size boxes.
+    """
+    iou = box_iou_xywh(a, b)
+    a_min, a_max = a[..., :2] - a[..., 2:4] / 2.0, a[..., :2] + a[..., 2:4] / 2.0
+    b_min, b_max = b[..., :2] - b[..., 2:4] / 2.0, b[..., :2] + b[..., 2:4] / 2.0
+    centre_dist = ops.sum(ops.square(a[..., :2] - b[..., :2]), axis=-1)
+    enclose_wh = ops.maximum(ops.maximum(a_max, b_max) - ops.minimum(a_min, b_min), 0.0)
+    enclose_diag = ops.sum(ops.square(enclose_wh), axis=-1)
+    aw, ah = a[..., 2], a[..., 3]
+    bw, bh = b[..., 2], b[..., 3]
+    v = (4.0 / math.pi**2) * ops.square(
+        ops.arctan(bw / ops.maximum(bh, _EPS)) - ops.arctan(aw / ops.maximum(ah, _EPS))
+    )
+    alpha = ops.stop_gradient(v / ops.maximum(1.0 - iou + v, _EPS))
+    return iou - centre_dist / ops.maximum(enclose_diag, _EPS) - alpha * v
+
+
+def shape_iou(wh_a, wh_b):
+    """IoU of box shapes both centred at the origin.
+
+    Args:
+        wh_a: (..., 2) widths and heights.
+        wh_b: (..., 2) widths and heights, broadcastable with ``wh_a``.
+
+    Returns:
+        (...) IoU.
+    """
+    inter = ops.minimum(wh_a[..., 0], wh_b[..., 0]) * ops.minimum(wh_a[..., 1], wh_b[..., 1])
+    union = wh_a[..., 0] * wh_a[..., 1] + wh_b[..., 0] * wh_b[..., 1] - inter
+    return inter / ops.maximum(union, _EPS)
+
+

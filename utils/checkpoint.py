@@ -1,0 +1,171 @@
+"""Saving and loading complete model artifacts.
+
+An artifact carries everything prediction needs: weights plus class names, backbone,
+input size and anchors. Two forms are read:
+    ``*.keras``: a Keras archive, loaded with safe_mode on;
+    ``*.weights.h5``: weights, with the model config in ``<same stem>.json`` beside it.
+Writes are atomic (temporary file in the same folder, then rename), so an interrupted
+save leaves the previous file intact.
+"""
+
+import json
+import logging
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and why."""
+
+
+def _sidecar(path):
+    name = Path(path).name
+    stem = name[: -len(".weights.h5")] if name.endswith(".weights.h5") else Path(path).stem
+    return Path(path).with_name(stem + ".json")
+
+
+def atomic_write(path, writer, suffix):
+    """Calls ``writer(tmp_path)`` then renames tmp_path onto ``path``.
+
+    Args:
+        path: destination file.
+        writer: callable taking the temporary path (str) and writing the file.
+        suffix: suffix the temporary file needs (e.g. ".keras", Keras checks it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_model(model, path, include_optimizer=True):
+    """Saves a YoloV3 as a complete artifact, atomically.
+
+    Args:
+        model: the YoloV3 model.
+        path: ``*.keras`` (one archive, optimizer state included when compiled) or
+            ``*.weights.h5`` (weights plus a JSON config beside it).
+        include_optimizer: keep the optimizer state in a ``.keras`` archive (needed
+            to resume training).
+    """
+    path = Path(path)
+    if path.name.endswith(".weights.h5"):
+        atomic_write(path, model.save_weights, ".weights.h5")
+        config = {"class_name": type(model).__name__, "config": model.get_config()}
+        atomic_write(_sidecar(path), lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)), ".json")
+    elif path.suffix == ".keras":
+        atomic_write(path, lambda tmp: model.save(tmp, include_optimizer=include_optimizer), ".keras")
+    else:
+        raise ValueError(f"Checkpoint path must end in .keras or .weights.h5, got {path}")
+
+
+def load_model(path, compile=False):
+    """Loads an artifact written by ``save_model``.
+
+    Args:
+        path: ``*.keras`` archive or ``*.weights.h5`` with its JSON beside it.
+        compile: restore the optimizer too (for resuming training; ``.keras`` only).
+
+    Returns:
+        the YoloV3 model.
+
+    Raises:
+        CheckpointError: missing, truncated or foreign file; names the file.
+    """
+    import nets.yolo  # noqa: F401  registers YoloV3 for deserialization
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Model file not found: {path}")
+    if path.name.endswith(".weights.h5"):
+        return _load_weights_artifact(path)
+    if path.suffix != ".keras":
+        raise CheckpointError(f"{path}: expected a .keras archive or a .weights.h5 file with its .json beside it")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a valid .keras archive (the file is truncated or corrupt)")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise CheckpointError(f"{path}: the archive is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model from this archive: {exc}") from None
+
+
+def _load_weights_artifact(path):
+    from nets.yolo import YoloV3
+
+    config_path = _sidecar(path)
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{path}: weights need their model config {config_path.name} beside them "
+            "(written together by train.py); without it use the .keras checkpoint"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        model = YoloV3.from_config(config.get("config", config))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: unreadable model config ({exc})") from None
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: cannot load the weights (truncated or from another model): {exc}") from None
+    return model
+
+
+def _unsuffixed(path):
+    return re.sub(r"_\d+(?=/)", "", path)
+
+
+def transfer_weights(model, source):
+    """Copies weights from ``source`` into ``model``, layer by layer, by name and shape.
+
+    Layers are matched by their path of names (nested backbone layers included); a
+    weight whose shape differs (e.g. the prediction convs of a model with another
+    class count) is skipped and reported.
+
+    Args:
+        model: the model to initialize.
+        source: a model, or a checkpoint path that ``load_model`` reads.
+
+    Returns:
+        dict with "loaded", "skipped_shape" (list of (name, source shape, target
+        shape)) and "missing" (names absent from the source).
+    """
+    if not isinstance(source, keras.Model):
+        source = load_model(source)
+    src = {v.path: v for v in source.weights}
+    # Layers Keras names itself ("normalization", "normalization_1", ...) get a
+    # numeric suffix that depends on what was built before in the process; match
+    # those by their unsuffixed path when that is unambiguous.
+    by_base = {}
+    for v in source.weights:
+        by_base.setdefault(_unsuffixed(v.path), []).append(v)
+    report = {"loaded": 0, "skipped_shape": [], "missing": []}
+    for var in model.weights:
+        other = src.get(var.path)
+        if other is None:
+            candidates = by_base.get(_unsuffixed(var.path), [])
+            other = candidates[0] if len(candidates) == 1 else None
+        if other is None:
+            report["missing"].append(var.path)
+        elif tuple(other.shape) != tuple(var.shape):
+            report["skipped_shape"].append((var.path, tuple(other.shape), tuple(var.shape)))
+        else:
+            var.assign(np.asarray(other))
+            report["loaded"] += 1
+    return report

@@ -1,0 +1,152 @@
+"""Decoding raw YOLO head outputs: grid offsets, anchors, scores, letterbox
+correction and class-wise NMS, as serializable Keras layers.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from utils.boxes import xywh_to_xyxy
+from utils.config import ANCHOR_MASK, DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
+
+
+def split_head(raw, num_classes):
+    """Reshapes a raw head output into per-anchor predictions.
+
+    Args:
+        raw: (B, Gh, Gw, A*(5+C)) raw head output.
+        num_classes: C.
+
+    Returns:
+        (B, Gh, Gw, A, 5+C) tensor.
+    """
+    shape = ops.shape(raw)
+    return ops.reshape(raw, (shape[0], shape[1], shape[2], -1, 5 + num_classes))
+
+
+def decode_head(raw, anchors, num_classes, input_hw):
+    """Turns one raw head output into boxes relative to the network input.
+
+    Args:
+        raw: (B, Gh, Gw, A*(5+C)) raw head output.
+        anchors: (A, 2) anchor width, height in input pixels for this level.
+        num_classes: C.
+        input_hw: (height, width) of the network input in pixels.
+
+    Returns:
+        boxes: (B, Gh, Gw, A, 4) xywh rel (0–1 of the input width/height).
+        obj_logits: (B, Gh, Gw, A, 1) objectness logits.
+        cls_logits: (B, Gh, Gw, A, C) class logits.
+    """
+    feats = split_head(raw, num_classes)
+    dtype = feats.dtype
+    shape = ops.shape(feats)
+    gh, gw = shape[1], shape[2]
+    # Grid of (column, row) per cell, shaped to broadcast over batch and anchors.
+    cols = ops.cast(ops.arange(gw), dtype)
+    rows = ops.cast(ops.arange(gh), dtype)
+    grid_x = ops.broadcast_to(ops.reshape(cols, (1, -1, 1)), (gh, gw, 1))
+    grid_y = ops.broadcast_to(ops.reshape(rows, (-1, 1, 1)), (gh, gw, 1))
+    grid = ops.reshape(ops.concatenate([grid_x, grid_y], axis=-1), (1, gh, gw, 1, 2))
+    grid_size = ops.cast(ops.stack([gw, gh]), dtype)
+    input_size = ops.cast(ops.convert_to_tensor([input_hw[1], input_hw[0]]), dtype)
+    anchors = ops.cast(ops.reshape(ops.convert_to_tensor(anchors), (1, 1, 1, -1, 2)), dtype)
+    xy = (ops.sigmoid(feats[..., 0:2]) + grid) / grid_size
+    # Clip the exponent so an untrained or diverging head cannot overflow to inf.
+    wh = ops.exp(ops.minimum(feats[..., 2:4], 10.0)) * anchors / input_size
+    return ops.concatenate([xy, wh], axis=-1), feats[..., 4:5], feats[..., 5:]
+
+
+@keras.saving.register_keras_serializable(package="effyolo")
+class YoloDecoder(keras.layers.Layer):
+    """Raw head outputs -> boxes in original-image pixels, after class-wise NMS.
+
+    Runs in the TensorFlow graph (sigmoid/exp decoding, letterbox correction,
+    ``tf.image.combined_non_max_suppression``), so it can be part of an exported graph.
+
+    Args:
+        anchors: (9, 2) anchors in input pixels, sorted by area.
+        num_classes: C.
+        input_size: side S of the square network input.
+        conf: minimum score (objectness × class probability) kept.
+        nms_iou: IoU above which a lower-scored box of the same class is suppressed.
+        max_boxes: maximum boxes kept per class (and, times C, in total, up to 1000).
+        letterbox: True if images were letterboxed, False if plainly resized.
+
+    Call args:
+        raw_outputs: list of raw heads in STRIDES order, (B, S/stride, S/stride, 3·(5+C)).
+        image_shapes: (B, 2) original image (height, width) in pixels.
+
+    Returns:
+        dict with "boxes" (B, K, 4) xyxy pixels of the original image, "scores" (B, K),
+        "classes" (B, K) int32 and "valid" (B,) int32: the first valid[i] rows of
+        image i are detections, sorted by descending score.
+    """
+
+    def __init__(self, anchors, num_classes, input_size, conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU,
+                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, **kwargs):
+        super().__init__(**kwargs)
+        self.anchors = [[float(v) for v in a] for a in anchors]
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.conf = float(conf)
+        self.nms_iou = float(nms_iou)
+        self.max_boxes = int(max_boxes)
+        self.letterbox = bool(letterbox)
+
+    def decode_boxes(self, raw_outputs):
+        """Raw heads -> (B, N, 4) xywh rel boxes and (B, N, C) scores, before NMS."""
+        boxes, scores = [], []
+        anchors = ops.convert_to_tensor(self.anchors, "float32")
+        size = (self.input_size, self.input_size)
+        for raw, mask in zip(raw_outputs, ANCHOR_MASK):
+            xywh, obj, cls = decode_head(ops.cast(raw, "float32"), ops.take(anchors, list(mask), axis=0),
+                                         self.num_classes, size)
+            batch = ops.shape(xywh)[0]
+            boxes.append(ops.reshape(xywh, (batch, -1, 4)))
+            scores.append(ops.reshape(ops.sigmoid(obj) * ops.sigmoid(cls), (batch, -1, self.num_classes)))
+        return ops.concatenate(boxes, axis=1), ops.concatenate(scores, axis=1)
+
+    def to_image_pixels(self, boxes_rel, image_shapes):
+        """(B, N, 4) xywh rel of the input -> (B, N, 4) xyxy pixels of each original image."""
+        image_hw = ops.cast(image_shapes, "float32")[:, None, :]  # (B, 1, 2) as (h, w)
+        image_wh = ops.flip(image_hw, axis=-1)
+        size = float(self.input_size)
+        xyxy = xywh_to_xyxy(boxes_rel) * size  # input pixels
+        if self.letterbox:
+            scale = ops.min(size / image_wh, axis=-1, keepdims=True)  # (B, 1, 1)
+            new_wh = ops.round(image_wh * scale)
+            offset = ops.floor((size - new_wh) / 2.0)
+            xyxy = (xyxy - ops.tile(offset, (1, 1, 2))) / scale
+        else:
+            xyxy = xyxy / ops.tile(size / image_wh, (1, 1, 2))
+        upper = ops.tile(image_wh, (1, 1, 2))
+        return ops.minimum(ops.maximum(xyxy, 0.0), upper)
+
+    def call(self, raw_outputs, image_shapes):
+        boxes_rel, scores = self.decode_boxes(raw_outputs)
+        boxes = self.to_image_pixels(boxes_rel, image_shapes)
+        max_total = min(self.max_boxes * self.num_classes, 1000)
+        nms = tf.image.combined_non_max_suppression(
+            tf.expand_dims(boxes, 2),
+            scores,
+            max_output_size_per_class=self.max_boxes,
+            max_total_size=max_total,
+            iou_threshold=self.nms_iou,
+            score_threshold=self.conf,
+            clip_boxes=False,
+        )
+        return {
+            "boxes": nms.nmsed_boxes,
+            "scores": nms.nmsed_scores,
+            "classes": tf.cast(nms.nmsed_classes, "int32"),
+            "valid": tf.cast(nms.valid_detections, "int32"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            anchors=self.anchors, num_classes=self.num_classes, input_size=self.input_size, conf=self.conf,
+            nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox,
+        )
+        return config

@@ -1,0 +1,133 @@
+"""Reading images as RGB arrays and fitting them to the network input.
+
+Every reader returns RGB uint8 (H, W, 3) with EXIF orientation applied, whatever the
+file holds (grayscale, RGBA, palette, 16-bit, CMYK).
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from utils.config import INPUT_MULTIPLE, PAD_VALUE
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be read; the message names the file and why."""
+
+
+def to_rgb(image):
+    """Converts a PIL image of any mode to an RGB uint8 array (H, W, 3).
+
+    16-bit and 32-bit integer images are scaled to 8 bits by their range; images with
+    transparency are composited on white.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=-1)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path):
+    """Reads an image file as RGB with its EXIF orientation applied.
+
+    Args:
+        path: image file path.
+
+    Returns:
+        uint8 array (H, W, 3), RGB.
+
+    Raises:
+        ImageLoadError: missing, unreadable, truncated or not an image; names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"{path}: unreadable or truncated image ({exc})") from None
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageLoadError(f"{path}: empty image of shape {rgb.shape}")
+    return rgb
+
+
+def check_input_size(size):
+    """Validates a network input side: a positive multiple of 32.
+
+    Returns:
+        the size as int.
+    """
+    if isinstance(size, float) and not size.is_integer():
+        value = None
+    else:
+        try:
+            value = int(size)
+        except (TypeError, ValueError):
+            value = None
+    if value is None or value <= 0 or value % INPUT_MULTIPLE:
+        raise ValueError(
+            f"Input size must be a positive multiple of {INPUT_MULTIPLE} (e.g. 320, 416, 608), got {size!r}"
+        )
+    return value
+
+
+def letterbox_geometry(image_hw, input_size):
+    """Scale and offsets of the letterbox that fits an image into the input.
+
+    Args:
+        image_hw: (height, width) of the original image in pixels.
+        input_size: side S of the square network input.
+
+    Returns:
+        (scale, (new_h, new_w), (top, left)): the resize factor, the resized image
+        size, and where it sits on the S×S canvas.
+    """
+    h, w = image_hw
+    scale = min(input_size / w, input_size / h)
+    new_w, new_h = int(round(w * scale)), int(round(h * scale))
+    return scale, (new_h, new_w), ((input_size - new_h) // 2, (input_size - new_w) // 2)
+
+
+def letterbox(image, input_size):
+    """Resizes keeping the aspect ratio and centres the result on a grey canvas.
+
+    Args:
+        image: uint8 (H, W, 3) RGB.
+        input_size: side S of the square network input.
+
+    Returns:
+        uint8 (S, S, 3) canvas.
+    """
+    _, (new_h, new_w), (top, left) = letterbox_geometry(image.shape[:2], input_size)
+    interp = cv2.INTER_AREA if new_w < image.shape[1] else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    canvas = np.full((input_size, input_size, 3), PAD_VALUE, np.uint8)
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def stretch(image, input_size):
+    """Plain resize to S×S, ignoring the aspect ratio. uint8 (H, W, 3) -> (S, S, 3)."""
+    return cv2.resize(image, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+
+
+def list_images(folder):
+    """All files in a folder (sorted, not recursive) with an image extension."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
