@@ -31,7 +31,14 @@ class Annotation:
     path: str
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     classes: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
-    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    difficult: np.ndarray = None
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        self.classes = np.asarray(self.classes, np.int32).reshape(-1)
+        if self.difficult is None or len(self.difficult) != len(self.classes):
+            self.difficult = np.zeros(len(self.classes), bool)
+        self.difficult = np.asarray(self.difficult, bool)
 
     def __len__(self):
         return len(self.classes)

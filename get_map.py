@@ -1,0 +1,266 @@
+"""Evaluates a detector: VOC mAP (all-point or 11-point) or COCO metrics.
+
+Modes:
+  0  everything: detections, ground truth, metrics
+  1  detection files only
+  2  ground-truth files only
+  3  metrics from existing files (--metric voc, voc07 or coco)
+  4  COCO metrics from existing files
+
+Files written under --out: ground-truth/<image_id>.txt, detection-results/<image_id>.txt,
+results.json, problems.txt (when something was skipped) and, for the VOC metrics,
+pr_curves/<class>.png, ap_per_class.png and gt_counts.png.
+
+Examples:
+  python get_map.py --model logs/best.keras
+  python get_map.py --mode 2 --annotations 2007_test.txt --classes model_data/voc_classes.txt
+  python get_map.py --mode 3 --out other_tool_out --classes-from-files
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from utils.config import (
+    DEFAULT_CLASSES,
+    DEFAULT_MAX_BOXES,
+    EVAL_CONF,
+    EVAL_MATCH_IOU,
+    EVAL_NMS_IOU,
+    EVAL_SCORE_THRESHOLD,
+)
+
+logger = logging.getLogger("get_map")
+
+MODES = {
+    0: "detections, ground truth and metrics",
+    1: "detection files only",
+    2: "ground-truth files only",
+    3: "metrics from existing files",
+    4: "COCO metrics from existing files",
+}
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def build_parser():
+    """The command-line parser (every option documented in --help)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mode", type=int, choices=sorted(MODES), default=0,
+                        help="0 everything, 1 detections only, 2 ground truth only, 3 metrics from existing "
+                             "files, 4 COCO metrics from existing files (default 0)")
+    parser.add_argument("--model", help="trained model checkpoint (needed by modes 0 and 1)")
+    parser.add_argument("--voc-root", default="VOCdevkit", help="VOCdevkit folder (default VOCdevkit)")
+    parser.add_argument("--year", default="2007", help="VOC year, e.g. 2007 (default 2007)")
+    parser.add_argument("--split", default="test",
+                        help="VOC split; images listed in VOC<year>/ImageSets/Main/<split>.txt (default test)")
+    parser.add_argument("--annotations",
+                        help="annotation file (one line per image: path x1,y1,x2,y2,class_id[,difficult] ...) "
+                             "used instead of --voc-root/--split")
+    parser.add_argument("--classes",
+                        help="class names file, one a line (default: the model's class names, or "
+                             f"{DEFAULT_CLASSES.relative_to(DEFAULT_CLASSES.parent.parent)} without a model)")
+    parser.add_argument("--classes-from-files", action="store_true",
+                        help="modes 3/4: take the class names found in the files (sorted) instead of a "
+                             "classes file; for files made by other tools")
+    parser.add_argument("--out", default="map_out", help="output folder (default map_out)")
+    parser.add_argument("--conf", type=_fraction, default=EVAL_CONF,
+                        help=f"score threshold of the detections written (default {EVAL_CONF})")
+    parser.add_argument("--nms-iou", type=_fraction, default=EVAL_NMS_IOU,
+                        help=f"NMS IoU threshold of the detector (default {EVAL_NMS_IOU})")
+    parser.add_argument("--max-boxes", type=_positive_int, default=DEFAULT_MAX_BOXES,
+                        help=f"max_boxes of the detector's NMS (default {DEFAULT_MAX_BOXES})")
+    parser.add_argument("--iou", type=_fraction, default=EVAL_MATCH_IOU,
+                        help=f"IoU needed to match a detection with a ground-truth object, VOC metrics "
+                             f"(default {EVAL_MATCH_IOU})")
+    parser.add_argument("--score-threshold", type=_fraction, default=EVAL_SCORE_THRESHOLD,
+                        help=f"score at which precision, recall and F1 are reported (default {EVAL_SCORE_THRESHOLD})")
+    parser.add_argument("--metric", choices=("voc", "voc07", "coco"), default="voc",
+                        help="voc: all-point AP (VOC2010+); voc07: VOC2007 11-point AP; coco: pycocotools "
+                             "AP@[.5:.95] and the rest (default voc)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8,
+                        help="images per prediction batch (default 8)")
+    parser.add_argument("--input-size", type=_positive_int,
+                        help="network input side in pixels, a multiple of 32 (default: the model's)")
+    parser.add_argument("--problems-shown", type=int, default=20,
+                        help="problems printed in the summary; all go to <out>/problems.txt (default 20)")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw the VOC plots")
+    return parser
+
+
+def load_predictor(args):
+    """Builds the detector from --model and the prediction options."""
+    from utils.inference import Predictor
+
+    return Predictor.from_checkpoint(
+        args.model,
+        conf=args.conf,
+        nms_iou=args.nms_iou,
+        max_boxes=args.max_boxes,
+        input_size=args.input_size,
+        classes_path=args.classes,
+    )
+
+
+def resolve_classes(args, predictor):
+    """Class names: the predictor's, --classes, the files' or the default classes file."""
+    from utils.model_data import load_classes
+
+    if predictor is not None:
+        return list(predictor.class_names)
+    if args.classes_from_files and args.mode in (3, 4):
+        return None
+    if args.classes:
+        return load_classes(args.classes)
+    if args.model:
+        return list(load_predictor(args).class_names)
+    return load_classes(DEFAULT_CLASSES)
+
+
+def list_images(args, class_names):
+    """The images to evaluate, from --annotations or the VOC split."""
+    from utils import map_files
+
+    if args.annotations:
+        return map_files.images_from_annotations(args.annotations, class_names)
+    year = args.year[3:] if args.year.upper().startswith("VOC") else args.year
+    return map_files.images_from_voc(args.voc_root, year, args.split, class_names)
+
+
+def evaluate(args, class_names, out):
+    """Reads the files under ``out`` and computes the metric; returns (result, problems)."""
+    from utils import map_files, metrics
+
+    files = map_files.read_map_files(out, class_names)
+    metric = "coco" if args.mode == 4 else args.metric
+    if metric == "coco":
+        result = metrics.evaluate_coco(files.ground_truth, files.detections, files.class_names)
+    else:
+        result = metrics.evaluate_voc(
+            files.ground_truth,
+            files.detections,
+            files.class_names,
+            iou_threshold=args.iou,
+            score_threshold=args.score_threshold,
+            use_07_metric=metric == "voc07",
+        )
+    return result, files.problems
+
+
+def report(result, args, out, problems, made_detections):
+    """Prints the metrics and writes results.json and the plots."""
+    from utils import metrics
+
+    if result["metric"] == "coco":
+        print(
+            f"COCO metrics over {result['num_images']} images, {result['num_gt']} ground-truth objects, "
+            f"{result['num_detections']} detections:"
+        )
+        print(result["summary"])
+    else:
+        print(metrics.format_voc_table(result))
+    summary = metrics.json_ready(result)
+    summary["mode"] = args.mode
+    summary["problems"] = len(problems)
+    if made_detections:
+        summary["detection_conf"] = args.conf
+        summary["detection_nms_iou"] = args.nms_iou
+        summary["detection_max_boxes"] = args.max_boxes
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if result["metric"] != "coco" and not args.no_plots:
+        from utils.plots_map import save_voc_plots
+
+        save_voc_plots(result, out)
+    print(f"Results written to {out / 'results.json'}")
+
+
+def write_problems(problems, out, shown):
+    """Prints a summary of the problems and writes all of them to <out>/problems.txt."""
+    from utils.map_files import format_problems
+
+    path = out / "problems.txt"
+    if problems:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(problems) + "\n", encoding="utf-8")
+        print(format_problems(problems, limit=shown))
+        print(f"All problems listed in {path}")
+    elif path.exists():
+        path.unlink()
+
+
+def run(args):
+    """Runs one mode; returns the exit status."""
+    from utils import map_files
+
+    out = Path(args.out)
+    if args.mode in (0, 1) and not args.model:
+        raise SystemExit(f"get_map.py: error: --mode {args.mode} needs --model")
+    predictor = load_predictor(args) if args.mode in (0, 1) else None
+    class_names = resolve_classes(args, predictor)
+    problems = []
+
+    if args.mode in (0, 1, 2):
+        images, found = list_images(args, class_names)
+        problems += found
+        if not images:
+            write_problems(problems, out, args.problems_shown)
+            print("No image to evaluate.", file=sys.stderr)
+            return 1
+        if args.mode in (0, 1):
+            written, failed = map_files.write_detection_files(predictor, images, out, args.batch_size)
+            problems += failed
+            print(f"Wrote {len(written)} detection files to {out / map_files.DET_DIR}")
+            if args.mode == 0:
+                done = set(written)
+                images = [image for image in images if image.image_id in done]
+        if args.mode in (0, 2):
+            map_files.write_ground_truth_files(images, class_names, out)
+            print(f"Wrote {len(images)} ground-truth files to {out / map_files.GT_DIR}")
+
+    if args.mode in (0, 3, 4):
+        result, found = evaluate(args, class_names, out)
+        problems += found
+        write_problems(problems, out, args.problems_shown)
+        report(result, args, out, problems, made_detections=args.mode == 0)
+    else:
+        write_problems(problems, out, args.problems_shown)
+    return 0
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"get_map.py: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The YOLOv3 training loss: CIoU box term, objectness with an ignore mask, class BCE.
+
+Head outputs and targets come in ``STRIDES`` order (32, 16, 8). Every quantity is
+computed in float32, whatever the dtype of the raw head outputs, and the result is a
+per-batch value (positives and counted cells are pooled over the whole batch), so it
+does not grow with the batch size.
+"""
+
+import numpy as np
+from keras import ops
+
+from utils.boxes import box_ciou_xywh, box_iou_xywh
+from utils.config import (
+    ANCHOR_MASK,
+    BOX_RATIO,
+    CLS_RATIO,
+    IGNORE_THRESHOLD,
+    LEVEL_BALANCE,
+    OBJ_RATIO,
+    STRIDES,
+)
+from utils.decode import decode_head
+
+# The objectness weight is tuned for this input area and scaled with the real one.
+_REFERENCE_AREA = 416.0 * 416.0
+# The class weight is tuned for this many classes and scaled with the real count.
+_REFERENCE_NUM_CLASSES = 80.0
+
+
+def _input_hw(input_size):
+    """Normalises an int or (height, width) into a (height, width) tuple of ints."""
+    if isinstance(input_size, (int, np.integer)):
+        hw = (int(input_size), int(input_size))
+    else:
+        try:
+            hw = tuple(int(v) for v in input_size)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"input_size must be an int or (height, width), got {input_size!r}."
+            ) from None
+    if len(hw) != 2 or min(hw) <= 0:
+        raise ValueError(
+            f"input_size must be a positive int or (height, width), got {input_size!r}."
+        )
+    return hw
+
+
+class YoloLoss:
+    """YOLOv3 loss over the three detection levels.
+
+    Per level ``l`` with ``P`` = number of positive cells in the batch (at least 1):
+
+    * box: ``sum_pos(1 - CIoU(decoded, target)) * box_ratio / P``;
+    * obj: binary cross-entropy on logits, averaged over the counted cells
+      (positives and counted negatives, at least 1),
+      ``* balance[l] * obj_ratio * (H * W) / 416**2``. A negative cell is not
+      counted when its decoded box has IoU above ``ignore_threshold`` with any
+      ground-truth box of its image;
+    * cls: binary cross-entropy on logits over positives,
+      ``* cls_ratio * C / 80 / P / C``. With label smoothing ``ls`` the class targets
+      are ``y * (1 - ls) + ls / C``: the smoothing mass is spread over the ``C``
+      classes, so the positive class gets ``1 - ls + ls / C`` and every other class
+      ``ls / C``.
+
+    Args:
+        anchors: (9, 2) anchor width, height in input pixels, sorted by area.
+        num_classes: C, the number of classes.
+        input_size: network input side in pixels, an int or (height, width).
+        label_smoothing: ``ls`` in [0, 1).
+        ignore_threshold: IoU above which a negative's objectness is not penalised.
+        balance: objectness weight of each level, in ``STRIDES`` order.
+        box_ratio: weight of the box term.
+        obj_ratio: weight of the objectness term at a 416x416 input.
+        cls_ratio: weight of the class term at 80 classes.
+
+    Call:
+        ``loss(y_true, y_pred) -> (total, components)``.
+
+        y_true: ``(y_true_32, y_true_16, y_true_8, gt_boxes)``. ``y_true_l`` is
+            (B, H/stride, W/stride, 3, 5+C): xywh rel target box, objectness (1 on
+            positives), one-hot class. ``gt_boxes`` is (B, M, 4) xywh rel, every
+            box of each image, zero rows (w = h = 0) as padding.
+        y_pred: the three raw head outputs in ``STRIDES`` order, each
+            (B, H/stride, W/stride, 3*(5+C)), any float dtype.
+
+        total: scalar float32, the sum of the three components.
+        components: ``{"box", "obj", "cls"}`` scalar float32 tensors, each summed
+            over the levels.
+    """
+
+    def __init__(
+        self,
+        anchors,
+        num_classes,
+        input_size,
+        label_smoothing=0.0,
+        ignore_threshold=IGNORE_THRESHOLD,
+        balance=LEVEL_BALANCE,
+        box_ratio=BOX_RATIO,
+        obj_ratio=OBJ_RATIO,
+        cls_ratio=CLS_RATIO,
+    ):
+        anchors = np.asarray(anchors, dtype="float32")
+        num_anchors = sum(len(mask) for mask in ANCHOR_MASK)
+        if anchors.shape != (num_anchors, 2):
+            raise ValueError(
+                f"anchors must have shape ({num_anchors}, 2) (width, height in pixels), "
+                f"got shape {anchors.shape}."
+            )
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+        if len(balance) != len(STRIDES):
+            raise ValueError(
+                f"balance needs one weight per level {STRIDES}, got {balance!r}."
+            )
+        self.anchors = anchors
+        self.num_classes = int(num_classes)
+        self.input_hw = _input_hw(input_size)
+        self.label_smoothing = float(label_smoothing)
+        self.ignore_threshold = float(ignore_threshold)
+        self.balance = tuple(float(b) for b in balance)
+        self.box_ratio = float(box_ratio)
+        self.obj_ratio = float(obj_ratio)
+        self.cls_ratio = float(cls_ratio)
+
+    def __call__(self, y_true, y_pred):
+        """Computes the loss; see the class docstring for arguments and returns."""
+        if len(y_true) != len(STRIDES) + 1:
+            raise ValueError(
+                f"y_true must be (y_true_32, y_true_16, y_true_8, gt_boxes), "
+                f"got {len(y_true)} items."
+            )
+        if len(y_pred) != len(STRIDES):
+            raise ValueError(
+                f"y_pred must hold one raw head output per stride {STRIDES}, "
+                f"got {len(y_pred)} items."
+            )
+        gt_boxes = ops.cast(y_true[-1], "float32")
+        box_loss = obj_loss = cls_loss = ops.zeros((), "float32")
+        for level in range(len(STRIDES)):
+            box, obj, cls = self._level_loss(level, y_true[level], y_pred[level], gt_boxes)
+            box_loss = box_loss + box
+            obj_loss = obj_loss + obj
+            cls_loss = cls_loss + cls
+        total = box_loss + obj_loss + cls_loss
+        return total, {"box": box_loss, "obj": obj_loss, "cls": cls_loss}
+
+    def _level_loss(self, level, y_true, raw, gt_boxes):
+        """Box, objectness and class terms of one level.
+
+        Args:
+            level: index into ``STRIDES``.
+            y_true: (B, Gh, Gw, 3, 5+C) targets.
+            raw: (B, Gh, Gw, 3*(5+C)) raw head output.
+            gt_boxes: (B, M, 4) xywh rel float32 ground truth, zero-padded.
+
+        Returns:
+            Three scalar float32 tensors: box, objectness and class terms.
+        """
+        y_true = ops.cast(y_true, "float32")
+        anchors = self.anchors[list(ANCHOR_MASK[level])]
+        boxes, obj_logits, cls_logits = decode_head(
+            ops.cast(raw, "float32"), anchors, self.num_classes, self.input_hw
+        )
+        target_boxes = y_true[..., 0:4]
+        obj_target = y_true[..., 4:5]
+        cls_target = y_true[..., 5:]
+        pos_count = ops.sum(obj_target)
+        num_pos = ops.maximum(pos_count, 1.0)
+
+        ciou = box_ciou_xywh(boxes, target_boxes)
+        box_loss = ops.sum(obj_target[..., 0] * (1.0 - ciou)) * self.box_ratio / num_pos
+
+        obj_bce = ops.binary_crossentropy(obj_target, obj_logits, from_logits=True)
+        counted_neg = (1.0 - obj_target) * self._not_ignored(boxes, gt_boxes)
+        obj_sum = ops.sum(obj_bce * (obj_target + counted_neg))
+        area = float(self.input_hw[0] * self.input_hw[1])
+        obj_scale = self.balance[level] * self.obj_ratio * area / _REFERENCE_AREA
+        # A true mean over the counted cells (not `num_pos + ...`), so that a level
+        # without positives does not depend on the batch size.
+        num_counted = ops.maximum(pos_count + ops.sum(counted_neg), 1.0)
+        obj_loss = obj_sum * obj_scale / num_counted
+
+        ls = self.label_smoothing
+        smoothed = cls_target * (1.0 - ls) + ls / self.num_classes
+        cls_bce = ops.binary_crossentropy(smoothed, cls_logits, from_logits=True)
+        cls_scale = self.cls_ratio * self.num_classes / _REFERENCE_NUM_CLASSES
+        cls_loss = ops.sum(cls_bce * obj_target) * cls_scale / num_pos / self.num_classes
+        return box_loss, obj_loss, cls_loss
+
+    def _not_ignored(self, boxes, gt_boxes):
+        """1 where a prediction's best IoU with its image's ground truth is small enough.
+
+        Args:
+            boxes: (B, Gh, Gw, 3, 4) decoded xywh rel predictions.
+            gt_boxes: (B, M, 4) xywh rel ground truth, zero-padded.
+
+        Returns:
+            (B, Gh, Gw, 3, 1) float32 mask, without gradient.
+        """
+        boxes = ops.stop_gradient(boxes)
+        # (B, Gh, Gw, 3, 1, 4) against (B, 1, 1, 1, M, 4): every box with every gt box.
+        iou = box_iou_xywh(
+            ops.expand_dims(boxes, -2),
+            gt_boxes[:, None, None, None, :, :],
+        )
+        # Padding rows have zero area and IoU 0; `initial` also covers M = 0.
+        best_iou = ops.max(iou, axis=-1, keepdims=True, initial=0.0)
+        return ops.stop_gradient(
+            ops.cast(best_iou <= self.ignore_threshold, "float32")
+        )

@@ -1,0 +1,379 @@
+"""Tests of the YOLOv3 loss on tiny 64x64 inputs (grids 2, 4 and 8)."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nets.loss import YoloLoss
+from utils.boxes import shape_iou
+from utils.config import ANCHOR_MASK, BOX_RATIO, LEVEL_BALANCE, OBJ_RATIO, STRIDES
+from utils.decode import decode_head
+
+SIZE = 64
+GRIDS = tuple(SIZE // s for s in STRIDES)
+# The project's default anchors, rescaled from a 416 input to 64.
+ANCHORS = (
+    np.array(
+        [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]],
+        dtype="float32",
+    )
+    * SIZE
+    / 416.0
+)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _bce(logit, target):
+    """Binary cross-entropy on a logit, computed stably in float64."""
+    return max(logit, 0.0) - logit * target + math.log1p(math.exp(-abs(logit)))
+
+
+def _ciou(a, b):
+    """CIoU of two xywh boxes, written out independently of utils.boxes."""
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(min(ax2, bx2) - max(ax1, bx1), 0) * max(min(ay2, by2) - max(ay1, by1), 0)
+    iou = inter / (a[2] * a[3] + b[2] * b[3] - inter)
+    rho2 = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
+    c2 = (max(ax2, bx2) - min(ax1, bx1)) ** 2 + (max(ay2, by2) - min(ay1, by1)) ** 2
+    v = 4 / math.pi**2 * (math.atan(b[2] / b[3]) - math.atan(a[2] / a[3])) ** 2
+    alpha = v / (1 - iou + v)
+    return iou - rho2 / c2 - alpha * v
+
+
+def _empty_targets(batch, num_classes, max_boxes=4, grids=GRIDS):
+    """All-zero y_true: three (B, G, G, 3, 5+C) levels and (B, M, 4) gt boxes."""
+    levels = [np.zeros((batch, g, g, 3, 5 + num_classes), "float32") for g in grids]
+    return levels + [np.zeros((batch, max_boxes, 4), "float32")]
+
+
+def _raw(batch, num_classes, fill=0.0, obj=0.0, grids=GRIDS):
+    """Raw head outputs (B, G, G, 3*(5+C)) with box/class channels ``fill``, objectness ``obj``."""
+    raws = []
+    for g in grids:
+        raw = np.full((batch, g, g, 3, 5 + num_classes), fill, "float32")
+        raw[..., 4] = obj
+        raws.append(raw.reshape(batch, g, g, 3 * (5 + num_classes)))
+    return raws
+
+
+def _set(raws, level, row, col, anchor, values, num_classes, start=0):
+    """Writes ``values`` into channel ``start...`` of one anchor of one cell of image 0."""
+    k = anchor * (5 + num_classes) + start
+    raws[level][0, row, col, k : k + len(values)] = values
+
+
+def _encode(boxes_per_image, classes_per_image, num_classes, max_boxes=4):
+    """Builds y_true by assigning each box to its best-shaped anchor (test helper)."""
+    y_true = _empty_targets(len(boxes_per_image), num_classes, max_boxes)
+    for b, (boxes, classes) in enumerate(zip(boxes_per_image, classes_per_image)):
+        for m, (box, cls) in enumerate(zip(boxes, classes)):
+            best = int(np.argmax(shape_iou(np.array(box[2:]) * SIZE, ANCHORS)))
+            level = next(i for i, mask in enumerate(ANCHOR_MASK) if best in mask)
+            anchor = ANCHOR_MASK[level].index(best)
+            g = GRIDS[level]
+            row, col = int(box[1] * g), int(box[0] * g)
+            y_true[level][b, row, col, anchor, :4] = box
+            y_true[level][b, row, col, anchor, 4] = 1.0
+            y_true[level][b, row, col, anchor, 5 + cls] = 1.0
+            y_true[-1][b, m] = box
+    return y_true
+
+
+def _loss_and_grads(loss_fn, y_true, raws):
+    variables = [tf.Variable(r) for r in raws]
+    with tf.GradientTape() as tape:
+        total, parts = loss_fn([tf.constant(t) for t in y_true], variables)
+    return total, parts, tape.gradient(total, variables)
+
+
+def _assert_finite(total, parts, grads):
+    assert np.isfinite(float(total))
+    assert all(np.isfinite(float(v)) for v in parts.values())
+    for g in grads:
+        assert g is not None
+        assert np.all(np.isfinite(g.numpy()))
+
+
+def test_images_without_objects_give_finite_loss_and_gradients():
+    loss_fn = YoloLoss(ANCHORS, 3, SIZE)
+    rng = np.random.default_rng(0)
+    raws = [r + rng.normal(0, 3, r.shape).astype("float32") for r in _raw(2, 3)]
+    total, parts, grads = _loss_and_grads(loss_fn, _empty_targets(2, 3), raws)
+    _assert_finite(total, parts, grads)
+    assert float(parts["box"]) == 0.0 and float(parts["cls"]) == 0.0
+    assert float(parts["obj"]) > 0.0
+    # Without objects every objectness gradient pushes the logits down.
+    assert all(np.all(g.numpy().reshape(tuple(g.shape[:3]) + (3, 8))[..., 4] > 0) for g in grads)
+
+
+def test_non_square_input():
+    grids = [(64 // s, 96 // s) for s in STRIDES]
+    loss_fn = YoloLoss(ANCHORS, 2, (64, 96))
+    y_true = [np.zeros((1, h, w, 3, 7), "float32") for h, w in grids]
+    y_true[0][0, 1, 2, 0, :5] = [0.9, 0.8, 0.3, 0.4, 1.0]
+    y_true[0][0, 1, 2, 0, 6] = 1.0
+    y_true.append(np.array([[[0.9, 0.8, 0.3, 0.4]]], "float32"))
+    raws = [np.zeros((1, h, w, 21), "float32") for h, w in grids]
+    total, parts, grads = _loss_and_grads(loss_fn, y_true, raws)
+    _assert_finite(total, parts, grads)
+    assert float(parts["box"]) > 0.0 and float(parts["cls"]) > 0.0
+
+
+def test_zero_size_boxes_give_finite_loss_and_gradients():
+    loss_fn = YoloLoss(ANCHORS, 2, SIZE)
+    y_true = _empty_targets(1, 2)
+    # Positives whose target box has zero width, zero height, or both.
+    y_true[0][0, 0, 1, 2, :6] = [0.7, 0.2, 0.0, 0.5, 1.0, 1.0]
+    y_true[1][0, 2, 2, 0, :6] = [0.6, 0.6, 0.3, 0.0, 1.0, 1.0]
+    y_true[2][0, 5, 3, 1, :6] = [0.4, 0.7, 0.0, 0.0, 1.0, 1.0]
+    y_true[-1][0, :3] = [[0.7, 0.2, 0.0, 0.5], [0.6, 0.6, 0.3, 0.0], [0.4, 0.7, 0.0, 0.0]]
+    total, parts, grads = _loss_and_grads(loss_fn, y_true, _raw(1, 2, fill=0.1))
+    _assert_finite(total, parts, grads)
+    assert float(parts["box"]) > 0.0
+    assert any(np.any(g.numpy() != 0) for g in grads)
+
+
+def test_empty_batch_inside_tf_function():
+    loss_fn = YoloLoss(ANCHORS, 2, SIZE)
+    specs = [tf.TensorSpec((None, g, g, 3, 7)) for g in GRIDS] + [tf.TensorSpec((None, None, 4))]
+    raw_specs = [tf.TensorSpec((None, g, g, 21)) for g in GRIDS]
+
+    @tf.function(input_signature=[specs, raw_specs])
+    def step(y_true, raws):
+        with tf.GradientTape() as tape:
+            tape.watch(raws)
+            total, parts = loss_fn(y_true, raws)
+        return total, parts, tape.gradient(total, raws)
+
+    for batch, boxes in ((0, 4), (0, 0), (2, 0)):
+        y_true = _empty_targets(batch, 2, max_boxes=boxes)
+        total, parts, grads = step(y_true, _raw(batch, 2))
+        _assert_finite(total, parts, grads)
+        assert total.dtype == tf.float32 and total.shape == ()
+        if batch == 0:
+            assert float(total) == 0.0
+
+
+def test_float16_outputs_are_computed_in_float32():
+    loss_fn = YoloLoss(ANCHORS, 2, SIZE)
+    y_true = _encode([[[0.3, 0.3, 0.4, 0.5]]], [[1]], 2)
+    raws = [r + np.float32(0.3) for r in _raw(1, 2, obj=-2.0)]
+    total32, _ = loss_fn(y_true, raws)
+    total16, parts16 = loss_fn(y_true, [tf.constant(r, tf.float16) for r in raws])
+    assert total16.dtype == tf.float32
+    assert all(v.dtype == tf.float32 for v in parts16.values())
+    np.testing.assert_allclose(float(total16), float(total32), rtol=1e-3)
+
+
+def test_loss_is_a_per_batch_value():
+    loss_fn = YoloLoss(ANCHORS, 2, SIZE)
+    y_true = _encode([[[0.3, 0.3, 0.4, 0.5], [0.8, 0.7, 0.1, 0.15]]], [[0, 1]], 2)
+    rng = np.random.default_rng(1)
+    raws = [rng.normal(0, 1, r.shape).astype("float32") for r in _raw(1, 2)]
+    single, _ = loss_fn(y_true, raws)
+    doubled, _ = loss_fn(
+        [np.concatenate([t, t]) for t in y_true], [np.concatenate([r, r]) for r in raws]
+    )
+    np.testing.assert_allclose(float(doubled), float(single), rtol=1e-5)
+
+
+def test_box_term_is_one_minus_ciou_for_one_positive():
+    loss_fn = YoloLoss(ANCHORS, 1, SIZE)
+    target = [0.7, 0.2, 0.6, 0.5]
+    y_true = _empty_targets(1, 1)
+    y_true[0][0, 0, 1, 2, :6] = target + [1.0, 1.0]
+    y_true[-1][0, 0] = target
+    raws = _raw(1, 1)
+    tx, ty, tw, th = 0.3, -0.2, 0.1, -0.3
+    _set(raws, 0, 0, 1, 2, [tx, ty, tw, th], 1)
+    anchor = ANCHORS[ANCHOR_MASK[0][2]]
+    decoded = [
+        (_sigmoid(tx) + 1) / GRIDS[0],
+        (_sigmoid(ty) + 0) / GRIDS[0],
+        math.exp(tw) * anchor[0] / SIZE,
+        math.exp(th) * anchor[1] / SIZE,
+    ]
+    boxes, _, _ = decode_head(raws[0], ANCHORS[list(ANCHOR_MASK[0])], 1, (SIZE, SIZE))
+    np.testing.assert_allclose(boxes[0, 0, 1, 2].numpy(), decoded, rtol=1e-6)
+
+    _, parts = loss_fn(y_true, raws)
+    expected = (1.0 - _ciou(decoded, target)) * BOX_RATIO
+    assert expected > 0.01
+    np.testing.assert_allclose(float(parts["box"]), expected, rtol=1e-5)
+
+    scaled = YoloLoss(ANCHORS, 1, SIZE, box_ratio=1.0)
+    np.testing.assert_allclose(float(scaled(y_true, raws)[1]["box"]), expected / BOX_RATIO, rtol=1e-5)
+
+
+def _ignore_case(gt_box, hot_logit):
+    """Objectness term when one negative (level 32, cell (0, 0), anchor 1) has ``hot_logit``."""
+    loss_fn = YoloLoss(ANCHORS, 1, SIZE)
+    y_true = _empty_targets(1, 1)
+    y_true[-1][0, 0] = gt_box
+    raws = _raw(1, 1, obj=-10.0)
+    _set(raws, 0, 0, 0, 1, [hot_logit], 1, start=4)
+    return float(loss_fn(y_true, raws)[1]["obj"])
+
+
+def _hot_box():
+    """The decoded box of level 32, cell (0, 0), anchor 1 when its raw box channels are 0."""
+    anchor = ANCHORS[ANCHOR_MASK[0][1]]
+    return [0.5 / GRIDS[0], 0.5 / GRIDS[0], anchor[0] / SIZE, anchor[1] / SIZE]
+
+
+def test_negative_overlapping_a_gt_box_is_ignored():
+    gt = _hot_box()  # IoU 1 with the hot prediction.
+    cold, hot = _ignore_case(gt, -10.0), _ignore_case(gt, 5.0)
+    np.testing.assert_allclose(hot, cold, rtol=1e-6)
+    # Slightly shifted: still above the threshold, still ignored.
+    shifted = [gt[0] + 0.02, gt[1] - 0.02, gt[2], gt[3]]
+    np.testing.assert_allclose(_ignore_case(shifted, 5.0), _ignore_case(shifted, -10.0), rtol=1e-6)
+
+
+def test_negative_with_low_iou_is_penalised():
+    hot_box = _hot_box()
+    # Same centre, 0.3x the sides: IoU 0.09 with the hot box, below 0.5 with every prediction.
+    gt = [hot_box[0], hot_box[1], 0.3 * hot_box[2], 0.3 * hot_box[3]]
+    cold, hot = _ignore_case(gt, -10.0), _ignore_case(gt, 5.0)
+    # Level 32: no positives and all 2*2*3 = 12 negatives counted.
+    scale = LEVEL_BALANCE[0] * OBJ_RATIO * SIZE * SIZE / 416.0**2 / 12
+    np.testing.assert_allclose(hot - cold, (_bce(5.0, 0) - _bce(-10.0, 0)) * scale, rtol=1e-5)
+
+
+def test_ignore_threshold_is_configurable():
+    # IoU about 0.83 with the hot prediction: ignored at 0.5 (tested above), counted at 0.9.
+    box = _hot_box()
+    loss_fn = YoloLoss(ANCHORS, 1, SIZE, ignore_threshold=0.9)
+    y_true = _empty_targets(1, 1)
+    y_true[-1][0, 0] = [box[0] + 0.02, box[1] - 0.02, box[2], box[3]]
+    cold, hot = _raw(1, 1, obj=-10.0), _raw(1, 1, obj=-10.0)
+    _set(hot, 0, 0, 0, 1, [5.0], 1, start=4)
+    assert float(loss_fn(y_true, hot)[1]["obj"]) > float(loss_fn(y_true, cold)[1]["obj"]) + 0.01
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_class_term_with_label_smoothing(smoothing):
+    num_classes = 3
+    loss_fn = YoloLoss(ANCHORS, num_classes, SIZE, label_smoothing=smoothing)
+    box = [0.7, 0.2, 0.6, 0.5]
+    y_true = _empty_targets(1, num_classes)
+    y_true[0][0, 0, 1, 2, :5] = box + [1.0]
+    y_true[0][0, 0, 1, 2, 5 + 1] = 1.0
+    y_true[-1][0, 0] = box
+    logits = [0.5, -1.0, 2.0]
+    raws = _raw(1, num_classes)
+    _set(raws, 0, 0, 1, 2, logits, num_classes, start=5)
+
+    targets = [smoothing / num_classes + (1 - smoothing) * (c == 1) for c in range(num_classes)]
+    bce = sum(_bce(x, t) for x, t in zip(logits, targets))
+    expected = bce * (num_classes / 80.0) / 1.0 / num_classes
+    np.testing.assert_allclose(float(loss_fn(y_true, raws)[1]["cls"]), expected, rtol=1e-5)
+
+
+def test_label_smoothing_penalises_overconfidence():
+    box = [0.7, 0.2, 0.6, 0.5]
+    y_true = _empty_targets(1, 3)
+    y_true[0][0, 0, 1, 2, :5] = box + [1.0]
+    y_true[0][0, 0, 1, 2, 5 + 1] = 1.0
+    raws = _raw(1, 3)
+    _set(raws, 0, 0, 1, 2, [-12.0, 12.0, -12.0], 3, start=5)
+    plain = float(YoloLoss(ANCHORS, 3, SIZE)(y_true, raws)[1]["cls"])
+    smoothed = float(YoloLoss(ANCHORS, 3, SIZE, label_smoothing=0.1)(y_true, raws)[1]["cls"])
+    assert plain < 1e-4
+    assert smoothed > 100 * plain
+
+
+def test_runs_under_a_distribution_strategy():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    loss_fn = YoloLoss(ANCHORS, 2, SIZE)
+    y_true = _encode([[[0.3, 0.3, 0.4, 0.5]]], [[1]], 2)
+    raws = _raw(1, 2, fill=0.2)
+    expected, _ = loss_fn(y_true, raws)
+
+    @tf.function
+    def replica_fn(y_true, raws):
+        return loss_fn(y_true, raws)[0]
+
+    per_replica = strategy.run(replica_fn, args=(y_true, raws))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"anchors": np.ones((6, 2))}, "anchors"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"input_size": (64,)}, "input_size"),
+        ({"input_size": "big"}, "input_size"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"balance": (1.0, 1.0)}, "balance"),
+    ],
+)
+def test_rejects_bad_arguments(kwargs, message):
+    args = {"anchors": ANCHORS, "num_classes": 2, "input_size": SIZE, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        YoloLoss(**args)
+
+
+def _tiny_detector(num_classes):
+    """Strided convs on a 64x64 input; heads at grids 2, 4, 8 (STRIDES order)."""
+    channels = 3 * (5 + num_classes)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    p8 = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    p16 = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(p8)
+    p32 = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(p16)
+    heads = [keras.layers.Conv2D(channels, 1)(p) for p in (p32, p16, p8)]
+    return keras.Model(inputs, heads)
+
+
+@pytest.mark.slow
+def test_loss_decreases_when_memorising_a_batch():
+    keras.utils.set_random_seed(0)
+    num_classes = 2
+    boxes = [
+        [[0.3, 0.3, 0.4, 0.5], [0.75, 0.7, 0.15, 0.2]],
+        [[0.5, 0.5, 0.8, 0.7], [0.2, 0.8, 0.05, 0.06]],
+    ]
+    classes = [[0, 1], [1, 0]]
+    y_true = [tf.constant(t) for t in _encode(boxes, classes, num_classes)]
+    levels_used = {i for i in range(3) if float(tf.reduce_sum(y_true[i][..., 4])) > 0}
+    assert len(levels_used) == 3, "the batch should exercise every level"
+    images = tf.constant(np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)), tf.float32)
+
+    model = _tiny_detector(num_classes)
+    optimizer = keras.optimizers.Adam(learning_rate=1e-2)
+    loss_fn = YoloLoss(ANCHORS, num_classes, SIZE)
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            total, _ = loss_fn(y_true, model(images, training=True))
+        grads = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return total
+
+    initial = float(loss_fn(y_true, model(images))[0])
+    for _ in range(80):
+        train_step()
+    final, parts = loss_fn(y_true, model(images))
+    assert float(final) < 0.3 * initial, (initial, float(final))
+    assert all(np.isfinite(float(v)) for v in parts.values())
+
+    outputs = model(images)
+    for level, anchors in enumerate(ANCHOR_MASK):
+        _, obj_logits, _ = decode_head(outputs[level], ANCHORS[list(anchors)], num_classes, (SIZE, SIZE))
+        positive = y_true[level][..., 4] > 0
+        obj = tf.sigmoid(obj_logits[..., 0])
+        if level in levels_used:
+            assert float(tf.reduce_min(tf.boolean_mask(obj, positive))) > 0.5
+        assert float(tf.reduce_max(tf.boolean_mask(obj, ~positive))) < 0.5

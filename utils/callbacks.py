@@ -1,0 +1,215 @@
+"""Training callbacks: learning-rate setting, NaN guard, mAP evaluation and the run
+folder's checkpoints, history CSV, plots and resumable state.
+"""
+
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from utils.checkpoint import atomic_write, save_model
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.json"
+OPTIMIZER_FILE = "last_optimizer.npz"
+HISTORY_FILE = "history.csv"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+class LearningRateSetter(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate at each epoch start from ``schedule(epoch)``
+    and shows it in the progress bar as ``lr``."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+        self.current = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = float(self.schedule(epoch))
+        self.model.optimizer.learning_rate = self.current
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is not None:
+            logs["lr"] = self.current
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = self.current
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training with a clear error when the loss is NaN or infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"Loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}. Training stopped; "
+                "the last good checkpoint is kept. Try a lower --lr, check the annotations for "
+                "broken boxes, or use --optimizer adam."
+            )
+
+
+class MapEvaluator(keras.callbacks.Callback):
+    """Every ``period`` epochs (and at the last), computes the validation mAP@0.5 with
+    ``evaluate()`` -> (map, details) and adds it to the epoch logs as ``map``."""
+
+    def __init__(self, evaluate, period, total_epochs):
+        super().__init__()
+        self.evaluate = evaluate
+        self.period = period
+        self.total_epochs = total_epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.period <= 0 or logs is None:
+            return
+        if (epoch + 1) % self.period == 0 or epoch + 1 == self.total_epochs:
+            value = float(self.evaluate())
+            logs["map"] = value
+            print(f"\nEpoch {epoch + 1}: validation mAP@0.5 = {value:.4f}")
+
+
+class RunCheckpointer(keras.callbacks.Callback):
+    """Writes the run folder at every epoch end, each file atomically.
+
+    Files: ``last.keras`` (+ ``last_optimizer.npz``), ``best.keras`` (by validation loss or
+    mAP), ``epoch_NNN.keras`` every ``save_period`` epochs, ``history.csv``,
+    ``loss.png`` / ``map.png`` and ``train_state.json`` (what ``--resume`` reads).
+
+    Args:
+        run_dir: the run folder.
+        save_period: epochs between ``epoch_NNN`` checkpoints (0: none).
+        best_by: "loss" (lowest val_loss, or loss without validation) or "map".
+        history: rows of earlier epochs (when resuming).
+        best: best value so far (when resuming).
+    """
+
+    def __init__(self, run_dir, save_period, best_by="loss", history=None, best=None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.save_period = save_period
+        self.best_by = best_by
+        self.history = list(history or [])
+        self.best = best
+        # Whether the current epochs run with a frozen backbone (set by the trainer);
+        # resuming restores the optimizer state only into the same phase.
+        self.frozen = None
+
+    def _score(self, logs):
+        if self.best_by == "map":
+            value = logs.get("map")
+            return None if value is None else -float(value)
+        value = logs.get("val_loss", logs.get("loss"))
+        return None if value is None or not math.isfinite(float(value)) else float(value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
+        self.history.append(row)
+
+        save_model(self.model, self.run_dir / "last.keras", include_optimizer=False)
+        optimizer_vars = {f"v{i:04d}": np.asarray(v) for i, v in enumerate(self.model.optimizer.variables)}
+        atomic_write(self.run_dir / OPTIMIZER_FILE, lambda tmp: np.savez(tmp, **optimizer_vars), ".npz")
+        score = self._score(logs)
+        if score is not None and (self.best is None or score < self.best):
+            self.best = score
+            save_model(self.model, self.run_dir / "best.keras", include_optimizer=False)
+        if self.save_period and (epoch + 1) % self.save_period == 0:
+            save_model(self.model, self.run_dir / f"epoch_{epoch + 1:03d}.keras", include_optimizer=False)
+
+        write_history_csv(self.run_dir / HISTORY_FILE, self.history)
+        plot_history(self.run_dir, self.history)
+        state = {
+            "epoch": epoch + 1,
+            "best": self.best,
+            "best_by": self.best_by,
+            "frozen": self.frozen,
+            "history": self.history,
+        }
+        atomic_write(self.run_dir / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)), ".json")
+
+
+def restore_optimizer(optimizer, path, variables):
+    """Builds ``optimizer`` for ``variables`` and loads its saved state from ``path``.
+
+    Returns:
+        True if the state was restored, False if the file does not fit (then the
+        optimizer starts fresh and a warning says so).
+    """
+    optimizer.build(variables)
+    with np.load(path) as data:
+        saved = [data[k] for k in sorted(data.files)]
+    if len(saved) != len(optimizer.variables) or any(
+        tuple(s.shape) != tuple(v.shape) for s, v in zip(saved, optimizer.variables)
+    ):
+        log.warning("Optimizer state in %s does not fit this phase's variables; starting it fresh.", path)
+        return False
+    for value, var in zip(saved, optimizer.variables):
+        var.assign(value)
+    return True
+
+
+def write_history_csv(path, history):
+    """Writes the per-epoch rows (dicts with an "epoch" key) as CSV, atomically."""
+    keys = ["epoch"] + sorted({k for row in history for k in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue()), ".csv")
+
+
+def plot_history(run_dir, history):
+    """Writes loss.png (training and validation loss) and map.png (when mAP exists)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label in (("loss", "train loss"), ("val_loss", "val loss")):
+        points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("Loss")
+    fig.tight_layout()
+    atomic_write(Path(run_dir) / "loss.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
+    plt.close(fig)
+
+    points = [(e, row["map"]) for e, row in zip(epochs, history) if "map" in row]
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.plot(*zip(*points), marker="o", color="tab:green")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mAP@0.5")
+        ax.set_ylim(0, 1)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"Validation mAP@0.5 (best {max(p[1] for p in points):.3f})")
+        fig.tight_layout()
+        atomic_write(Path(run_dir) / "map.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
+        plt.close(fig)

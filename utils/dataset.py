@@ -1,0 +1,325 @@
+"""The ``tf.data`` input pipeline: checking annotations, reading, augmenting, encoding.
+
+Use ``check_annotations`` once, before building a model, to drop what cannot be
+trained on (missing or unreadable images, out-of-range classes, empty boxes) with a
+report; then ``build_dataset`` on the usable annotations.
+
+The training dataset yields ``(images, (y_true_32, y_true_16, y_true_8, gt_boxes))``:
+
+- images: float32 (B, S, S, 3) RGB 0–255.
+- y_true_l, in ``STRIDES`` order: float32 (B, S/stride, S/stride, 3, 5 + C)
+  (see ``utils.targets.encode_targets``).
+- gt_boxes: float32 (B, MAX_GT_BOXES, 4) xywh rel, zero-padded.
+
+Randomness. Every element draws its random numbers from stateless ops seeded by a
+per-element value of ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``
+and the element's image index; the order comes from a seeded shuffle that reshuffles
+each epoch. Two pipelines built with the same seed therefore give identical batches
+epoch after epoch, and successive epochs differ. (A global seed set with
+``tf.random.set_seed`` also enters the op seeds.)
+
+Mosaic and MixUp. With ``mosaic=True`` each training sample is a mosaic with
+probability 0.5 (the sample's own image plus three drawn at random from the whole
+set); with ``mixup=True`` a mosaic sample is blended 50/50 with a plain augmented
+random image with probability 0.5, as recent YOLO pipelines do (MixUp on mosaics
+only keeps a share of samples close to the un-mixed distribution). With ``mixup=True``
+and ``mosaic=False`` every sample is eligible for MixUp with probability 0.5.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from utils import augment
+from utils.annotation import Annotation
+from utils.config import MAX_GT_BOXES
+from utils.targets import build_targets, check_anchors, grid_sizes
+
+logger = logging.getLogger(__name__)
+
+# Image formats tf.io.decode_image reads (PIL's names; MPO is a multi-frame JPEG).
+DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
+MOSAIC_PROB = 0.5
+MIXUP_PROB = 0.5
+
+
+# ------------------------------------------------------------------------- checking
+
+
+def _image_header(path):
+    """(width, height, format) from the file header, without decoding pixels."""
+    with Image.open(path) as image:
+        return image.size[0], image.size[1], image.format
+
+
+def check_annotations(annotations, num_classes, image_root=None):
+    """Keeps the annotations that can be trained on and reports the rest.
+
+    Reads only image headers (PIL opens files lazily): an image that is missing,
+    unreadable or in a format TensorFlow cannot decode is skipped. Boxes with a class
+    id outside [0, num_classes) are dropped; boxes reaching outside the image (size
+    from the header) are clipped to it; boxes empty after clipping are dropped. Each
+    of these is one problem line. A truncated file whose header reads well is not
+    detected here.
+
+    Args:
+        annotations: iterable of ``Annotation`` (boxes xyxy pixels of the image).
+        num_classes: number of classes C of the model.
+        image_root: directory that relative image paths are resolved against; when
+            None they are used as they are (relative to the working directory).
+
+    Returns:
+        (usable, problems): list of ``Annotation`` with resolved paths and
+        clipped/filtered boxes (images without boxes included), and list of str,
+        one per problem, naming the image.
+    """
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    usable, problems = [], []
+    for ann in annotations:
+        path = Path(ann.path)
+        if image_root is not None and not path.is_absolute():
+            path = Path(image_root) / path
+        try:
+            width, height, fmt = _image_header(path)
+        except FileNotFoundError:
+            problems.append(f"{ann.path}: image file not found ({path}); image skipped")
+            continue
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            problems.append(f"{ann.path}: cannot read the image ({type(exc).__name__}: {exc}); image skipped")
+            continue
+        if fmt not in DECODABLE_FORMATS:
+            problems.append(
+                f"{ann.path}: image format {fmt!r} cannot be decoded by the pipeline "
+                f"(readable: {', '.join(DECODABLE_FORMATS)}); convert it to JPEG or PNG; image skipped"
+            )
+            continue
+
+        boxes = np.asarray(ann.boxes, np.float32).reshape(-1, 4)
+        classes = np.asarray(ann.classes, np.int32).reshape(-1)
+        difficult = np.asarray(ann.difficult, bool).reshape(-1)
+        if len(difficult) != len(classes):
+            difficult = np.zeros(len(classes), bool)
+        keep = np.ones(len(classes), bool)
+        limits = np.array([width, height, width, height], np.float32)
+        clipped = np.clip(boxes, 0.0, limits)
+        for i, (box, cls, new) in enumerate(zip(boxes, classes, clipped)):
+            if cls < 0 or cls >= num_classes:
+                problems.append(
+                    f"{ann.path}: class id {cls} out of range (model has {num_classes} classes); box skipped"
+                )
+                keep[i] = False
+            elif new[2] <= new[0] or new[3] <= new[1]:
+                problems.append(
+                    f"{ann.path}: box {box.tolist()} is empty inside the {width}x{height} image; box skipped"
+                )
+                keep[i] = False
+            elif np.any(new != box):
+                problems.append(
+                    f"{ann.path}: box {box.tolist()} extends outside the {width}x{height} image; "
+                    f"clipped to {new.tolist()}"
+                )
+        usable.append(Annotation(str(path), clipped[keep], classes[keep], difficult[keep]))
+    return usable, problems
+
+
+# ------------------------------------------------------------------------- building
+
+
+def steps_per_epoch(num_images, batch_size, drop_remainder):
+    """Number of batches an epoch of ``num_images`` gives."""
+    if drop_remainder:
+        return num_images // batch_size
+    return -(-num_images // batch_size)
+
+
+def _warn_box_counts(counts, max_boxes, images_per_sample):
+    over = counts > max_boxes
+    if over.any():
+        warnings.warn(
+            f"{int(over.sum())} image(s) hold more than {max_boxes} boxes (up to {int(counts.max())}); "
+            f"gt_boxes keeps the first {max_boxes} of each (the targets keep all); "
+            "raise MAX_GT_BOXES if the loss's ignore mask should see them all.",
+            stacklevel=3,
+        )
+    elif images_per_sample > 1:
+        most = int(np.sort(counts)[::-1][:images_per_sample].sum())
+        if most > max_boxes:
+            logger.warning(
+                "A combined (mosaic/mixup) sample can hold up to %d boxes; gt_boxes keeps the first %d.",
+                most,
+                max_boxes,
+            )
+
+
+def build_dataset(
+    annotations,
+    num_classes,
+    input_size,
+    anchors,
+    batch_size,
+    training,
+    seed=0,
+    mosaic=False,
+    mixup=False,
+    shuffle=None,
+    drop_remainder=None,
+    cache=False,
+    max_boxes=MAX_GT_BOXES,
+):
+    """Builds the batched training or validation dataset.
+
+    Training: random aspect/scale/placement, flip and HSV jitter (``utils.augment``),
+    optional Mosaic and MixUp (see the module docstring), shuffled. Validation:
+    letterbox only, in annotation order, every image kept.
+
+    Args:
+        annotations: list of ``Annotation`` as returned by ``check_annotations``
+            (boxes xyxy pixels of the image, class ids in [0, num_classes)).
+        num_classes: C.
+        input_size: S, square input side in pixels (a multiple of 32).
+        anchors: (9, 2) anchor width, height in input pixels, sorted by area.
+        batch_size: images per batch.
+        training: True for the augmented training pipeline, False for validation.
+        seed: integer seed of the shuffle and of every random augmentation.
+        mosaic: use Mosaic (training only).
+        mixup: use MixUp (training only).
+        shuffle: shuffle the image order each epoch; defaults to ``training``.
+        drop_remainder: drop the last incomplete batch; defaults to ``training``.
+        cache: read every image file into memory once, here, instead of from disk
+            each epoch (encoded bytes; for sets that fit in memory).
+        max_boxes: length of the per-image ``gt_boxes`` list.
+
+    Returns:
+        tf.data.Dataset of ``(images, (y_true_32, y_true_16, y_true_8, gt_boxes))``:
+        float32 (B, S, S, 3) RGB 0–255; three float32 (B, S/stride, S/stride, 3, 5 + C);
+        float32 (B, max_boxes, 4) xywh rel, zero-padded.
+
+    Raises:
+        ValueError: bad arguments, an empty annotation list, a class id out of range,
+            or fewer images than one batch when the remainder is dropped.
+    """
+    annotations = list(annotations)
+    size = int(input_size)
+    grid_sizes(input_size)
+    anchors = check_anchors(anchors)
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = int(num_classes)
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if not annotations:
+        raise ValueError("no annotations to build a dataset from; check the annotation file and image paths.")
+    if not training and (mosaic or mixup):
+        raise ValueError(
+            f"mosaic={mosaic!r}, mixup={mixup!r} asked for a validation dataset; they apply to training only."
+        )
+    if isinstance(seed, bool) or int(seed) != seed:
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = int(seed)
+    shuffle = training if shuffle is None else bool(shuffle)
+    drop_remainder = training if drop_remainder is None else bool(drop_remainder)
+    n = len(annotations)
+    if drop_remainder and n < batch_size:
+        raise ValueError(
+            f"{n} image(s) make no full batch of {batch_size}; lower batch_size or pass drop_remainder=False."
+        )
+
+    counts = np.array([len(np.asarray(a.classes).reshape(-1)) for a in annotations], np.int64)
+    all_classes = np.concatenate([np.asarray(a.classes, np.int32).reshape(-1) for a in annotations])
+    bad = np.flatnonzero((all_classes < 0) | (all_classes >= num_classes))
+    if bad.size:
+        image = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
+        raise ValueError(
+            f"{annotations[image].path}: class id {all_classes[bad[0]]} out of range for {num_classes} classes; "
+            "filter the annotations with check_annotations first."
+        )
+    images_per_sample = 1
+    if training and mosaic:
+        images_per_sample = 5 if mixup else 4
+    elif training and mixup:
+        images_per_sample = 2
+    _warn_box_counts(counts, max_boxes, images_per_sample)
+
+    paths = [str(a.path) for a in annotations]
+    splits = tf.constant(np.concatenate([[0], np.cumsum(counts)]), tf.int64)
+    all_boxes = tf.constant(
+        np.concatenate([np.asarray(a.boxes, np.float32).reshape(-1, 4) for a in annotations]), tf.float32
+    )
+    all_classes = tf.constant(all_classes, tf.int32)
+    # With the cache the sources are the files' bytes, otherwise their paths.
+    sources = tf.constant([Path(p).read_bytes() for p in paths] if cache else paths)
+
+    def load(index):
+        data = tf.gather(sources, index) if cache else tf.io.read_file(tf.gather(sources, index))
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.ensure_shape(image, (None, None, 3))
+        start, stop = splits[index], splits[index + 1]
+        return image, all_boxes[start:stop], all_classes[start:stop]
+
+    def encode(image, boxes, classes):
+        targets = build_targets(boxes, classes, anchors, size, num_classes, max_boxes)
+        return tf.ensure_shape(image, (size, size, 3)), targets
+
+    def fold(seed_pair, k):
+        return tf.random.experimental.stateless_fold_in(seed_pair, k)
+
+    def plain_sample(index, sample_seed):
+        image, boxes, classes = augment.random_place(*load(index), size, fold(sample_seed, 0))
+        return augment.random_hsv(image, fold(sample_seed, 1)), boxes, classes
+
+    def mosaic_sample(index, sample_seed):
+        others = tf.random.stateless_uniform([3], fold(sample_seed, 2), 0, n, dtype=tf.int64)
+        parts = [load(index)] + [load(others[k]) for k in range(3)]
+        image, boxes, classes = augment.mosaic(
+            [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], size, fold(sample_seed, 3)
+        )
+        return augment.random_hsv(image, fold(sample_seed, 4)), boxes, classes
+
+    # The map functions hold no Python control flow on tensors: skipping AutoGraph's
+    # source conversion cuts the dataset's build time several-fold.
+    @tf.autograph.experimental.do_not_convert
+    def train_map(index, random_value):
+        sample_seed = tf.stack([random_value, index])
+        draws = tf.random.stateless_uniform([2], fold(sample_seed, 5))
+        if mosaic:
+            mixable = draws[0] < MOSAIC_PROB  # MixUp goes on mosaic samples only
+            sample = tf.cond(
+                mixable,
+                lambda: mosaic_sample(index, sample_seed),
+                lambda: plain_sample(index, sample_seed),
+            )
+        else:
+            mixable = tf.constant(True)
+            sample = plain_sample(index, sample_seed)
+        if mixup:
+            partner = tf.random.stateless_uniform([], fold(sample_seed, 6), 0, n, dtype=tf.int64)
+            sample = tf.cond(
+                tf.logical_and(mixable, draws[1] < MIXUP_PROB),
+                lambda: augment.mixup(sample, plain_sample(partner, fold(sample_seed, 7))),
+                lambda: sample,
+            )
+        return encode(*sample)
+
+    @tf.autograph.experimental.do_not_convert
+    def val_map(index):
+        return encode(*augment.letterbox(*load(index), size))
+
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if training:
+        randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(indices, randoms)
+        dataset = dataset.map(train_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        dataset = indices.map(val_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(
+        batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,371 @@
+"""Inputs of a prediction run (an image, a folder, a video file or a webcam) and the
+files it writes.
+
+Sources:
+    image:  one image file (any of ``utils.image.IMAGE_EXTENSIONS``).
+    folder: every regular file in the folder, not recursive; hidden files (names
+            starting with ".") are ignored; a file that is not a readable image is
+            reported and skipped.
+    video:  a video file OpenCV can read (``VIDEO_EXTENSIONS``).
+    webcam: a camera index, 0, 1, ...
+
+Outputs under the run folder ``<out>``, for an input with stem ``<stem>``:
+    ``<out>/<stem>.png`` for PNG inputs, ``<out>/<stem>.jpg`` for other images;
+    ``<out>/<stem>.mp4`` for a video, ``<out>/webcam<index>.mp4`` for a webcam;
+    ``<out>/labels/<stem>.txt`` one ``class_name score x1 y1 x2 y2`` line per detection
+    (xyxy pixels; spaces in class names written as underscores);
+    ``<out>/crops/<class>/<stem>_<k>.jpg`` the k-th detection (0 = highest score).
+Two inputs of a folder with the same stem (``a.jpg``, ``a.png``) get their extension
+appended to it (``a_jpg``, ``a_png``) so that no output overwrites another.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from utils.map_files import class_token, format_detections
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+# Frame rate written when the source does not report one (typical for webcams).
+FALLBACK_FPS = 30.0
+JPEG_QUALITY = 95
+LABELS_DIR = "labels"
+CROPS_DIR = "crops"
+
+
+class SourceError(ValueError):
+    """A source that cannot be used; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of a prediction run.
+
+    Attributes:
+        kind: "image", "folder", "video" or "webcam".
+        path: the file or folder (None for a webcam).
+        index: the camera index (None unless a webcam).
+    """
+
+    kind: str
+    path: Path = None
+    index: int = None
+
+    @property
+    def stem(self):
+        """Base name of the outputs: the file's stem, or ``webcam<index>``."""
+        return f"webcam{self.index}" if self.kind == "webcam" else self.path.stem
+
+    def __str__(self):
+        return f"webcam {self.index}" if self.kind == "webcam" else str(self.path)
+
+
+def parse_source(text):
+    """Works out what ``--source`` names.
+
+    Args:
+        text: a camera index ("0", "1", ...), an image or video file, or a folder.
+
+    Returns:
+        Source.
+
+    Raises:
+        SourceError: the path does not exist, or is a file of an unknown type.
+    """
+    text = str(text).strip()
+    if text.isdigit():
+        return Source("webcam", index=int(text))
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return Source("folder", path)
+    if not path.exists():
+        raise SourceError(f"Source not found: {text!r}; pass an image, a folder, a video file or a webcam index (0, 1, ...).")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return Source("image", path)
+    if suffix in VIDEO_EXTENSIONS:
+        return Source("video", path)
+    raise SourceError(
+        f"Source {text!r} has the extension {path.suffix!r}, which is neither an image "
+        f"({' '.join(IMAGE_EXTENSIONS)}) nor a video ({' '.join(VIDEO_EXTENSIONS)}); rename or convert it."
+    )
+
+
+def folder_files(folder):
+    """The files a folder source processes: regular, non-hidden files, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a folder that was not processed.
+
+    Attributes:
+        path: the file.
+        reason: short reason, shared by files skipped for the same cause.
+        detail: the full message.
+    """
+
+    path: Path
+    reason: str
+    detail: str
+
+
+def read_image(path):
+    """Reads an image of a source as RGB uint8 (H, W, 3), EXIF orientation applied.
+
+    Raises:
+        ImageLoadError: unreadable, truncated, not an image, or a video file.
+    """
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        raise ImageLoadError(f"{path}: a video file; pass it as --source on its own")
+    return load_image(path)
+
+
+def _skip_reason(path, message):
+    """The short part of an ImageLoadError message: without the path and the details."""
+    reason = message[len(f"{path}: "):] if message.startswith(f"{path}: ") else message
+    return reason.split(" (")[0].split(";")[0].strip()
+
+
+def iter_batches(paths, batch_size):
+    """Reads image files in batches, skipping those that cannot be read.
+
+    Args:
+        paths: image file paths.
+        batch_size: images per batch (>= 1).
+
+    Yields:
+        (loaded, skipped, files_done): ``loaded`` a list of (path, RGB uint8 image)
+        with up to ``batch_size`` entries, ``skipped`` the list of ``Skipped`` met
+        while filling it, ``files_done`` how many paths were consumed for it. The last
+        batch may be short, or empty if only skipped files remained.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    loaded, skipped, done = [], [], 0
+    for path in paths:
+        done += 1
+        try:
+            loaded.append((path, read_image(path)))
+        except ImageLoadError as exc:
+            skipped.append(Skipped(Path(path), _skip_reason(path, str(exc)), str(exc)))
+        if len(loaded) == batch_size:
+            yield loaded, skipped, done
+            loaded, skipped, done = [], [], 0
+    if loaded or skipped:
+        yield loaded, skipped, done
+
+
+def unique_stems(paths):
+    """Output stems for input files, made unique when two share a stem.
+
+    Args:
+        paths: input file paths.
+
+    Returns:
+        dict {path: stem}: the file's stem, or ``<stem>_<extension>`` for files whose
+        stem another input has too.
+    """
+    paths = [Path(p) for p in paths]
+    seen = {}
+    for p in paths:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+    return {p: (f"{p.stem}_{p.suffix.lstrip('.')}" if seen[p.stem] > 1 else p.stem) for p in paths}
+
+
+def image_output_name(path, stem=None):
+    """File name of an annotated image: PNG inputs stay PNG, the others become JPEG."""
+    path = Path(path)
+    stem = path.stem if stem is None else stem
+    return f"{stem}.png" if path.suffix.lower() == ".png" else f"{stem}.jpg"
+
+
+def save_image(path, image):
+    """Writes an RGB uint8 image; the format follows the extension (JPEG quality 95)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": JPEG_QUALITY} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(np.ascontiguousarray(image)).save(path, **options)
+    return path
+
+
+def save_labels(out_dir, stem, detections, class_names):
+    """Writes ``<out_dir>/labels/<stem>.txt``: ``class_name score x1 y1 x2 y2`` per line.
+
+    Args:
+        out_dir: the run folder.
+        stem: the input's output stem.
+        detections: object with ``boxes`` (N, 4) xyxy pixels, ``scores`` (N,),
+            ``classes`` int (N,).
+        class_names: list of names indexed by the class ids.
+
+    Returns:
+        the file's Path (written even when empty, so every input has one).
+    """
+    path = Path(out_dir) / LABELS_DIR / f"{stem}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(format_detections(detections.boxes, detections.scores, detections.classes, class_names),
+                    encoding="utf-8")
+    return path
+
+
+def crop_folder_name(class_name):
+    """Folder name of a class under ``crops/``: spaces and path separators as underscores."""
+    token = class_token(class_name).replace("/", "_").replace("\\", "_")
+    return token if token not in ("", ".", "..") else f"_{token}_"
+
+
+def save_crops(out_dir, stem, image, detections, class_names):
+    """Saves each detection's box as ``<out_dir>/crops/<class>/<stem>_<k>.jpg``.
+
+    Args:
+        out_dir: the run folder.
+        stem: the input's output stem.
+        image: RGB uint8 (H, W, 3) the boxes refer to.
+        detections: object with ``boxes`` (N, 4) xyxy pixels and ``classes`` int (N,),
+            in descending score order; ``k`` is the index in that order.
+        class_names: list of names indexed by the class ids.
+
+    Returns:
+        list of the Paths written; boxes less than a pixel wide or high are skipped.
+    """
+    height, width = image.shape[:2]
+    written = []
+    for k, (box, cls) in enumerate(zip(np.asarray(detections.boxes).reshape(-1, 4), np.asarray(detections.classes))):
+        x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        path = Path(out_dir) / CROPS_DIR / crop_folder_name(class_names[int(cls)]) / f"{stem}_{k}.jpg"
+        written.append(save_image(path, image[y1:y2, x1:x2]))
+    return written
+
+
+def _quiet_opencv():
+    """Lowers OpenCV's own logging to errors only; returns the previous level (or None)."""
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None:
+        return None
+    previous = logging_api.getLogLevel()
+    logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+    return previous
+
+
+def _restore_opencv(level):
+    if level is not None:
+        cv2.utils.logging.setLogLevel(level)
+
+
+class VideoReader:
+    """Frames of a video file or a webcam, as RGB uint8 (H, W, 3) arrays.
+
+    Use as a context manager (or call ``close``) so the capture is released.
+
+    Args:
+        source: a Source of kind "video" or "webcam".
+
+    Raises:
+        SourceError: the video or camera cannot be opened, or gives no frame.
+    """
+
+    def __init__(self, source):
+        if source.kind not in ("video", "webcam"):
+            raise ValueError(f"VideoReader reads videos and webcams, got a source of kind {source.kind!r}")
+        self.source = source
+        level = _quiet_opencv()
+        try:
+            target = source.index if source.kind == "webcam" else str(source.path)
+            self.capture = cv2.VideoCapture(target)
+            opened = self.capture.isOpened()
+        finally:
+            _restore_opencv(level)
+        if not opened:
+            self.capture.release()
+            if source.kind == "webcam":
+                raise SourceError(
+                    f"Cannot open webcam {source.index}: no camera with that index is available "
+                    "(check that it is connected and not used by another program, or try another index)."
+                )
+            raise SourceError(f"Cannot open video {source.path}: OpenCV cannot read it (corrupt file or unsupported codec).")
+
+    @property
+    def fps(self):
+        """Frame rate the source reports, or FALLBACK_FPS when it reports none."""
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else FALLBACK_FPS
+
+    @property
+    def frame_count(self):
+        """Frames in a video file as its header says (may be approximate); None for a webcam."""
+        if self.source.kind == "webcam":
+            return None
+        count = self.capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        return int(count) if count and count > 0 else None
+
+    def __iter__(self):
+        while True:
+            ok, frame = self.capture.read()
+            if not ok or frame is None:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self):
+        """Releases the capture."""
+        self.capture.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class VideoWriter:
+    """Writes RGB frames to an MP4 file (mp4v), opened on the first frame.
+
+    Use as a context manager (or call ``close``) so the file is finalized; frames
+    written before an interruption stay in the file.
+
+    Args:
+        path: the .mp4 file.
+        fps: frame rate written in the file.
+    """
+
+    def __init__(self, path, fps):
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.frames = 0
+        self._writer = None
+
+    def write(self, frame):
+        """Appends an RGB uint8 (H, W, 3) frame; all frames must have the first one's size."""
+        if self._writer is None:
+            height, width = frame.shape[:2]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not self._writer.isOpened():
+                self._writer = None
+                raise OSError(f"Cannot write video {self.path}: OpenCV has no mp4v encoder here or the folder is not writable.")
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self):
+        """Finalizes the file."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

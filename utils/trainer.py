@@ -1,0 +1,432 @@
+"""The training engine behind train.py: configuration, checks before any model is
+built, the run folder, phases (frozen backbone, Mosaic on/off), resuming.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved as the run's config.json."""
+
+    train: str = "2007_train.txt"
+    val: str = "2007_val.txt"
+    classes: str = str(DEFAULT_CLASSES)
+    anchors: str = str(DEFAULT_ANCHORS)
+    backbone: str = DEFAULT_BACKBONE
+    input_size: int = DEFAULT_INPUT_SIZE
+    backbone_weights: str = "imagenet"
+    weights: str = ""
+    epochs: int = 300
+    freeze_epochs: int = 50
+    batch_size: int = 8
+    freeze_batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 0.0  # 0: the optimizer's default (sgd 1e-2, adam 1e-3)
+    min_lr: float = 0.0  # 0: lr / 100
+    lr_schedule: str = "cos"
+    weight_decay: float = -1.0  # <0: 5e-4 for sgd, 0 for adam
+    label_smoothing: float = 0.0
+    mosaic: bool = False
+    mixup: bool = False
+    mosaic_ratio: float = 0.7
+    save_dir: str = "logs"
+    name: str = ""
+    save_period: int = 10
+    eval_period: int = 10
+    eval_images: int = 0
+    best_by: str = "loss"
+    seed: int = 0
+    devices: str = ""
+    cache: bool = False
+    val_fraction: float = 0.1
+
+    def resolved(self):
+        """A copy with the optimizer-dependent defaults filled in."""
+        from utils.config import DEFAULT_WEIGHT_DECAY
+        from utils.lr_schedule import DEFAULT_LR, MIN_LR_RATIO
+
+        cfg = dataclasses.replace(self)
+        cfg.optimizer = cfg.optimizer.lower()
+        if cfg.lr <= 0:
+            cfg.lr = DEFAULT_LR.get(cfg.optimizer, 1e-2)
+        if cfg.min_lr <= 0:
+            cfg.min_lr = cfg.lr * MIN_LR_RATIO
+        if cfg.weight_decay < 0:
+            cfg.weight_decay = DEFAULT_WEIGHT_DECAY if cfg.optimizer == "sgd" else 0.0
+        return cfg
+
+
+class ConfigError(ValueError):
+    """A training setting or input that cannot work; raised before any model is built."""
+
+
+def validate(cfg):
+    """Checks settings and files; raises ConfigError with what to change."""
+    from nets.backbones import get_spec
+    from utils.image import check_input_size
+
+    try:
+        check_input_size(cfg.input_size)
+        get_spec(cfg.backbone)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"--optimizer must be sgd or adam, got {cfg.optimizer!r}")
+    if cfg.lr_schedule not in ("cos", "step"):
+        raise ConfigError(f"--lr-schedule must be cos or step, got {cfg.lr_schedule!r}")
+    if cfg.best_by not in ("loss", "map"):
+        raise ConfigError(f"--best-by must be loss or map, got {cfg.best_by!r}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.freeze_epochs < 0:
+        raise ConfigError(f"--freeze-epochs must be >= 0, got {cfg.freeze_epochs}")
+    if cfg.batch_size < 1 or cfg.freeze_batch_size < 1:
+        raise ConfigError(f"batch sizes must be >= 1, got {cfg.batch_size} and {cfg.freeze_batch_size}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if not 0 <= cfg.mosaic_ratio <= 1:
+        raise ConfigError(f"--mosaic-ratio must be in [0, 1], got {cfg.mosaic_ratio}")
+    if cfg.best_by == "map" and cfg.eval_period <= 0:
+        raise ConfigError("--best-by map needs --eval-period > 0")
+    for flag, path in (("--train", cfg.train), ("--classes", cfg.classes), ("--anchors", cfg.anchors)):
+        if not Path(path).is_file():
+            raise ConfigError(f"{flag} file not found: {path}")
+    if cfg.val and not Path(cfg.val).is_file():
+        raise ConfigError(f"--val file not found: {cfg.val} (pass --val '' to hold out part of --train instead)")
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise ConfigError(f"--weights checkpoint not found: {cfg.weights}")
+    weights = str(cfg.backbone_weights).lower()
+    if weights not in ("imagenet", "none", "") and not Path(cfg.backbone_weights).is_file():
+        raise ConfigError(
+            f"--backbone-weights file not found: {cfg.backbone_weights} (use imagenet, none or a local file)"
+        )
+
+
+def load_data(cfg, class_names):
+    """Reads and checks the annotation files.
+
+    Returns:
+        (train_annotations, val_annotations, problems).
+    """
+    from utils.annotation import read_annotation_file
+    from utils.dataset import check_annotations
+
+    problems = []
+
+    def read(path, what):
+        annotations, bad_lines = read_annotation_file(path, num_classes=len(class_names))
+        problems.extend(bad_lines)
+        usable, bad = check_annotations(annotations, len(class_names))
+        problems.extend(bad)
+        if not usable:
+            raise ConfigError(
+                f"{what} file {path} holds no usable line ({len(problems)} problems; first: "
+                f"{problems[0] if problems else 'the file is empty'})"
+            )
+        return usable
+
+    train = read(cfg.train, "--train")
+    if cfg.val:
+        val = read(cfg.val, "--val")
+    else:
+        rng = random.Random(cfg.seed)
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        n_val = max(1, int(round(cfg.val_fraction * len(train))))
+        if len(train) - n_val < 1:
+            raise ConfigError(f"--train has {len(train)} usable image(s): too few to hold out a validation part")
+        val = [train[i] for i in order[:n_val]]
+        train = [train[i] for i in order[n_val:]]
+    largest = cfg.batch_size
+    if len(train) < largest:
+        raise ConfigError(
+            f"Too few training images for one batch: {len(train)} usable image(s), batch size {largest}. "
+            "Add images or lower --batch-size / --freeze-batch-size."
+        )
+    return train, val, problems
+
+
+def setup_strategy(devices):
+    """Returns a tf.distribute strategy for ``--devices``.
+
+    Args:
+        devices: "" (default device), or a comma list such as "0,1" (GPUs) or
+            "cpu:0,cpu:1" (CPU devices; extra logical CPUs are created if needed).
+    """
+    import tensorflow as tf
+
+    names = [d.strip().lower() for d in devices.split(",") if d.strip()]
+    if not names:
+        return tf.distribute.get_strategy()
+    full = []
+    for name in names:
+        kind, _, index = name.rpartition(":")
+        kind = kind or "gpu"
+        if kind not in ("gpu", "cpu") or not index.isdigit():
+            raise ConfigError(f"--devices entries must look like 0, gpu:1 or cpu:0; got {name!r}")
+        full.append(f"/{kind}:{index}")
+    cpus = [d for d in full if d.startswith("/cpu")]
+    if cpus:
+        count = max(int(d.split(":")[1]) for d in cpus) + 1
+        physical = tf.config.list_physical_devices("CPU")
+        if count > 1 and len(tf.config.list_logical_devices("CPU")) < count:
+            tf.config.set_logical_device_configuration(
+                physical[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+            )
+    gpus = [d for d in full if d.startswith("/gpu")]
+    available = len(tf.config.list_physical_devices("GPU"))
+    for d in gpus:
+        if int(d.split(":")[1]) >= available:
+            raise ConfigError(f"--devices asks for {d} but {available} GPU(s) are visible")
+    if len(full) == 1:
+        return tf.distribute.OneDeviceStrategy(full[0])
+    return tf.distribute.MirroredStrategy(full)
+
+
+def new_run_dir(save_dir, name):
+    """logs/<name>, or logs/exp, exp2, ... when no name is given; never reuses a folder."""
+    base = Path(save_dir)
+    stem = name or "exp"
+    for i in range(1, 10_000):
+        candidate = base / (stem if i == 1 else f"{stem}{i}")
+        if not candidate.exists():
+            candidate.mkdir(parents=True)
+            return candidate
+    raise RuntimeError(f"No free run folder under {base}")
+
+
+def phase_plan(cfg, has_pretrained):
+    """Splits the epochs into phases of constant (frozen, batch, mosaic).
+
+    Returns:
+        list of dicts with start, end (0-based, end exclusive), frozen, batch, mosaic.
+    """
+    freeze = min(cfg.freeze_epochs, cfg.epochs) if has_pretrained else 0
+    mosaic_end = int(round(cfg.epochs * cfg.mosaic_ratio)) if (cfg.mosaic or cfg.mixup) else 0
+    cuts = sorted({0, cfg.epochs, freeze, mosaic_end} & set(range(cfg.epochs + 1)))
+    phases = []
+    for start, end in zip(cuts[:-1], cuts[1:]):
+        frozen = start < freeze
+        phases.append(
+            {
+                "start": start,
+                "end": end,
+                "frozen": frozen,
+                "batch": cfg.freeze_batch_size if frozen else cfg.batch_size,
+                "mosaic": start < mosaic_end,
+            }
+        )
+    return phases
+
+
+def format_summary(cfg, run_dir, n_train, n_val, phases, class_names):
+    """The one-screen summary printed at the start of a run."""
+    lines = [f"Run folder: {run_dir}", "-" * 64]
+    rows = [
+        ("train / val images", f"{n_train} / {n_val}"),
+        ("classes", f"{len(class_names)}: {', '.join(class_names[:8])}{' …' if len(class_names) > 8 else ''}"),
+        ("backbone", f"{cfg.backbone} (weights: {cfg.backbone_weights or 'none'})"),
+        ("init from", cfg.weights or "-"),
+        ("input size", cfg.input_size),
+        ("epochs", f"{cfg.epochs} ({cfg.freeze_epochs} frozen requested)"),
+        ("batch (frozen / unfrozen)", f"{cfg.freeze_batch_size} / {cfg.batch_size}"),
+        ("optimizer", f"{cfg.optimizer}, lr {cfg.lr:g} -> {cfg.min_lr:g} ({cfg.lr_schedule}, scaled by batch/64)"),
+        ("weight decay / smoothing", f"{cfg.weight_decay:g} / {cfg.label_smoothing:g}"),
+        ("mosaic / mixup", f"{cfg.mosaic} / {cfg.mixup} (first {cfg.mosaic_ratio:.0%} of epochs)"),
+        ("save / eval period", f"{cfg.save_period} / {cfg.eval_period} epochs (best by {cfg.best_by})"),
+        ("seed / devices", f"{cfg.seed} / {cfg.devices or 'default'}"),
+    ]
+    lines += [f"{k:<26} {v}" for k, v in rows]
+    lines.append("phases: " + "; ".join(
+        f"epochs {p['start'] + 1}-{p['end']} {'frozen' if p['frozen'] else 'all layers'} batch {p['batch']}"
+        f"{' mosaic' if p['mosaic'] else ''}" for p in phases))
+    lines.append("-" * 64)
+    return "\n".join(lines)
+
+
+def make_optimizer(cfg):
+    import keras
+
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=0.937, nesterov=True)
+    return keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=0.937)
+
+
+def make_map_evaluator(model, val, class_names, input_size, max_images):
+    """Returns a function computing the validation mAP@0.5 of ``model`` now."""
+    from utils.image import ImageLoadError, load_image
+    from utils.inference import Predictor
+    from utils.metrics import ImageDetections, ImageGroundTruth, evaluate_voc
+
+    subset = val[:max_images] if max_images else val
+    predictor = Predictor(model, input_size=input_size, conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
+
+    def evaluate():
+        gts, dets = {}, {}
+        for start in range(0, len(subset), 8):
+            chunk = subset[start : start + 8]
+            images, kept = [], []
+            for ann in chunk:
+                try:
+                    images.append(load_image(ann.path))
+                    kept.append(ann)
+                except ImageLoadError as exc:
+                    log.warning("mAP evaluation skips %s", exc)
+            for ann, det in zip(kept, predictor.predict_batch(images)):
+                key = ann.path
+                gts[key] = ImageGroundTruth(ann.boxes, ann.classes, ann.difficult)
+                dets[key] = ImageDetections(det.boxes, det.scores, det.classes)
+        result = evaluate_voc(gts, dets, class_names)
+        return result["map"]
+
+    return evaluate
+
+
+def train(cfg, resume_dir=None):
+    """Runs (or resumes) a training run.
+
+    Args:
+        cfg: TrainConfig (ignored when resuming: the run's own config.json is used,
+            except ``epochs`` when it is larger, to extend a finished run).
+        resume_dir: run folder to resume from.
+
+    Returns:
+        Path of the run folder.
+    """
+    import keras
+    import tensorflow as tf
+
+    from nets.loss import YoloLoss
+    from nets.yolo import YoloV3, freeze_backbone
+    from utils.callbacks import (
+        OPTIMIZER_FILE,
+        STATE_FILE,
+        LearningRateSetter,
+        MapEvaluator,
+        NanGuard,
+        RunCheckpointer,
+        restore_optimizer,
+    )
+    from utils.checkpoint import transfer_weights
+    from utils.dataset import build_dataset
+    from utils.lr_schedule import lr_at, scaled_lr
+    from utils.model_data import load_anchors, load_classes
+
+    state = None
+    if resume_dir:
+        run_dir = Path(resume_dir)
+        state_path = run_dir / STATE_FILE
+        if not (run_dir / CONFIG_FILE).is_file() or not state_path.is_file() or not (run_dir / "last.keras").is_file():
+            raise ConfigError(f"--resume {run_dir}: no finished epoch to resume from (needs config.json, "
+                              f"{STATE_FILE} and last.keras)")
+        saved = json.loads((run_dir / CONFIG_FILE).read_text())
+        epochs = max(cfg.epochs, saved["epochs"]) if cfg.epochs != TrainConfig.epochs else saved["epochs"]
+        cfg = TrainConfig(**{**saved, "epochs": epochs})
+        state = json.loads(state_path.read_text())
+        if state["epoch"] >= cfg.epochs:
+            print(f"Run {run_dir} already finished its {cfg.epochs} epochs.")
+            return run_dir
+    cfg = cfg.resolved()
+    validate(cfg)
+    class_names = load_classes(cfg.classes)
+    anchors = load_anchors(cfg.anchors)
+    train_set, val_set, problems = load_data(cfg, class_names)
+    if problems:
+        print(f"{len(problems)} annotation problem(s), affected boxes/images skipped:")
+        for line in problems[:20]:
+            print("  " + line)
+        if len(problems) > 20:
+            print(f"  … and {len(problems) - 20} more")
+
+    strategy = setup_strategy(cfg.devices)
+    keras.utils.set_random_seed(cfg.seed)
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "0")
+    if not resume_dir:
+        run_dir = new_run_dir(cfg.save_dir, cfg.name)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    pretrained = bool(cfg.weights) or str(cfg.backbone_weights).lower() not in ("none", "")
+    if cfg.freeze_epochs and not pretrained:
+        print(f"Note: no pretrained weights, so the backbone is trained from the start "
+              f"(the {cfg.freeze_epochs} frozen epochs apply only to pretrained backbones).")
+    phases = phase_plan(cfg, pretrained)
+    print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names))
+
+    with strategy.scope():
+        model = YoloV3(
+            len(class_names),
+            backbone=cfg.backbone,
+            class_names=class_names,
+            input_size=cfg.input_size,
+            anchors=anchors,
+            backbone_weights=None if (state or cfg.backbone_weights.lower() in ("none", "")) else cfg.backbone_weights,
+            weight_decay=cfg.weight_decay,
+        )
+        if state:
+            model.load_weights(run_dir / "last.keras")
+            print(f"Resuming {run_dir} after epoch {state['epoch']}.")
+        elif cfg.weights:
+            report = transfer_weights(model, cfg.weights)
+            print(f"Initialized from {cfg.weights}: {report['loaded']} weights loaded, "
+                  f"{len(report['skipped_shape'])} skipped for shape, {len(report['missing'])} missing.")
+            for name, src, dst in report["skipped_shape"]:
+                print(f"  skipped {name}: checkpoint {src} vs model {dst}")
+    model.loss_fn = YoloLoss(anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing)
+
+    val_ds = build_dataset(val_set, len(class_names), cfg.input_size, anchors, cfg.batch_size, training=False)
+    evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
+    checkpointer = RunCheckpointer(
+        run_dir, cfg.save_period, cfg.best_by,
+        history=state["history"] if state else None, best=state["best"] if state else None,
+    )
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
+    first_epoch = state["epoch"] if state else 0
+    jit = "auto" if tf.config.list_physical_devices("GPU") else False
+    trainable_key = None
+    for phase in phases:
+        if phase["end"] <= first_epoch:
+            continue
+        start = max(phase["start"], first_epoch)
+        freeze_backbone(model, phase["frozen"])
+        lr, min_lr = scaled_lr(cfg.lr, cfg.min_lr, phase["batch"], cfg.optimizer)
+        if trainable_key != phase["frozen"]:
+            with strategy.scope():
+                optimizer = make_optimizer(cfg)
+                model.compile(optimizer=optimizer, jit_compile=jit)
+                if state and start == first_epoch and state.get("frozen") == phase["frozen"]:
+                    if (run_dir / OPTIMIZER_FILE).is_file():
+                        restore_optimizer(optimizer, run_dir / OPTIMIZER_FILE, model.trainable_variables)
+            trainable_key = phase["frozen"]
+        train_ds = build_dataset(
+            train_set, len(class_names), cfg.input_size, anchors, phase["batch"], training=True,
+            seed=cfg.seed + start, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
+            cache=cfg.cache,
+        )
+        checkpointer.frozen = phase["frozen"]
+        if strategy.num_replicas_in_sync > 1:
+            train_ds = strategy.experimental_distribute_dataset(train_ds)
+        callbacks = [
+            LearningRateSetter(lambda e, lr=lr, min_lr=min_lr: lr_at(e, cfg.epochs, lr, min_lr, cfg.lr_schedule)),
+            NanGuard(),
+            MapEvaluator(evaluator, cfg.eval_period, cfg.epochs),
+            checkpointer,
+            tensorboard,
+        ]
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase["end"],
+                  callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
+    return run_dir

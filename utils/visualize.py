@@ -1,0 +1,325 @@
+"""Drawing detections, class counts, FPS and objectness heat maps on images, and
+showing them in a window.
+
+Images are RGB uint8 arrays (H, W, 3) throughout; drawing functions return a new
+array and leave their input untouched. Boxes are xyxy pixels of the image drawn on.
+Labels use DejaVu Sans, the font that ships with matplotlib, sized with the image.
+"""
+
+import colorsys
+import functools
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from utils.image import letterbox_geometry
+
+log = logging.getLogger(__name__)
+
+_GOLDEN_RATIO = 0.618033988749895
+# Label text scale and box line width, relative to the mean image side.
+_FONT_FRACTION = 0.028
+_MIN_FONT_SIZE = 10
+_LINE_FRACTION = 0.004
+_BLACK = (0, 0, 0)
+_WHITE = (255, 255, 255)
+# Keys that close the window and stop the run: q and Esc.
+_STOP_KEYS = (ord("q"), 27)
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_color(index):
+    hue = (index * _GOLDEN_RATIO) % 1.0
+    saturation = 0.85 if index % 2 == 0 else 0.65
+    value = 0.95 if (index // 2) % 2 == 0 else 0.8
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+
+
+def class_color(index):
+    """The colour of a class, the same in every run.
+
+    Hues step by the golden ratio from red, so neighbouring ids get well-separated
+    colours for any class count; saturation and brightness alternate between two
+    levels to tell apart the hues that come back close after many steps.
+
+    Args:
+        index: class id (int >= 0).
+
+    Returns:
+        (r, g, b) ints in 0–255.
+    """
+    return _class_color(int(index))
+
+
+def _relative_luminance(rgb):
+    """WCAG relative luminance of an sRGB colour (0–255 ints), in 0–1."""
+    channels = np.asarray(rgb, np.float64) / 255.0
+    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+    return float(linear @ np.array([0.2126, 0.7152, 0.0722]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_color(background):
+    luminance = _relative_luminance(background)
+    # WCAG contrast ratios against white (L = 1) and black (L = 0).
+    return _WHITE if 1.05 / (luminance + 0.05) > (luminance + 0.05) / 0.05 else _BLACK
+
+
+def text_color(background):
+    """Black or white, whichever contrasts more with ``background`` (r, g, b)."""
+    return _text_color(tuple(int(c) for c in background))
+
+
+def font_path():
+    """Path of DejaVuSans.ttf as shipped with matplotlib, or None if it is missing.
+
+    The file is found through the installed package without importing matplotlib
+    (which would build its font cache on first use).
+    """
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return path if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=32)
+def load_font(size):
+    """DejaVu Sans at ``size`` pixels; Pillow's own default font if it cannot be found."""
+    path = font_path()
+    if path is not None:
+        try:
+            return ImageFont.truetype(str(path), int(size))
+        except OSError as exc:
+            log.warning("Cannot load the label font %s (%s); using Pillow's default font.", path, exc)
+    else:
+        log.warning("matplotlib's DejaVuSans.ttf was not found; labels use Pillow's default font.")
+    return ImageFont.load_default(int(size))
+
+
+def font_size_for(image_hw):
+    """Label font size in pixels for an image of (height, width)."""
+    return max(_MIN_FONT_SIZE, int(round(_FONT_FRACTION * (image_hw[0] + image_hw[1]) / 2)))
+
+
+def line_width_for(image_hw):
+    """Box outline width in pixels for an image of (height, width)."""
+    return max(1, int(round(_LINE_FRACTION * (image_hw[0] + image_hw[1]) / 2)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(text, font_size, fill, width=0):
+    """A label: ``text`` in black or white on a ``fill`` box, as a PIL image.
+
+    The height depends only on the font (ascent + descent), so labels line up; the
+    box is at least ``width`` wide. Cached, since the same labels recur in a video
+    or a folder and rendering text is the slow part of drawing.
+    """
+    font = load_font(font_size)
+    ascent, descent = font.getmetrics()
+    left, _, right, _ = font.getbbox(text)
+    pad = max(1, (ascent + descent) // 6)
+    tag = Image.new("RGB", (max(width, right - left + 2 * pad), ascent + descent + 2 * pad), fill)
+    ImageDraw.Draw(tag).text((pad - left, pad), text, font=font, fill=text_color(fill))
+    return tag
+
+
+def _paste_tag(canvas, tag, xy, anchor_bottom=False):
+    """Pastes a label with its top-left (or bottom-left) corner at ``xy``, kept inside the canvas."""
+    x, y = xy
+    if anchor_bottom:
+        y -= tag.height
+    x = min(max(0, x), max(0, canvas.width - tag.width))
+    y = min(max(0, y), max(0, canvas.height - tag.height))
+    canvas.paste(tag, (int(x), int(y)))
+
+
+def count_classes(classes, class_names):
+    """Detections per class, in class-id order, classes with none left out.
+
+    Args:
+        classes: int (N,) class ids.
+        class_names: list of C names indexed by the ids.
+
+    Returns:
+        dict {class name: count}.
+    """
+    ids, counts = np.unique(np.asarray(classes, np.int64).reshape(-1), return_counts=True)
+    return {class_names[int(i)]: int(n) for i, n in zip(ids, counts)}
+
+
+def draw_detections(image, detections, class_names, counts=False, fps=None):
+    """Draws boxes with "name score" labels, optionally class counts and FPS.
+
+    Args:
+        image: RGB uint8 (H, W, 3).
+        detections: object with ``boxes`` (N, 4) xyxy pixels of ``image``, ``scores``
+            (N,) and ``classes`` int (N,) (e.g. ``utils.inference.Detections``).
+        class_names: list of C display names indexed by the class ids.
+        counts: also draw the number of detections per class, bottom left.
+        fps: frames per second to draw top right (None: not drawn).
+
+    Returns:
+        new RGB uint8 (H, W, 3) array.
+    """
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    hw = image.shape[:2]
+    font_size = font_size_for(hw)
+    line = line_width_for(hw)
+    boxes = np.asarray(detections.boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(detections.scores).reshape(-1)
+    classes = np.asarray(detections.classes).reshape(-1)
+    # Weakest first, so the strongest boxes and labels end up on top.
+    for i in np.argsort(scores, kind="stable"):
+        color = class_color(classes[i])
+        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
+        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=color, width=line)
+        tag = _tag(f"{class_names[int(classes[i])]} {float(scores[i]):.2f}", font_size, color)
+        # Above the box when it fits, else just inside its top edge.
+        _paste_tag(canvas, tag, (x1, y1), anchor_bottom=y1 >= tag.height)
+    if counts:
+        _draw_counts(canvas, classes, class_names, font_size)
+    if fps is not None:
+        _paste_tag(canvas, _tag(f"FPS {fps:.1f}", font_size, _BLACK), (canvas.width, 0))
+    return np.asarray(canvas)
+
+
+def _draw_counts(canvas, classes, class_names, font_size):
+    """Draws per-class counts and the total as a panel in the bottom-left corner.
+
+    Bottom left because box labels sit on the boxes' top edges.
+    """
+    ids, numbers = np.unique(np.asarray(classes, np.int64), return_counts=True)
+    rows = [(f"{class_names[int(i)]}: {int(n)}", class_color(i)) for i, n in zip(ids, numbers)]
+    rows.append((f"total: {int(numbers.sum())}", _BLACK))
+    width = max(_tag(text, font_size, color).width for text, color in rows)
+    tags = [_tag(text, font_size, color, width) for text, color in rows]
+    y = canvas.height - sum(tag.height for tag in tags)
+    for tag in tags:
+        _paste_tag(canvas, tag, (0, y))
+        y += tag.height
+
+
+def objectness_map(raw_level, num_classes):
+    """Objectness heat map of one head: max over anchors of sigmoid(objectness).
+
+    Args:
+        raw_level: (Gh, Gw, A·(5+C)) raw head output of one image.
+        num_classes: C.
+
+    Returns:
+        float32 (Gh, Gw) in 0–1.
+    """
+    raw = np.asarray(raw_level, np.float32)
+    logits = raw.reshape(raw.shape[0], raw.shape[1], -1, 5 + num_classes)[..., 4]
+    return (1.0 / (1.0 + np.exp(-logits))).max(axis=-1)
+
+
+def heat_to_image(heat, image_hw, input_size, letterboxed=True):
+    """Maps a heat map over the network input onto the original image.
+
+    The map is resized to the S×S input, then the part covering the image (the
+    letterbox's content, or the whole input for a plain resize) is resized to the
+    image, so each value lands on the pixels it was computed from.
+
+    Args:
+        heat: float (Gh, Gw) map over the input (any grid size).
+        image_hw: (height, width) of the original image.
+        input_size: side S of the square network input.
+        letterboxed: True if the image was letterboxed, False if plainly resized.
+
+    Returns:
+        float32 (H, W) map.
+    """
+    heat = cv2.resize(np.asarray(heat, np.float32), (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+    if letterboxed:
+        _, (new_h, new_w), (top, left) = letterbox_geometry(image_hw, input_size)
+        heat = heat[top : top + new_h, left : left + new_w]
+    return cv2.resize(heat, (int(image_hw[1]), int(image_hw[0])), interpolation=cv2.INTER_LINEAR)
+
+
+def blend_heatmap(image, heat, alpha=0.5, colormap=cv2.COLORMAP_JET):
+    """Blends a 0–1 heat map, coloured with an OpenCV colormap, over an image.
+
+    Args:
+        image: RGB uint8 (H, W, 3).
+        heat: float (H, W) values in 0–1 (clipped); 1 is the hottest colour.
+        alpha: weight of the colour map (0: image only, 1: map only).
+        colormap: an OpenCV ``COLORMAP_*`` constant.
+
+    Returns:
+        new RGB uint8 (H, W, 3) array.
+    """
+    if heat.shape != image.shape[:2]:
+        raise ValueError(f"Heat map shape {heat.shape} differs from the image's {image.shape[:2]}.")
+    levels = np.clip(np.asarray(heat, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    colored = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, colored, alpha, 0.0)
+
+
+def display_problem():
+    """Why no window can be opened here, or None when a display seems available.
+
+    On Linux a window needs an X11 or Wayland session; without one, OpenCV's Qt
+    backend would abort the process instead of raising, so this is checked first.
+    """
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "neither DISPLAY nor WAYLAND_DISPLAY is set"
+    return None
+
+
+class Viewer:
+    """Shows images in an OpenCV window when a display exists, else does nothing.
+
+    Without a display (or when OpenCV cannot open a window) a warning is logged once
+    and every later ``show`` is a no-op, so a run keeps saving its outputs.
+
+    Args:
+        title: window title.
+    """
+
+    def __init__(self, title="predict"):
+        self.title = title
+        self.active = True
+        self._opened = False
+        problem = display_problem()
+        if problem:
+            self._disable(problem)
+
+    def _disable(self, why):
+        self.active = False
+        log.warning("No display available (%s): images are not shown; outputs are still saved.", why)
+
+    def show(self, image, wait_ms=1):
+        """Shows an RGB uint8 image and waits ``wait_ms`` ms for a key (0: until one).
+
+        Returns:
+            False when the user pressed q or Esc to stop, True otherwise.
+        """
+        if not self.active:
+            return True
+        try:
+            cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            self._opened = True
+            key = cv2.waitKey(wait_ms)
+        except cv2.error as exc:
+            self._disable(f"OpenCV cannot open a window: {str(exc).strip()}")
+            return True
+        return (key & 0xFF) not in _STOP_KEYS if key >= 0 else True
+
+    def close(self):
+        """Closes the window if one was opened."""
+        if self._opened:
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error as exc:
+                log.debug("Closing the window failed: %s", exc)
+            self._opened = False
