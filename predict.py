@@ -23,9 +23,11 @@ into: the first free one of runs/predict2, runs/predict3, ... is used instead, f
 "class_name score x1 y1 x2 y2" line per detection (pixels; spaces in class names
 become underscores); crops are <out>/crops/<class>/<stem>_<k>.jpg.
 
-Exit status: 0 done; 2 bad arguments, model, classes or anchors file, or a source
-that cannot be opened; 130 stopped with Ctrl-C (outputs written so far are kept). A
-webcam, which has no end, stopped with Ctrl-C or q exits with 0.
+Exit status: 0 done (files of a folder that cannot be read are reported, skipped
+and listed in <out>/skipped.txt); 1 no file of the folder, or no frame of the
+video, could be read; 2 bad arguments, model, classes or anchors file, or a source
+that cannot be opened; 130 stopped with Ctrl-C (outputs written so far are kept).
+A webcam, which has no end, stopped with Ctrl-C or q exits with 0.
 
 Examples:
   python predict.py --model logs/best.keras --source street.jpg
@@ -73,7 +75,7 @@ from utils.visualize import (
 
 log = logging.getLogger("predict")
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_NOTHING_READ, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODES = ("predict", "fps", "heatmap")
 # Detections listed per image on the console; the label files hold all of them.
 MAX_PRINTED = 20
@@ -139,7 +141,8 @@ def build_parser():
     parser.add_argument("--conf", type=_fraction, default=DEFAULT_CONF,
                         help=f"lowest score (objectness x class probability) kept (default {DEFAULT_CONF})")
     parser.add_argument("--nms-iou", type=_fraction, default=DEFAULT_NMS_IOU,
-                        help=f"IoU above which NMS drops the weaker of two boxes of a class (default {DEFAULT_NMS_IOU})")
+                        help="IoU above which NMS drops the weaker of two boxes of a class "
+                             f"(default {DEFAULT_NMS_IOU})")
     parser.add_argument("--max-boxes", type=_int_at_least(1), default=DEFAULT_MAX_BOXES,
                         help=f"most boxes kept per class and image (default {DEFAULT_MAX_BOXES})")
     parser.add_argument("--no-letterbox", action="store_true",
@@ -256,8 +259,6 @@ def run_predict_images(predictor, source, args, out, viewer):
     bar = tqdm(total=len(paths), unit="img", desc=str(source.path), disable=single)
     try:
         for loaded, batch_skipped, done in iter_batches(paths, args.batch_size):
-            if stopped:
-                break
             skipped += batch_skipped
             _report_skips(batch_skipped, bar)
             if loaded:
@@ -281,6 +282,8 @@ def run_predict_images(predictor, source, args, out, viewer):
                         stopped = True
                         break
             bar.update(done)
+            if stopped:
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -289,9 +292,16 @@ def run_predict_images(predictor, source, args, out, viewer):
     if not single or skipped or interrupted or stopped:
         print(_summary_line(processed, skipped) + (" Stopped early." if interrupted or stopped else ""))
         if args.count and not single:
-            print(f"Per-class totals: {_format_counts(dict(sorted(totals.items(), key=lambda kv: names.index(kv[0]))))}")
+            in_class_order = {name: totals[name] for name in names if totals[name]}
+            print(f"Per-class totals: {_format_counts(in_class_order)}")
     _write_skipped(out, skipped)
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    return _images_status(processed, skipped, interrupted)
+
+
+def _images_status(processed, skipped, interrupted):
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_NOTHING_READ if skipped and not processed else EXIT_OK
 
 
 def run_predict_video(predictor, reader, args, out, viewer):
@@ -337,6 +347,9 @@ def run_predict_video(predictor, reader, args, out, viewer):
         writer.close()
         reader.close()
         viewer.close()
+    if writer.frames == 0 and not interrupted:
+        print(f"No frame could be read from {source}; no video written.", file=sys.stderr)
+        return EXIT_NOTHING_READ
     elapsed = time.perf_counter() - started
     rate = writer.frames / elapsed if elapsed > 0 else 0.0
     print(f"Wrote {writer.frames} frames to {writer.path} ({rate:.1f} FPS overall)"
@@ -353,15 +366,16 @@ def _stats_ms(values):
     return float(values.mean()), float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
 
-def run_fps(predictor, source, args, out):
-    """Fps mode: repeated timing of one image; returns the exit status."""
-    path, image = None, None
+def first_image(source):
+    """(path, RGB image) of an image source, or of the first readable image of a folder."""
     for loaded, _, _ in iter_batches(_image_paths(source), 1):
         if loaded:
-            path, image = loaded[0]
-            break
-    if image is None:
-        raise UsageError(f"No readable image in {source.path}; fps mode needs one image.")
+            return loaded[0]
+    raise UsageError(f"No readable image in {source.path}; fps mode needs one image.")
+
+
+def run_fps(predictor, path, image, args, out):
+    """Fps mode: repeated timing of one image; returns the exit status."""
     names = predictor.class_names
     stages = {"preprocessing": [], "network + decoding (in graph)": [], "drawing / host post-processing": [],
               "total": []}
@@ -438,7 +452,7 @@ def run_heatmap(predictor, source, args, out):
     if not single or skipped or interrupted:
         print(_summary_line(processed, skipped) + (" Stopped early." if interrupted else ""))
     _write_skipped(out, skipped)
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    return _images_status(processed, skipped, interrupted)
 
 
 def open_source(args):
@@ -456,6 +470,8 @@ def open_source(args):
             raise UsageError(str(exc)) from None
     if source.kind == "image":
         _check_single_image(source)
+    elif not folder_files(source.path):
+        raise UsageError(f"Folder {source.path} holds no files to process.")
     return source, None
 
 
@@ -475,14 +491,18 @@ def run(args):
     _warn_unused(args)
     source, reader = open_source(args)
     try:
+        fps_image = first_image(source) if args.mode == "fps" else None
         predictor = load_predictor(args)
-        out = next_run_dir(args.out)
+        try:
+            out = next_run_dir(args.out)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"Cannot create the output folder for --out {args.out!r}: {exc}") from None
     except BaseException:
         if reader is not None:
             reader.close()
         raise
     if args.mode == "fps":
-        status = run_fps(predictor, source, args, out)
+        status = run_fps(predictor, *fps_image, args, out)
     elif args.mode == "heatmap":
         status = run_heatmap(predictor, source, args, out)
     else:
@@ -514,6 +534,9 @@ def main(argv=None):
     except UsageError as exc:
         print(f"predict.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("Stopped with Ctrl-C.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.trainer import ConfigError, TrainConfig  # noqa: E402
 
 
@@ -32,7 +31,12 @@ def parse_args(argv=None):
     g.add_argument("--anchors", default=d.anchors, help="anchors file (9 anchors 'w,h, ...' at the input size)")
     g.add_argument("--cache", action="store_true", help="keep the encoded image files in memory")
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", default=d.backbone, help="backbone name, e.g. efficientnet-b0 … efficientnet-b7")
+    g.add_argument("--backbone", default=d.backbone,
+                   help="backbone: efficientnet-b0…b7, efficientnetv2-b0…b3/s/m/l, efficientnet-lite0…lite4, "
+                   "mobilenetv2 (python summary.py --list)")
+    g.add_argument("--alpha", type=float, default=None, help="MobileNetV2 width multiplier 0.35–1.4 (default 1.0)")
+    g.add_argument("--drop-connect-rate", type=float, default=None,
+                   help="stochastic-depth rate of EfficientNet/V2/Lite blocks (default 0.2)")
     g.add_argument("--phi", type=int, default=None, help="shorthand for --backbone efficientnet-b<phi> (0-7)")
     g.add_argument("--input-size", type=int, default=d.input_size, help="square input side, a multiple of 32")
     g.add_argument("--backbone-weights", default=d.backbone_weights,
@@ -76,24 +80,30 @@ def config_from_args(args):
     if args.phi is not None:
         from nets.backbones import backbone_from_phi
 
-        values["backbone"] = backbone_from_phi(args.phi)
+        try:
+            values["backbone"] = backbone_from_phi(args.phi)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return TrainConfig(**values)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from nets.backbones import BackboneWeightsError
+    from utils.callbacks import TrainingDiverged
+    from utils.checkpoint import CheckpointError
+
     try:
         cfg = config_from_args(args)
-        from utils.callbacks import TrainingDiverged
         from utils.trainer import train
 
         run_dir = train(cfg, resume_dir=args.resume)
-    except (ConfigError, CheckpointError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (ConfigError, CheckpointError, FileNotFoundError, BackboneWeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nInterrupted: the last finished epoch's checkpoint is kept; continue with --resume.", file=sys.stderr)
         return 130

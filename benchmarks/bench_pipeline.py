@@ -167,7 +167,7 @@ def main(argv=None):
             rates[name] = args.batch_size / per_batch
             if options == dict(training=True):
                 last_batch = batch
-            print(f"  {name:26s} {rates[name]:8.1f} images/s   (dataset built in {built:.1f} s)")
+            print(f"  {name:32s} {rates[name]:8.1f} images/s   (dataset built in {built:.1f} s)")
 
         if not args.train_step:
             return 0
@@ -181,10 +181,10 @@ def main(argv=None):
         step_batches = [b for _, b in zip(range(3), dataset)] or [last_batch]
         per_step = time_train_step(model, step_batches, warmup=2, steps=args.steps)
         step_rate = args.batch_size / per_step
-        print(f"  {'training step (' + args.backbone + ')':26s} {step_rate:8.1f} images/s   ({per_step:.2f} s/step)")
-        for name in configs[:2]:
-            ratio = rates[name[0]] / step_rate
-            print(f"  ratio pipeline/step, {name[0]:26s} {ratio:6.2f}")
+        label = f"training step ({args.backbone})"
+        print(f"  {label:32s} {step_rate:8.1f} images/s   ({per_step:.2f} s/step)")
+        for name, _ in configs[:2]:
+            print(f"  ratio pipeline/step, {name:26s} {rates[name] / step_rate:8.2f}")
     return 0
 
 

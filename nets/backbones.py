@@ -4,9 +4,27 @@ Every backbone takes RGB input in 0–255 and is returned as a Keras model named
 ``backbone`` whose outputs are the pyramid dict ``{"P3": stride 8, "P4": stride 16,
 "P5": stride 32}``. The levels are found from the architecture: P_n is the output of
 the last complete block at stride 2**n (the block that changes the stride belongs to
-the next level), never by layer index.
+the next level), never by layer index. The classifier's top convolution after the
+last block (``top_conv`` in the EfficientNets, ``Conv_1`` in MobileNetV2) is not a
+block, so it is never part of the pyramid and is left out of the backbone.
+
+Families (``backbone_names()`` lists every name):
+
+* ``efficientnet-b0`` … ``b7``: ``keras.applications.EfficientNetB*``.
+* ``efficientnetv2-b0`` … ``b3``, ``-s``, ``-m``, ``-l``:
+  ``keras.applications.EfficientNetV2*`` with its input preprocessing included.
+* ``efficientnet-lite0`` … ``lite4``: ``nets.efficientnet_lite.EfficientNetLite``
+  (no ImageNet weights are distributed with Keras; use a local file or none).
+* ``mobilenetv2``: ``keras.applications.MobileNetV2`` with a width multiplier
+  ``alpha`` in [0.35, 1.4], behind a ``Rescaling`` layer that maps 0–255 to the
+  [-1, 1] it expects.
+
+Options: ``drop_connect_rate`` (stochastic depth: the rate of the last block, growing
+linearly from 0 over the blocks) exists in the three EfficientNet families, default
+0.2; MobileNetV2 has no stochastic depth. ``alpha`` exists only in MobileNetV2.
 """
 
+import difflib
 import logging
 import math
 import re
@@ -14,14 +32,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
+
+# keras.applications exposes EfficientNetB0…B7 and EfficientNetV2* without their
+# drop_connect_rate argument; the family builders behind them take it. Their
+# weight URLs and hashes are read from the same modules so downloads match Keras'.
+from keras.src.applications import efficientnet as _keras_efficientnet
+from keras.src.applications import efficientnet_v2 as _keras_efficientnet_v2
+from keras.src.applications import mobilenet_v2 as _keras_mobilenet_v2
+
+from nets.efficientnet_lite import LITE_VARIANTS, EfficientNetLite
 
 log = logging.getLogger(__name__)
 
 PYRAMID_LEVELS = {"P3": 8, "P4": 16, "P5": 32}
-# Block layers in keras.applications style: "block3b_add", "block_13_expand", ...
+# Block layers in keras.applications style: "block3b_add", "block6a_expand_conv",
+# "block_13_expand" (MobileNetV2). Stems ("stem_conv", "Conv1", "expanded_conv_…")
+# and tops ("top_conv", "Conv_1", "out_relu") do not match.
 _BLOCK_RE = re.compile(r"^(block_?\d+[a-z]?)_")
 # Spatial size used to measure each layer's stride symbolically (no weights built).
 _PROBE_SIZE = 256
+
+DEFAULT_DROP_CONNECT_RATE = 0.2
+DEFAULT_ALPHA = 1.0
+ALPHA_RANGE = (0.35, 1.4)
+# Width multipliers Keras publishes MobileNetV2 ImageNet weights for.
+MOBILENETV2_IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+# Keras publishes MobileNetV2 weights per training resolution; the convolution
+# weights fit any input size, and 224 is the resolution of the reference models.
+_MOBILENETV2_WEIGHTS_SIZE = 224
+# The ImageNet channel standard deviations of keras.applications' EfficientNet
+# (see _fold_efficientnet_imagenet_scaling).
+_IMAGENET_STDDEV_RGB = np.array(_keras_efficientnet.IMAGENET_STDDEV_RGB, np.float32)
+
+
+class BackboneWeightsError(RuntimeError):
+    """ImageNet weights that could not be downloaded; the message names the alternatives."""
 
 
 @dataclass(frozen=True)
@@ -31,27 +77,156 @@ class BackboneSpec:
     Attributes:
         name: the user-facing name, e.g. "efficientnet-b0".
         family: "efficientnet", "efficientnetv2", "efficientnet-lite" or "mobilenetv2".
-        builder: callable(include_top, weights, input_shape, **kwargs) -> keras.Model.
-        weights_file: the file name of Keras' ImageNet no-top weights, for messages.
+        builder: callable(input_shape, alpha, drop_connect_rate) -> keras.Model with
+            random weights, RGB 0–255 input, ending at or after the last block.
+        weights_file: the file name of Keras' ImageNet no-top weights ("" when Keras
+            has none); MobileNetV2's holds an ``{alpha}`` placeholder.
+        weights_url: the folder URL that file is downloaded from.
+        weights_hash: the file's hash as Keras checks it, or None.
+        default_drop_connect_rate: the stochastic-depth rate used when none is given;
+            None when the family has no stochastic depth.
+        has_alpha: whether the family takes a width multiplier ``alpha``.
     """
 
     name: str
     family: str
     builder: object
     weights_file: str = ""
+    weights_url: str = ""
+    weights_hash: object = None
+    default_drop_connect_rate: object = DEFAULT_DROP_CONNECT_RATE
+    has_alpha: bool = False
+
+    @property
+    def has_imagenet_weights(self):
+        """Whether Keras distributes ImageNet weights for this backbone."""
+        return bool(self.weights_file)
+
+    def imagenet_file(self, alpha=None):
+        """The no-top ImageNet weights file name for these options ("" when none)."""
+        if not self.weights_file:
+            return ""
+        return self.weights_file.format(alpha=float(alpha if alpha is not None else DEFAULT_ALPHA))
 
 
-def _efficientnet_specs():
-    specs = {}
-    for phi in range(8):
-        builder = getattr(keras.applications, f"EfficientNetB{phi}")
-        specs[f"efficientnet-b{phi}"] = BackboneSpec(
-            f"efficientnet-b{phi}", "efficientnet", builder, f"efficientnetb{phi}_notop.h5"
+# (width, depth, default resolution, classifier dropout) as keras.applications
+# builds each variant; the dropout only matters for the classifier top.
+_EFFICIENTNET_SCALING = {
+    "b0": (1.0, 1.0, 224, 0.2),
+    "b1": (1.0, 1.1, 240, 0.2),
+    "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3),
+    "b4": (1.4, 1.8, 380, 0.4),
+    "b5": (1.6, 2.2, 456, 0.4),
+    "b6": (1.8, 2.6, 528, 0.5),
+    "b7": (2.0, 3.1, 600, 0.5),
+}
+# (width, depth, default resolution, Keras' weights key). -s/-m/-l differ in their
+# block layout, which Keras' builder selects by the model name.
+_EFFICIENTNETV2_SCALING = {
+    "b0": (1.0, 1.0, 224, "b0"),
+    "b1": (1.0, 1.1, 240, "b1"),
+    "b2": (1.1, 1.2, 260, "b2"),
+    "b3": (1.2, 1.4, 300, "b3"),
+    "s": (1.0, 1.0, 384, "-s"),
+    "m": (1.0, 1.0, 480, "-m"),
+    "l": (1.0, 1.0, 480, "-l"),
+}
+
+
+def _efficientnet_builder(variant):
+    width, depth, size, dropout = _EFFICIENTNET_SCALING[variant]
+
+    def build(input_shape, alpha, drop_connect_rate):
+        return _keras_efficientnet.EfficientNet(
+            width,
+            depth,
+            size,
+            dropout_rate=dropout,
+            drop_connect_rate=drop_connect_rate,
+            name=f"efficientnet{variant}",
+            include_top=False,
+            weights=None,
+            input_shape=input_shape,
         )
+
+    return build
+
+
+def _efficientnetv2_builder(variant):
+    width, depth, size, _ = _EFFICIENTNETV2_SCALING[variant]
+
+    def build(input_shape, alpha, drop_connect_rate):
+        return _keras_efficientnet_v2.EfficientNetV2(
+            width_coefficient=width,
+            depth_coefficient=depth,
+            default_size=size,
+            drop_connect_rate=drop_connect_rate,
+            name=f"efficientnetv2-{variant}",
+            include_top=False,
+            weights=None,
+            input_shape=input_shape,
+            include_preprocessing=True,
+        )
+
+    return build
+
+
+def _lite_builder(variant):
+    def build(input_shape, alpha, drop_connect_rate):
+        return EfficientNetLite(
+            variant, include_top=False, input_shape=input_shape, drop_connect_rate=drop_connect_rate
+        )
+
+    return build
+
+
+def _mobilenetv2_builder(input_shape, alpha, drop_connect_rate):
+    inputs = keras.Input(input_shape, name="image")
+    # MobileNetV2 was trained on [-1, 1] inputs; the backbone contract is 0–255.
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="input_rescaling")(inputs)
+    return keras.applications.MobileNetV2(alpha=alpha, include_top=False, weights=None, input_tensor=x)
+
+
+def _all_specs():
+    specs = {}
+    for variant in _EFFICIENTNET_SCALING:
+        name = f"efficientnet-{variant}"
+        specs[name] = BackboneSpec(
+            name,
+            "efficientnet",
+            _efficientnet_builder(variant),
+            weights_file=f"efficientnet{variant}_notop.h5",
+            weights_url=_keras_efficientnet.BASE_WEIGHTS_PATH,
+            weights_hash=_keras_efficientnet.WEIGHTS_HASHES[variant][1],
+        )
+    for variant, (_, _, _, key) in _EFFICIENTNETV2_SCALING.items():
+        name = f"efficientnetv2-{variant}"
+        specs[name] = BackboneSpec(
+            name,
+            "efficientnetv2",
+            _efficientnetv2_builder(variant),
+            weights_file=f"{name}_notop.h5",
+            weights_url=_keras_efficientnet_v2.BASE_WEIGHTS_PATH,
+            weights_hash=_keras_efficientnet_v2.WEIGHTS_HASHES[key][1],
+        )
+    for variant in LITE_VARIANTS:
+        name = f"efficientnet-{variant}"
+        specs[name] = BackboneSpec(name, "efficientnet-lite", _lite_builder(variant))
+    specs["mobilenetv2"] = BackboneSpec(
+        "mobilenetv2",
+        "mobilenetv2",
+        _mobilenetv2_builder,
+        weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_"
+        f"{_MOBILENETV2_WEIGHTS_SIZE}_no_top.h5",
+        weights_url=_keras_mobilenet_v2.BASE_WEIGHT_PATH,
+        default_drop_connect_rate=None,
+        has_alpha=True,
+    )
     return specs
 
 
-BACKBONES = _efficientnet_specs()
+BACKBONES = _all_specs()
 
 
 def backbone_names():
@@ -66,55 +241,166 @@ def backbone_from_phi(phi):
     return f"efficientnet-b{phi}"
 
 
-def get_spec(name):
-    """Returns the BackboneSpec for ``name``, with a helpful error for unknown names."""
-    key = str(name).lower()
-    if key not in BACKBONES:
-        import difflib
+def _closest(key, names, n=3, cutoff=0.6):
+    """Up to ``n`` names most similar to ``key``; ties in the natural order of names
+    (so "efficientnet-bo" suggests b0 first, where difflib would list b7 first)."""
+    scored = [(difflib.SequenceMatcher(None, key, name).ratio(), i, name) for i, name in enumerate(names)]
+    ranked = sorted((s for s in scored if s[0] >= cutoff), key=lambda s: (-s[0], s[1]))
+    return [name for _, _, name in ranked[:n]]
 
-        close = difflib.get_close_matches(key, BACKBONES, n=3)
+
+def get_spec(name):
+    """Returns the BackboneSpec for ``name`` (case and "_" for "-" do not matter).
+
+    Raises:
+        ValueError: unknown name; the message suggests the closest names.
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in BACKBONES:
+        close = _closest(key, BACKBONES)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown backbone {name!r}.{hint} Choose from: {', '.join(BACKBONES)}")
     return BACKBONES[key]
 
 
-def _normalize_weights(weights):
-    """Maps the user's weights choice to what keras.applications expects."""
-    if weights is None or str(weights).lower() in ("none", ""):
+def backbone_options(name, alpha=None, drop_connect_rate=None):
+    """Validates a backbone's options and fills in the family defaults.
+
+    Args:
+        name: backbone name.
+        alpha: MobileNetV2 width multiplier in [0.35, 1.4]; None for the default
+            (1.0). Other families take none.
+        drop_connect_rate: stochastic-depth rate in [0, 1) of the EfficientNet
+            families; None for the default (0.2). MobileNetV2 has none (None or 0).
+
+    Returns:
+        dict {"alpha": float or None, "drop_connect_rate": float or None}, the values
+        the backbone is built with (None where the family has no such option).
+
+    Raises:
+        ValueError: unknown name or an option the family lacks or cannot take.
+    """
+    spec = get_spec(name)
+    if spec.has_alpha:
+        alpha = DEFAULT_ALPHA if alpha is None else alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
+            ALPHA_RANGE[0] <= alpha <= ALPHA_RANGE[1]
+        ):
+            raise ValueError(
+                f"alpha (the {spec.name} width multiplier) must be a number in "
+                f"[{ALPHA_RANGE[0]}, {ALPHA_RANGE[1]}], got {alpha!r}."
+            )
+        alpha = float(alpha)
+    elif alpha is not None:
+        raise ValueError(
+            f"alpha={alpha!r} given for {spec.name}, but only mobilenetv2 takes a width multiplier; "
+            f"the width of {spec.name} is set by its name."
+        )
+    if spec.default_drop_connect_rate is None:
+        if drop_connect_rate not in (None, 0, 0.0):
+            raise ValueError(
+                f"drop_connect_rate={drop_connect_rate!r} given for {spec.name}, which has no "
+                "stochastic depth (drop-connect); leave it unset, or use an EfficientNet backbone."
+            )
+        drop_connect_rate = None
+    else:
+        rate = spec.default_drop_connect_rate if drop_connect_rate is None else drop_connect_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop_connect_rate must be a number in [0, 1), got {drop_connect_rate!r}.")
+        drop_connect_rate = float(rate)
+    return {"alpha": alpha, "drop_connect_rate": drop_connect_rate}
+
+
+def _check_imagenet_alpha(spec, alpha):
+    if spec.has_alpha and alpha not in MOBILENETV2_IMAGENET_ALPHAS:
+        nearest = min(MOBILENETV2_IMAGENET_ALPHAS, key=lambda a: abs(a - alpha))
+        raise ValueError(
+            f"MobileNetV2 ImageNet weights exist only for alpha in "
+            f"{', '.join(str(a) for a in MOBILENETV2_IMAGENET_ALPHAS)}, got alpha={alpha!r}. "
+            f"Did you mean {nearest}? Otherwise use --backbone-weights none (or a local file "
+            "saved from a backbone with this alpha)."
+        )
+
+
+def _resolve_weights(spec, weights, alpha):
+    """Returns the weights file to load (None for random weights) and whether it
+    holds Keras' ImageNet weights."""
+    if weights is None or str(weights).strip().lower() in ("none", ""):
         return None
     if str(weights).lower() == "imagenet":
-        return "imagenet"
+        if not spec.has_imagenet_weights:
+            raise ValueError(
+                f"Keras distributes no ImageNet weights for {spec.name}. Use --backbone-weights PATH "
+                f"(a weights file saved from nets.efficientnet_lite.EfficientNetLite with "
+                f"include_top=False) or --backbone-weights none to train from scratch."
+            )
+        _check_imagenet_alpha(spec, alpha)
+        file_name = spec.imagenet_file(alpha)
+        try:
+            return keras.utils.get_file(
+                file_name, spec.weights_url + file_name, cache_subdir="models", file_hash=spec.weights_hash
+            )
+        except Exception as exc:  # Keras raises several types for a failed download.
+            raise BackboneWeightsError(
+                f"Could not download the ImageNet weights of {spec.name} ({file_name}): {exc}. "
+                "Without internet, pass --backbone-weights PATH to a local copy of that file "
+                "(e.g. from ~/.keras/models on a machine that has it), or --backbone-weights none "
+                "to train from scratch."
+            ) from exc
     path = Path(weights)
     if not path.is_file():
+        hint = f" ({spec.imagenet_file(alpha)} from ~/.keras/models)" if spec.has_imagenet_weights else ""
         raise FileNotFoundError(
             f"Backbone weights file not found: {path}. Use --backbone-weights imagenet "
-            "(downloaded by Keras when online), a local .h5 file, or none."
+            f"(downloaded by Keras when online), a local no-top .h5 file{hint}, or none."
         )
     return str(path)
 
 
-def _build_base(spec, weights, input_shape):
-    weights = _normalize_weights(weights)
-    local = weights not in (None, "imagenet")
-    try:
-        base = spec.builder(include_top=False, weights=None if local else weights, input_shape=input_shape)
-    except Exception as exc:  # Keras raises several types for a failed download.
-        if weights != "imagenet":
-            raise
-        raise RuntimeError(
-            f"Could not download the ImageNet weights of {spec.name} ({spec.weights_file}): {exc}. "
-            "Without internet, pass --backbone-weights PATH to a local copy of that file "
-            "(e.g. from ~/.keras/models on a machine that has it), or --backbone-weights none "
-            "to train from scratch."
-        ) from exc
-    if local:
+def _fold_efficientnet_imagenet_scaling(base):
+    """Makes an EfficientNet loaded with Keras' ImageNet file normalize its input
+    exactly as ``keras.applications.EfficientNetB*(weights="imagenet")`` does.
+
+    The file's ``Normalization`` layer holds the ImageNet standard deviations as its
+    variance (TensorFlow issue 49930), so on its own it computes (x - m) / sqrt(s).
+    Keras corrects this with an extra ``Rescaling(1 / sqrt(s))`` layer, added only
+    when it downloads the weights itself: a model rebuilt from its config, or loaded
+    from a local copy of the file, would normalize differently. The backbone here
+    never has that layer; the correction is folded into the variance instead,
+    v = s · s, giving the same (x - m) / s. Only a variance that still equals the
+    file's standard deviations is changed, so weights saved from a corrected
+    backbone are not corrected twice.
+    """
+    norm = next((layer for layer in base.layers if isinstance(layer, keras.layers.Normalization)), None)
+    if norm is None or getattr(norm, "adapt_variance", None) is None:
+        return
+    variance = np.asarray(norm.adapt_variance, np.float32)
+    if variance.shape != _IMAGENET_STDDEV_RGB.shape or not np.allclose(variance, _IMAGENET_STDDEV_RGB, rtol=1e-3):
+        return
+    norm.adapt_variance.assign(variance * _IMAGENET_STDDEV_RGB)
+    norm.finalize_state()
+
+
+def _build_base(spec, weights, input_shape, alpha, drop_connect_rate):
+    """The family model with random weights, then the requested weights loaded.
+
+    The architecture never depends on where the weights come from, so a detector
+    rebuilt from its config has exactly the layers it was trained with.
+    """
+    path = _resolve_weights(spec, weights, alpha)
+    base = spec.builder(input_shape, alpha, drop_connect_rate)
+    if path is not None:
         try:
-            base.load_weights(weights)
-        except Exception as exc:
+            base.load_weights(path)
+        except Exception as exc:  # Keras raises several types for a mismatched file.
+            expected = f" ({spec.imagenet_file(alpha)})" if spec.has_imagenet_weights else ""
+            options = f" with alpha={alpha}" if spec.has_alpha else ""
             raise ValueError(
-                f"Could not load backbone weights from {weights} into {spec.name}: {exc}. "
-                f"The file must hold the no-top weights of {spec.name} ({spec.weights_file})."
+                f"Could not load backbone weights from {path} into {spec.name}{options}: {exc}. "
+                f"The file must hold the no-top weights of {spec.name}{options}{expected}."
             ) from exc
+        if spec.family == "efficientnet":
+            _fold_efficientnet_imagenet_scaling(base)
     return base
 
 
@@ -123,7 +409,9 @@ def find_pyramid(model, probe_size=_PROBE_SIZE):
 
     The stride of every layer is measured by running the model symbolically on a
     ``probe_size`` square input; P_n is the last layer of the last complete block at
-    stride 2**n.
+    stride 2**n. Only block layers count (names like ``block3b_add``,
+    ``block6a_project_bn`` or MobileNetV2's ``block_12_add``), so stems and the
+    classifier's top convolution are never chosen.
 
     Args:
         model: a functional backbone with block layers named ``block…_…``.
@@ -131,6 +419,9 @@ def find_pyramid(model, probe_size=_PROBE_SIZE):
 
     Returns:
         dict {"P3": layer_name, "P4": layer_name, "P5": layer_name}.
+
+    Raises:
+        ValueError: a level has no block output (the model is not a block network).
     """
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     probe = keras.Model(model.inputs, [layer.output for layer in layers])
@@ -164,7 +455,8 @@ def find_pyramid(model, probe_size=_PROBE_SIZE):
     return found
 
 
-def build_backbone(name="efficientnet-b0", weights=None, input_shape=(None, None, 3)):
+def build_backbone(name="efficientnet-b0", weights=None, input_shape=(None, None, 3), alpha=None,
+                   drop_connect_rate=None):
     """Builds a backbone that returns the feature pyramid.
 
     Args:
@@ -172,13 +464,24 @@ def build_backbone(name="efficientnet-b0", weights=None, input_shape=(None, None
         weights: "imagenet" (downloaded by Keras), a local weights file path, or
             None / "none" for random initialization.
         input_shape: (H, W, 3); H and W may be None.
+        alpha: MobileNetV2 width multiplier (see ``backbone_options``).
+        drop_connect_rate: stochastic-depth rate of the EfficientNet families (see
+            ``backbone_options``).
 
     Returns:
         keras.Model named "backbone": input (B, H, W, 3) RGB 0–255 -> dict
         {"P3": (B, H/8, W/8, c3), "P4": (B, H/16, W/16, c4), "P5": (B, H/32, W/32, c5)}.
+
+    Raises:
+        ValueError: unknown name, bad option, no ImageNet weights for this backbone,
+            or a weights file that does not fit.
+        FileNotFoundError: ``weights`` is neither "imagenet", "none" nor a file.
+        RuntimeError: the ImageNet download failed (the message names the offline
+            alternatives).
     """
     spec = get_spec(name)
-    base = _build_base(spec, weights, input_shape)
+    options = backbone_options(spec.name, alpha, drop_connect_rate)
+    base = _build_base(spec, weights, tuple(input_shape), options["alpha"], options["drop_connect_rate"])
     levels = find_pyramid(base)
     outputs = {level: base.get_layer(layer_name).output for level, layer_name in levels.items()}
     return keras.Model(base.inputs, outputs, name="backbone")

@@ -8,8 +8,9 @@ size, anchors), so a saved ``.keras`` archive is a complete artifact.
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from nets.backbones import build_backbone, get_spec
+from nets.backbones import backbone_options, build_backbone, get_spec
 from utils.config import (
     ANCHOR_MASK,
     CONV_INIT_STDDEV,
@@ -101,6 +102,11 @@ class YoloV3(keras.Model):
         backbone_weights: "imagenet", a local file, or None. Used only when the model
             is first built; not part of the saved config.
         weight_decay: L2 factor on neck and head kernels.
+        alpha: width multiplier of a ``mobilenetv2`` backbone (0.35–1.4, default 1.0);
+            must be None for other backbones.
+        drop_connect_rate: stochastic-depth rate of an EfficientNet-family backbone
+            (default 0.2); MobileNetV2 has none. Stored in the config, like ``alpha``,
+            so a saved model is rebuilt with the same architecture.
         **kwargs: passed to keras.Model (e.g. name).
     """
 
@@ -113,6 +119,8 @@ class YoloV3(keras.Model):
         anchors=None,
         backbone_weights=None,
         weight_decay=DEFAULT_WEIGHT_DECAY,
+        alpha=None,
+        drop_connect_rate=None,
         **kwargs,
     ):
         num_classes = int(num_classes)
@@ -121,16 +129,20 @@ class YoloV3(keras.Model):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names given for a model with {num_classes} classes.")
         anchors = load_anchors(DEFAULT_ANCHORS) if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2)
-        get_spec(backbone)  # fails early, with suggestions, for an unknown name
+        # Fails early, with suggestions, for an unknown name or a bad option.
+        spec = get_spec(backbone)
+        options = backbone_options(spec.name, alpha=alpha, drop_connect_rate=drop_connect_rate)
 
         inputs = keras.Input((None, None, 3), name="image")
-        pyramid = build_backbone(backbone, weights=backbone_weights)(inputs)
+        pyramid = build_backbone(spec.name, weights=backbone_weights, **options)(inputs)
         outputs = build_neck_and_heads(pyramid, num_classes, weight_decay)
         kwargs.setdefault("name", "yolov3")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.num_classes = num_classes
-        self.backbone_name = str(backbone).lower()
+        self.backbone_name = spec.name
+        self.backbone_alpha = options["alpha"]
+        self.drop_connect_rate = options["drop_connect_rate"]
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.input_size = int(input_size)
         self.anchors = anchors
@@ -155,6 +167,8 @@ class YoloV3(keras.Model):
             "input_size": self.input_size,
             "anchors": self.anchors.tolist(),
             "weight_decay": self.weight_decay,
+            "alpha": self.backbone_alpha,
+            "drop_connect_rate": self.drop_connect_rate,
         }
 
     @classmethod
@@ -172,7 +186,10 @@ class YoloV3(keras.Model):
             tracker.update_state(components[key])
         if self.losses:
             total = total + keras.ops.sum(keras.ops.stack(self.losses))
-        return total
+        # Each replica returns its own batch mean; the gradients of all replicas are
+        # summed, so scale as Keras' built-in losses do (fit() unscales for the logs).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return total / replicas if replicas > 1 else total
 
 
 def freeze_backbone(model, frozen=True):

@@ -194,6 +194,21 @@ def test_hsv_keeps_shape_range_and_grey():
     np.testing.assert_allclose(same, image.numpy(), atol=0.05)
 
 
+def test_hsv_matches_the_tf_image_conversions():
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 255, (16, 24, 3)).astype(np.float32)
+    image[:4] = 128.0  # grey rows: zero saturation
+    image[4:8] = np.round(image[4:8] / 255.0) * 255.0  # saturated primaries and black/white
+    for k in range(4):
+        factors = 1.0 + tf.random.stateless_uniform([3], _seed(k), -1.0, 1.0).numpy() * np.array([0.1, 0.7, 0.4])
+        hsv = tf.image.rgb_to_hsv(image / 255.0).numpy()
+        hsv[..., 0] = np.mod(hsv[..., 0] * factors[0], 1.0)
+        hsv[..., 1:] = np.clip(hsv[..., 1:] * factors[1:], 0.0, 1.0)
+        expected = tf.image.hsv_to_rgb(hsv).numpy() * 255.0
+        got = augment.random_hsv(tf.constant(image), _seed(k)).numpy()
+        np.testing.assert_allclose(got, expected, atol=0.05, err_msg=f"seed {k}")
+
+
 def test_hsv_hue_wraps_around():
     # Hue factor 1.1 on a hue near 0.95 wraps to about 0.045 (an orange-red), never > 1.
     colour = tf.constant([[[255.0, 0.0, 76.5]]])  # hue 0.95

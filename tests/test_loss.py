@@ -126,7 +126,8 @@ def test_non_square_input():
     assert float(parts["box"]) > 0.0 and float(parts["cls"]) > 0.0
 
 
-def test_zero_size_boxes_give_finite_loss_and_gradients():
+@pytest.mark.parametrize("fill", [0.1, -60.0, 60.0])
+def test_zero_size_boxes_give_finite_loss_and_gradients(fill):
     loss_fn = YoloLoss(ANCHORS, 2, SIZE)
     y_true = _empty_targets(1, 2)
     # Positives whose target box has zero width, zero height, or both.
@@ -134,7 +135,8 @@ def test_zero_size_boxes_give_finite_loss_and_gradients():
     y_true[1][0, 2, 2, 0, :6] = [0.6, 0.6, 0.3, 0.0, 1.0, 1.0]
     y_true[2][0, 5, 3, 1, :6] = [0.4, 0.7, 0.0, 0.0, 1.0, 1.0]
     y_true[-1][0, :3] = [[0.7, 0.2, 0.0, 0.5], [0.6, 0.6, 0.3, 0.0], [0.4, 0.7, 0.0, 0.0]]
-    total, parts, grads = _loss_and_grads(loss_fn, y_true, _raw(1, 2, fill=0.1))
+    # Saturated raw outputs too: collapsed (-60) and clipped (+60) predicted sizes.
+    total, parts, grads = _loss_and_grads(loss_fn, y_true, _raw(1, 2, fill=fill, obj=fill))
     _assert_finite(total, parts, grads)
     assert float(parts["box"]) > 0.0
     assert any(np.any(g.numpy() != 0) for g in grads)
@@ -326,29 +328,67 @@ def test_rejects_bad_arguments(kwargs, message):
 def _tiny_detector(num_classes):
     """Strided convs on a 64x64 input; heads at grids 2, 4, 8 (STRIDES order)."""
     channels = 3 * (5 + num_classes)
+    # Objectness starts at a low prior (sigmoid(-2) ~ 0.12), as detection heads usually do.
+    bias = np.zeros((3, 5 + num_classes), "float32")
+    bias[:, 4] = -2.0
+
+    def conv(x, filters):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same")(x)
+        return keras.layers.LeakyReLU(negative_slope=0.1)(x)
+
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    p8 = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
-    p16 = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(p8)
-    p32 = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(p16)
-    heads = [keras.layers.Conv2D(channels, 1)(p) for p in (p32, p16, p8)]
+    x = conv(conv(inputs, 16), 32)
+    p8 = conv(x, 32)
+    p16 = conv(p8, 32)
+    p32 = conv(p16, 32)
+    heads = [
+        keras.layers.Conv2D(channels, 1, bias_initializer=keras.initializers.Constant(bias.ravel()))(p)
+        for p in (p32, p16, p8)
+    ]
     return keras.Model(inputs, heads)
+
+
+def _memorisation_batch():
+    """Two 64x64 images of flat rectangles on grey, with boxes for every level.
+
+    Large boxes go to stride 32, medium ones to 16, small ones to 8; all are centred in
+    a cell of their level so that each positive has a cell of its own.
+
+    Returns:
+        images: (2, 64, 64, 3) float32 in [0, 1].
+        boxes: per image, a list of xywh rel boxes.
+        classes: per image, a list of class ids (0 drawn red, 1 drawn blue).
+    """
+    large, medium, small = (0.4, 0.5), (0.15, 0.2), (0.05, 0.06)
+    layout = [
+        [(0.25, 0.25, large), (0.625, 0.625, medium), (0.875, 0.125, medium),
+         (0.8125, 0.8125, small), (0.5625, 0.9375, small), (0.0625, 0.8125, small),
+         (0.3125, 0.5625, small)],
+        [(0.75, 0.75, large), (0.125, 0.375, medium), (0.375, 0.125, medium),
+         (0.0625, 0.8125, small), (0.3125, 0.8125, small), (0.5625, 0.3125, small),
+         (0.8125, 0.1875, small)],
+    ]  # fmt: skip
+    images = np.full((2, SIZE, SIZE, 3), 0.5, "float32")
+    boxes, classes = [], []
+    for b, objects in enumerate(layout):
+        boxes.append([[cx, cy, w, h] for cx, cy, (w, h) in objects])
+        classes.append([i % 2 for i in range(len(objects))])
+        for (cx, cy, w, h), cls in zip(boxes[-1], classes[-1]):
+            x1, x2 = round((cx - w / 2) * SIZE), round((cx + w / 2) * SIZE)
+            y1, y2 = round((cy - h / 2) * SIZE), round((cy + h / 2) * SIZE)
+            images[b, max(y1, 0) : y2, max(x1, 0) : x2] = (1.0, 0.0, 0.0) if cls == 0 else (0.0, 0.0, 1.0)
+    return images, boxes, classes
 
 
 @pytest.mark.slow
 def test_loss_decreases_when_memorising_a_batch():
     keras.utils.set_random_seed(0)
     num_classes = 2
-    boxes = [
-        [[0.3, 0.3, 0.4, 0.5], [0.75, 0.7, 0.15, 0.2]],
-        [[0.5, 0.5, 0.8, 0.7], [0.2, 0.8, 0.05, 0.06]],
-    ]
-    classes = [[0, 1], [1, 0]]
-    y_true = [tf.constant(t) for t in _encode(boxes, classes, num_classes)]
-    levels_used = {i for i in range(3) if float(tf.reduce_sum(y_true[i][..., 4])) > 0}
-    assert len(levels_used) == 3, "the batch should exercise every level"
-    images = tf.constant(np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)), tf.float32)
+    images, boxes, classes = _memorisation_batch()
+    y_true = [tf.constant(t) for t in _encode(boxes, classes, num_classes, max_boxes=8)]
+    positives = [int(tf.reduce_sum(y_true[i][..., 4])) for i in range(3)]
+    assert positives == [2, 4, 8], "the batch should exercise every level"
+    images = tf.constant(images)
 
     model = _tiny_detector(num_classes)
     optimizer = keras.optimizers.Adam(learning_rate=1e-2)
@@ -363,17 +403,16 @@ def test_loss_decreases_when_memorising_a_batch():
         return total
 
     initial = float(loss_fn(y_true, model(images))[0])
-    for _ in range(80):
+    for _ in range(100):
         train_step()
-    final, parts = loss_fn(y_true, model(images))
+    outputs = model(images)
+    final, parts = loss_fn(y_true, outputs)
     assert float(final) < 0.3 * initial, (initial, float(final))
     assert all(np.isfinite(float(v)) for v in parts.values())
 
-    outputs = model(images)
     for level, anchors in enumerate(ANCHOR_MASK):
         _, obj_logits, _ = decode_head(outputs[level], ANCHORS[list(anchors)], num_classes, (SIZE, SIZE))
-        positive = y_true[level][..., 4] > 0
         obj = tf.sigmoid(obj_logits[..., 0])
-        if level in levels_used:
-            assert float(tf.reduce_min(tf.boolean_mask(obj, positive))) > 0.5
-        assert float(tf.reduce_max(tf.boolean_mask(obj, ~positive))) < 0.5
+        positive = y_true[level][..., 4] > 0
+        assert float(tf.reduce_min(tf.boolean_mask(obj, positive))) > 0.5, f"level {level}"
+        assert float(tf.reduce_max(tf.boolean_mask(obj, ~positive))) < 0.5, f"level {level}"

@@ -154,15 +154,25 @@ def letterbox(image, boxes, classes, input_size, min_size=MIN_BOX_SIZE):
 # ----------------------------------------------------------------------- resampling
 
 
+def _visible_span(start, length, offset, size):
+    """Canvas pixels [lo, hi) within [start, start + length) whose centres fall on an
+    image occupying [offset, offset + size) (float32 scalars; lo, hi int32)."""
+    lo = tf.cast(tf.math.ceil(offset - 0.5), tf.int32)
+    hi = tf.cast(tf.math.ceil(offset + size - 0.5), tf.int32)
+    lo = tf.clip_by_value(lo, start, start + length)
+    hi = tf.clip_by_value(hi, lo, start + length)
+    return lo, hi
+
+
 def _render(image, window, new_w, new_h, dx, dy, flip):
     """Draws part of a canvas holding one resized, placed, maybe mirrored image.
 
     Canvas pixel column j (centre j + 0.5) lies at t = j + 0.5 − dx in the resized
     image's frame (mirrored: new_w − t), i.e. at source column t · w / new_w − 0.5
-    (pixel-centre coordinates). crop_and_resize samples exactly such linear maps;
-    the source gets a one-pixel replicated border so the half pixel at each edge
-    clamps instead of turning grey, and pixels outside the placed image are set to
-    the pad value afterwards.
+    (pixel-centre coordinates). crop_and_resize samples exactly such linear maps.
+    Only the canvas pixels covered by the image are sampled; the rest is padded with
+    the pad value. The source gets a one-pixel replicated border so the half pixel
+    at each edge clamps like ``tf.image.resize`` instead of turning grey.
 
     Args:
         image: (H, W, 3) source image.
@@ -174,38 +184,43 @@ def _render(image, window, new_w, new_h, dx, dy, flip):
     Returns:
         float32 (out_h, out_w, 3).
     """
-    x0, y0, out_w, out_h = window
+    x0, y0, out_w, out_h = (tf.cast(v, tf.int32) for v in window)
     shape = tf.shape(image)
     ih, iw = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    padded = tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    # Edge replication by concatenation (several times faster than a SYMMETRIC pad).
+    padded = tf.concat([image[:1], image, image[-1:]], axis=0)
+    padded = tf.concat([padded[:, :1], padded, padded[:, -1:]], axis=1)
     ax, ay = iw / new_w, ih / new_h
 
-    cols = tf.cast(x0 + tf.range(out_w), tf.float32) + 0.5 - dx
-    rows = tf.cast(y0 + tf.range(out_h), tf.float32) + 0.5 - dy
-    tx0 = tf.cast(x0, tf.float32) + 0.5 - dx
-    ty0 = tf.cast(y0, tf.float32) + 0.5 - dy
-    # Source coordinate (in the padded image) of the first output column, and the step.
+    vx0, vx1 = _visible_span(x0, out_w, dx, new_w)
+    vy0, vy1 = _visible_span(y0, out_h, dy, new_h)
+    vis_w, vis_h = vx1 - vx0, vy1 - vy0
+    # crop_and_resize needs a positive size: sample at least one pixel, slice after.
+    crop_w, crop_h = tf.maximum(vis_w, 1), tf.maximum(vis_h, 1)
+
+    tx0 = tf.cast(vx0, tf.float32) + 0.5 - dx
+    ty0 = tf.cast(vy0, tf.float32) + 0.5 - dy
+    # Source coordinate (in the padded image) of the first sampled pixel, and the step.
     ux = tf.where(flip, new_w - tx0, tx0) * ax + 0.5
     step_x = tf.where(flip, -ax, ax)
     uy = ty0 * ay + 0.5
-    out_wf, out_hf = tf.cast(out_w, tf.float32), tf.cast(out_h, tf.float32)
-    den_x = tf.maximum(iw + 1.0, 1.0)  # padded width − 1
-    den_y = tf.maximum(ih + 1.0, 1.0)
-    crop_box = tf.stack(
-        [uy / den_y, ux / den_x, (uy + ay * (out_hf - 1.0)) / den_y, (ux + step_x * (out_wf - 1.0)) / den_x]
-    )
+    den_x, den_y = iw + 1.0, ih + 1.0  # padded side − 1
+    last_x = ux + step_x * tf.cast(crop_w - 1, tf.float32)
+    last_y = uy + ay * tf.cast(crop_h - 1, tf.float32)
+    crop_box = tf.stack([uy / den_y, ux / den_x, last_y / den_y, last_x / den_x])
     sampled = tf.image.crop_and_resize(
         padded[None],
         crop_box[None],
         tf.zeros([1], tf.int32),
-        tf.stack([out_h, out_w]),
+        tf.stack([crop_h, crop_w]),
         method="bilinear",
         extrapolation_value=float(PAD_VALUE),
-    )[0]
-    inside_x = tf.logical_and(cols >= 0.0, cols < new_w)
-    inside_y = tf.logical_and(rows >= 0.0, rows < new_h)
-    inside = tf.logical_and(inside_y[:, None], inside_x[None, :])
-    return tf.where(inside[:, :, None], sampled, float(PAD_VALUE))
+    )[0, :vis_h, :vis_w]
+    return tf.pad(
+        sampled,
+        [[vy0 - y0, y0 + out_h - vy1], [vx0 - x0, x0 + out_w - vx1], [0, 0]],
+        constant_values=float(PAD_VALUE),
+    )
 
 
 def _jittered_size(image_w, image_h, target, uniforms, jitter, scale_range):
@@ -275,10 +290,49 @@ def random_place(
     return canvas, boxes, classes
 
 
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _scale_hsv(image, factors):
+    """Multiplies hue (wrapping), saturation and value (clipped) of an RGB image.
+
+    Written with plain element-wise ops (the same formulas as
+    ``tf.image.rgb_to_hsv``/``hsv_to_rgb``) and compiled with XLA, which fuses them
+    into one pass: inside ``tf.data`` this is many times faster than the two image
+    ops and the float ``floormod`` they would need. The canvas shape is fixed in the
+    pipeline, so it compiles once.
+
+    Args:
+        image: (H, W, 3) float32 RGB 0–255.
+        factors: (3,) float32 hue, saturation, value factors.
+
+    Returns:
+        float32 (H, W, 3) RGB 0–255.
+    """
+    rgb = image * (1.0 / 255.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = tf.maximum(tf.maximum(r, g), b)
+    chroma = value - tf.minimum(tf.minimum(r, g), b)
+    inv_chroma = 1.0 / tf.maximum(chroma, 1e-12)
+    # Hue in sixths of the colour circle, [0, 6).
+    hue = tf.where(
+        value == r,
+        (g - b) * inv_chroma,
+        tf.where(value == g, (b - r) * inv_chroma + 2.0, (r - g) * inv_chroma + 4.0),
+    )
+    hue = tf.where(hue < 0.0, hue + 6.0, hue) * factors[0]
+    hue = hue - 6.0 * tf.floor(hue * (1.0 / 6.0))
+    sat = tf.minimum(chroma / tf.maximum(value, 1e-12) * factors[1], 1.0)
+    value = tf.minimum(value * factors[2], 1.0)
+    k = hue[..., None] + tf.constant([5.0, 3.0, 1.0])
+    k = k - 6.0 * tf.floor(k * (1.0 / 6.0))
+    weight = tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
+    return (value * 255.0)[..., None] * (1.0 - sat[..., None] * weight)
+
+
 def random_hsv(image, seed, gains=HSV_GAINS):
     """Multiplies hue, saturation and value by 1 + U(−1, 1) · gains.
 
-    Hue wraps around the colour circle; saturation and value are clipped to [0, 1].
+    Hue wraps around the colour circle; saturation and value are clipped to [0, 1]
+    (as ``tf.image.rgb_to_hsv`` defines them on 0–1 RGB).
 
     Args:
         image: (H, W, 3) float RGB 0–255.
@@ -288,12 +342,9 @@ def random_hsv(image, seed, gains=HSV_GAINS):
     Returns:
         float32 (H, W, 3) RGB 0–255, same shape.
     """
+    # Drawn outside the XLA function: stateless ops may draw other numbers under XLA.
     factors = 1.0 + tf.random.stateless_uniform([3], seed, -1.0, 1.0) * tf.constant(gains, tf.float32)
-    hsv = tf.image.rgb_to_hsv(tf.cast(image, tf.float32) / 255.0)
-    hue = tf.math.floormod(hsv[..., 0] * factors[0], 1.0)
-    sat = tf.clip_by_value(hsv[..., 1] * factors[1], 0.0, 1.0)
-    val = tf.clip_by_value(hsv[..., 2] * factors[2], 0.0, 1.0)
-    return tf.image.hsv_to_rgb(tf.stack([hue, sat, val], axis=-1)) * 255.0
+    return _scale_hsv(tf.cast(image, tf.float32), factors)
 
 
 def mosaic(

@@ -69,9 +69,23 @@ def save_model(model, path, include_optimizer=True):
         config = {"class_name": type(model).__name__, "config": model.get_config()}
         atomic_write(_sidecar(path), lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)), ".json")
     elif path.suffix == ".keras":
-        atomic_write(path, lambda tmp: model.save(tmp, include_optimizer=include_optimizer), ".keras")
+        atomic_write(path, lambda tmp: _save_keras(model, tmp, include_optimizer), ".keras")
     else:
         raise ValueError(f"Checkpoint path must end in .keras or .weights.h5, got {path}")
+
+
+def _save_keras(model, path, include_optimizer):
+    optimizer = getattr(model, "optimizer", None)
+    if include_optimizer or optimizer is None:
+        model.save(path)
+        return
+    # Keras 3 ignores include_optimizer for .keras archives and always writes the
+    # optimizer's variables (doubling the file with momentum); detach it for the save.
+    model.optimizer = None
+    try:
+        model.save(path)
+    finally:
+        model.optimizer = optimizer
 
 
 def load_model(path, compile=False):

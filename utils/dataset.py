@@ -50,10 +50,15 @@ MIXUP_PROB = 0.5
 # ------------------------------------------------------------------------- checking
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def _image_header(path):
-    """(width, height, format) from the file header, without decoding pixels."""
+    """(width, height, format, EXIF orientation or None) from the file header,
+    without decoding pixels."""
     with Image.open(path) as image:
-        return image.size[0], image.size[1], image.format
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+        return image.size[0], image.size[1], image.format, orientation
 
 
 def check_annotations(annotations, num_classes, image_root=None):
@@ -63,8 +68,9 @@ def check_annotations(annotations, num_classes, image_root=None):
     unreadable or in a format TensorFlow cannot decode is skipped. Boxes with a class
     id outside [0, num_classes) are dropped; boxes reaching outside the image (size
     from the header) are clipped to it; boxes empty after clipping are dropped. Each
-    of these is one problem line. A truncated file whose header reads well is not
-    detected here.
+    of these is one problem line. An EXIF orientation other than 1 is reported too
+    (the image is kept; training reads pixels as stored). A truncated file whose
+    header reads well is not detected here.
 
     Args:
         annotations: iterable of ``Annotation`` (boxes xyxy pixels of the image).
@@ -85,7 +91,7 @@ def check_annotations(annotations, num_classes, image_root=None):
         if image_root is not None and not path.is_absolute():
             path = Path(image_root) / path
         try:
-            width, height, fmt = _image_header(path)
+            width, height, fmt, orientation = _image_header(path)
         except FileNotFoundError:
             problems.append(f"{ann.path}: image file not found ({path}); image skipped")
             continue
@@ -98,6 +104,11 @@ def check_annotations(annotations, num_classes, image_root=None):
                 f"(readable: {', '.join(DECODABLE_FORMATS)}); convert it to JPEG or PNG; image skipped"
             )
             continue
+        if orientation not in (None, 1):
+            problems.append(
+                f"{ann.path}: EXIF orientation {orientation} is not applied by the pipeline, which reads the "
+                "pixels as stored; image kept (its boxes must be in stored-pixel coordinates)"
+            )
 
         boxes = np.asarray(ann.boxes, np.float32).reshape(-1, 4)
         classes = np.asarray(ann.classes, np.int32).reshape(-1)
@@ -275,7 +286,10 @@ def build_dataset(
 
     def mosaic_sample(index, sample_seed):
         others = tf.random.stateless_uniform([3], fold(sample_seed, 2), 0, n, dtype=tf.int64)
-        parts = [load(index)] + [load(others[k]) for k in range(3)]
+        # The sample's own image goes to a random quadrant, like the three others.
+        order = tf.argsort(tf.random.stateless_uniform([4], fold(sample_seed, 8)))
+        chosen = tf.gather(tf.concat([index[None], others], axis=0), order)
+        parts = [load(chosen[k]) for k in range(4)]
         image, boxes, classes = augment.mosaic(
             [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], size, fold(sample_seed, 3)
         )

@@ -61,6 +61,8 @@ def load_image(path):
             rgb = to_rgb(image)
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not an image file PIL can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"{path}: image too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"{path}: unreadable or truncated image ({exc})") from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:

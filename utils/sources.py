@@ -86,7 +86,9 @@ def parse_source(text):
     if path.is_dir():
         return Source("folder", path)
     if not path.exists():
-        raise SourceError(f"Source not found: {text!r}; pass an image, a folder, a video file or a webcam index (0, 1, ...).")
+        raise SourceError(
+            f"Source not found: {text!r}; pass an image, a folder, a video file or a webcam index (0, 1, ...)."
+        )
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return Source("image", path)
@@ -241,9 +243,11 @@ def save_crops(out_dir, stem, image, detections, class_names):
     height, width = image.shape[:2]
     written = []
     for k, (box, cls) in enumerate(zip(np.asarray(detections.boxes).reshape(-1, 4), np.asarray(detections.classes))):
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            continue
         x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
         x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
-        if x2 <= x1 or y2 <= y1:
+        if x2 <= x1 or y2 <= y1:  # entirely outside the image
             continue
         path = Path(out_dir) / CROPS_DIR / crop_folder_name(class_names[int(cls)]) / f"{stem}_{k}.jpg"
         written.append(save_image(path, image[y1:y2, x1:x2]))
@@ -295,7 +299,10 @@ class VideoReader:
                     f"Cannot open webcam {source.index}: no camera with that index is available "
                     "(check that it is connected and not used by another program, or try another index)."
                 )
-            raise SourceError(f"Cannot open video {source.path}: OpenCV cannot read it (corrupt file or unsupported codec).")
+            raise SourceError(
+                f"Cannot open video {source.path}: OpenCV cannot read it (corrupt file or unsupported codec); "
+                "convert it, e.g. to H.264 MP4."
+            )
 
     @property
     def fps(self):
@@ -354,7 +361,9 @@ class VideoWriter:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._writer.isOpened():
                 self._writer = None
-                raise OSError(f"Cannot write video {self.path}: OpenCV has no mp4v encoder here or the folder is not writable.")
+                raise OSError(
+                    f"Cannot write video {self.path}: OpenCV has no mp4v encoder here or the folder is not writable."
+                )
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.frames += 1
 

@@ -28,6 +28,8 @@ class TrainConfig:
     classes: str = str(DEFAULT_CLASSES)
     anchors: str = str(DEFAULT_ANCHORS)
     backbone: str = DEFAULT_BACKBONE
+    alpha: float = 0.0  # 0: the backbone's default (MobileNetV2 width multiplier)
+    drop_connect_rate: float = -1.0  # <0: the backbone's default
     input_size: int = DEFAULT_INPUT_SIZE
     backbone_weights: str = "imagenet"
     weights: str = ""
@@ -77,14 +79,20 @@ class ConfigError(ValueError):
 
 def validate(cfg):
     """Checks settings and files; raises ConfigError with what to change."""
-    from nets.backbones import get_spec
+    from nets.backbones import backbone_options, get_spec
     from utils.image import check_input_size
 
     try:
         check_input_size(cfg.input_size)
-        get_spec(cfg.backbone)
+        spec = get_spec(cfg.backbone)
+        backbone_options(cfg.backbone, **model_options(cfg))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if str(cfg.backbone_weights).lower() == "imagenet" and not spec.has_imagenet_weights:
+        raise ConfigError(
+            f"{cfg.backbone} has no ImageNet weights in Keras: pass --backbone-weights PATH to a local "
+            "weights file, or --backbone-weights none to train from scratch."
+        )
     if cfg.optimizer not in ("sgd", "adam"):
         raise ConfigError(f"--optimizer must be sgd or adam, got {cfg.optimizer!r}")
     if cfg.lr_schedule not in ("cos", "step"):
@@ -115,6 +123,14 @@ def validate(cfg):
         raise ConfigError(
             f"--backbone-weights file not found: {cfg.backbone_weights} (use imagenet, none or a local file)"
         )
+
+
+def model_options(cfg):
+    """The backbone options of ``cfg`` that YoloV3 takes (None: the backbone's default)."""
+    return {
+        "alpha": cfg.alpha if cfg.alpha > 0 else None,
+        "drop_connect_rate": cfg.drop_connect_rate if cfg.drop_connect_rate >= 0 else None,
+    }
 
 
 def load_data(cfg, class_names):
@@ -152,13 +168,21 @@ def load_data(cfg, class_names):
             raise ConfigError(f"--train has {len(train)} usable image(s): too few to hold out a validation part")
         val = [train[i] for i in order[:n_val]]
         train = [train[i] for i in order[n_val:]]
-    largest = cfg.batch_size
+    # The frozen phase (pretrained weights only) trains at --freeze-batch-size.
+    phases = phase_plan(cfg, has_pretrained(cfg))
+    largest = max(p["batch"] for p in phases)
     if len(train) < largest:
+        flag = "--freeze-batch-size" if any(p["frozen"] and p["batch"] == largest for p in phases) else "--batch-size"
         raise ConfigError(
-            f"Too few training images for one batch: {len(train)} usable image(s), batch size {largest}. "
+            f"Too few training images for one batch: {len(train)} usable image(s), batch size {largest} ({flag}). "
             "Add images or lower --batch-size / --freeze-batch-size."
         )
     return train, val, problems
+
+
+def has_pretrained(cfg):
+    """Whether the run starts from pretrained weights (only then is the backbone frozen first)."""
+    return bool(cfg.weights) or str(cfg.backbone_weights).lower() not in ("none", "")
 
 
 def setup_strategy(devices):
@@ -184,10 +208,18 @@ def setup_strategy(devices):
     if cpus:
         count = max(int(d.split(":")[1]) for d in cpus) + 1
         physical = tf.config.list_physical_devices("CPU")
-        if count > 1 and len(tf.config.list_logical_devices("CPU")) < count:
-            tf.config.set_logical_device_configuration(
-                physical[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
-            )
+        # Listing the logical devices would start the runtime, after which the CPU can
+        # no longer be split: read the configuration instead.
+        configured = tf.config.get_logical_device_configuration(physical[0]) or [None]
+        if count > len(configured):
+            try:
+                tf.config.set_logical_device_configuration(
+                    physical[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+                )
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"--devices {devices!r}: cannot create {count} CPU devices after TensorFlow has started ({exc})"
+                ) from None
     gpus = [d for d in full if d.startswith("/gpu")]
     available = len(tf.config.list_physical_devices("GPU"))
     for d in gpus:
@@ -198,16 +230,19 @@ def setup_strategy(devices):
     return tf.distribute.MirroredStrategy(full)
 
 
-def new_run_dir(save_dir, name):
-    """logs/<name>, or logs/exp, exp2, ... when no name is given; never reuses a folder."""
-    base = Path(save_dir)
-    stem = name or "exp"
-    for i in range(1, 10_000):
-        candidate = base / (stem if i == 1 else f"{stem}{i}")
-        if not candidate.exists():
-            candidate.mkdir(parents=True)
-            return candidate
-    raise RuntimeError(f"No free run folder under {base}")
+def validation_batch(num_images, batch_size, replicas):
+    """Batch size of the validation set, and whether its uneven rest is dropped.
+
+    With several devices Keras reduces the first validation batch over the replicas
+    when it builds the model, which fails unless every replica gets as many images:
+    every batch then holds a multiple of the device count.
+
+    Returns:
+        (batch, drop_remainder); batch is 0 when there are fewer images than devices.
+    """
+    if replicas <= 1:
+        return batch_size, False
+    return min(batch_size, num_images) // replicas * replicas, True
 
 
 def phase_plan(cfg, has_pretrained):
@@ -326,6 +361,7 @@ def train(cfg, resume_dir=None):
     from utils.dataset import build_dataset
     from utils.lr_schedule import lr_at, scaled_lr
     from utils.model_data import load_anchors, load_classes
+    from utils.run_dir import next_run_dir
 
     state = None
     if resume_dir:
@@ -354,13 +390,18 @@ def train(cfg, resume_dir=None):
             print(f"  … and {len(problems) - 20} more")
 
     strategy = setup_strategy(cfg.devices)
+    replicas = strategy.num_replicas_in_sync
+    uneven = sorted({p["batch"] for p in phase_plan(cfg, has_pretrained(cfg)) if p["batch"] % replicas})
+    if uneven:
+        raise ConfigError(f"Batch size {uneven[0]} cannot be split evenly over {replicas} devices ({cfg.devices}); "
+                          "use a multiple of the device count for --batch-size and --freeze-batch-size.")
     keras.utils.set_random_seed(cfg.seed)
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "0")
     if not resume_dir:
-        run_dir = new_run_dir(cfg.save_dir, cfg.name)
+        run_dir = next_run_dir(Path(cfg.save_dir) / (cfg.name or "exp"))
         (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
-    pretrained = bool(cfg.weights) or str(cfg.backbone_weights).lower() not in ("none", "")
+    pretrained = has_pretrained(cfg)
     if cfg.freeze_epochs and not pretrained:
         print(f"Note: no pretrained weights, so the backbone is trained from the start "
               f"(the {cfg.freeze_epochs} frozen epochs apply only to pretrained backbones).")
@@ -376,6 +417,7 @@ def train(cfg, resume_dir=None):
             anchors=anchors,
             backbone_weights=None if (state or cfg.backbone_weights.lower() in ("none", "")) else cfg.backbone_weights,
             weight_decay=cfg.weight_decay,
+            **model_options(cfg),
         )
         if state:
             model.load_weights(run_dir / "last.keras")
@@ -388,7 +430,15 @@ def train(cfg, resume_dir=None):
                 print(f"  skipped {name}: checkpoint {src} vs model {dst}")
     model.loss_fn = YoloLoss(anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing)
 
-    val_ds = build_dataset(val_set, len(class_names), cfg.input_size, anchors, cfg.batch_size, training=False)
+    val_batch, val_drop = validation_batch(len(val_set), cfg.batch_size, strategy.num_replicas_in_sync)
+    val_ds = None
+    if val_batch:
+        val_ds = build_dataset(val_set, len(class_names), cfg.input_size, anchors, val_batch, training=False,
+                               drop_remainder=val_drop)
+    else:
+        log.warning("%d validation image(s) cannot be shared by %d devices: no validation loss is computed "
+                    "(best.keras follows the training loss; mAP still uses every validation image).",
+                    len(val_set), strategy.num_replicas_in_sync)
     evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
     checkpointer = RunCheckpointer(
         run_dir, cfg.save_period, cfg.best_by,

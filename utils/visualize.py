@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def draw_detections(image, detections, class_names, counts=False, fps=None):
         _draw_counts(canvas, classes, class_names, font_size)
     if fps is not None:
         _paste_tag(canvas, _tag(f"FPS {fps:.1f}", font_size, _BLACK), (canvas.width, 0))
-    return np.asarray(canvas)
+    return np.array(canvas)
 
 
 def _draw_counts(canvas, classes, class_names, font_size):
@@ -264,14 +265,38 @@ def blend_heatmap(image, heat, alpha=0.5, colormap=cv2.COLORMAP_JET):
     return cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, colored, alpha, 0.0)
 
 
-def display_problem():
-    """Why no window can be opened here, or None when a display seems available.
+# Opens and closes a window in a child process: with OpenCV's Qt backend a display
+# that cannot be reached aborts the process instead of raising cv2.error.
+_WINDOW_PROBE = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
+_PROBE_TIMEOUT_S = 20
 
-    On Linux a window needs an X11 or Wayland session; without one, OpenCV's Qt
-    backend would abort the process instead of raising, so this is checked first.
+
+def _probe_window():
+    """Why a child process could not open an OpenCV window, or None if it could."""
+    try:
+        result = subprocess.run([sys.executable, "-c", _WINDOW_PROBE], capture_output=True, text=True,
+                                timeout=_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"opening a test window did not finish within {_PROBE_TIMEOUT_S} s"
+    except OSError as exc:
+        return f"cannot start the window test ({exc})"
+    if result.returncode == 0:
+        return None
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return f"OpenCV cannot open a window: {lines[0] if lines else f'exit status {result.returncode}'}"
+
+
+def display_problem():
+    """Why no window can be opened here, or None when one can.
+
+    On Linux a window needs an X11 or Wayland session (DISPLAY or WAYLAND_DISPLAY);
+    when one is named, a child process opens a test window first, since a display
+    that cannot be reached would otherwise abort this process.
     """
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return "neither DISPLAY nor WAYLAND_DISPLAY is set"
+    if sys.platform.startswith("linux"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return "neither DISPLAY nor WAYLAND_DISPLAY is set"
+        return _probe_window()
     return None
 
 

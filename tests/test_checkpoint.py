@@ -1,0 +1,211 @@
+"""Tests of utils/checkpoint.py (save, load, transfer) and of the class-count check of
+utils/inference.py. Models are built once per module: building is slow."""
+
+import os
+
+import numpy as np
+import pytest
+
+from nets.yolo import YoloV3
+from utils.checkpoint import CheckpointError, atomic_write, load_model, save_model, transfer_weights
+from utils.inference import ClassCountError, Predictor
+from utils.model_data import load_classes
+
+SIZE = 64
+NAMES = ["ring", "box", "spike"]
+PRED_LAYERS = ("head_p5_pred", "head_p4_pred", "head_p3_pred")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A 3-class model whose batch-norm statistics are not the defaults, so that a
+    load that forgot them would predict differently."""
+    m = YoloV3(3, class_names=NAMES, input_size=SIZE)
+    rng = np.random.default_rng(0)
+    for v in m.weights:
+        if "moving_mean" in v.path:
+            v.assign(rng.normal(0, 0.1, v.shape).astype("float32"))
+        elif "moving_variance" in v.path:
+            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
+    return m
+
+
+@pytest.fixture(scope="module")
+def saved(model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_model(model, folder / "model.keras")
+    save_model(model, folder / "model.weights.h5")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image():
+    # Not square, so that the letterbox inverse is part of what is compared.
+    return np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+
+
+def detect(m, image):
+    dets = Predictor(m, conf=0.2).predict(image)
+    return dets.boxes, dets.scores, dets.classes
+
+
+@pytest.fixture(scope="module")
+def reference(model, image):
+    """Detections of the original model (computed once: tracing the graph is slow)."""
+    return detect(model, image)
+
+
+def assert_same_detections(a, b):
+    assert len(a[1]) > 0, "the comparison needs detections"
+    np.testing.assert_allclose(a[0], b[0], atol=1e-3)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_keras_round_trip_gives_identical_detections(model, saved, image, reference):
+    loaded = load_model(saved / "model.keras")
+    assert isinstance(loaded, YoloV3)
+    assert loaded.class_names == NAMES and loaded.num_classes == 3
+    assert loaded.input_size == SIZE and loaded.backbone_name == "efficientnet-b0"
+    np.testing.assert_allclose(loaded.anchors, model.anchors)
+    assert_same_detections(reference, detect(loaded, image))
+
+
+def test_weights_and_json_round_trip_gives_identical_detections(model, saved, image, reference):
+    assert (saved / "model.json").is_file()
+    loaded = load_model(saved / "model.weights.h5")
+    assert isinstance(loaded, YoloV3)
+    assert loaded.class_names == NAMES and loaded.input_size == SIZE
+    assert_same_detections(reference, detect(loaded, image))
+    # transfer_weights from the loaded model: every weight found by name, even where
+    # Keras gave auto-named layers another numeric suffix in this process.
+    fresh_report = transfer_weights(loaded, model)
+    assert fresh_report["missing"] == [] and fresh_report["skipped_shape"] == []
+    assert fresh_report["loaded"] == len(loaded.weights)
+
+
+def test_class_count_mismatch_names_both_counts(model, tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a\nb\nc\nd\n")
+    with pytest.raises(ClassCountError) as info:
+        Predictor(model, class_names=load_classes(classes))
+    message = str(info.value)
+    assert "4" in message and "3" in message
+    # A classes file of the right length overrides the names.
+    classes.write_text("x\ny\nz\n")
+    assert Predictor(model, class_names=load_classes(classes)).class_names == ["x", "y", "z"]
+
+
+def test_truncated_keras_file_raises_naming_it(saved, tmp_path):
+    data = (saved / "model.keras").read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.keras"):
+        load_model(cut)
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip archive at all")
+    with pytest.raises(CheckpointError, match="junk.keras"):
+        load_model(junk)
+
+
+def test_truncated_weights_file_raises_naming_it(saved, tmp_path):
+    data = (saved / "model.weights.h5").read_bytes()
+    cut = tmp_path / "cut.weights.h5"
+    cut.write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut.json").write_bytes((saved / "model.json").read_bytes())
+    with pytest.raises(CheckpointError, match="cut.weights.h5"):
+        load_model(cut)
+
+
+def test_missing_files_raise_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="missing.keras"):
+        load_model(tmp_path / "missing.keras")
+    with pytest.raises(CheckpointError, match="missing.weights.h5"):
+        load_model(tmp_path / "missing.weights.h5")
+    lonely = tmp_path / "lonely.weights.h5"
+    lonely.write_bytes(b"\x89HDF")
+    with pytest.raises(CheckpointError, match="lonely.json"):
+        load_model(lonely)
+    other = tmp_path / "model.h5"
+    other.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="model.h5"):
+        load_model(other)
+    assert issubclass(CheckpointError, ValueError)
+
+
+def test_transfer_weights_to_another_class_count(model):
+    target = YoloV3(5, input_size=SIZE)
+    before = {v.path: np.asarray(v).copy() for v in target.weights}
+    report = transfer_weights(target, model)
+    assert report["missing"] == []
+    skipped = {name: (src, dst) for name, src, dst in report["skipped_shape"]}
+    assert sorted(skipped) == sorted(f"{layer}/{w}" for layer in PRED_LAYERS for w in ("kernel", "bias"))
+    for layer, c in zip(PRED_LAYERS, (320, 112, 40)):
+        assert skipped[f"{layer}/kernel"] == ((1, 1, 2 * c, 24), (1, 1, 2 * c, 30))
+        assert skipped[f"{layer}/bias"] == ((24,), (30,))
+    assert report["loaded"] == len(target.weights) - 6
+
+    source = {v.path: np.asarray(v) for v in model.weights}
+    for v in target.weights:
+        if v.path.split("/")[0] in PRED_LAYERS:
+            np.testing.assert_array_equal(np.asarray(v), before[v.path])  # left as initialized
+    np.testing.assert_array_equal(np.asarray(target.get_layer("neck_p4_3_conv").kernel),
+                                  source["neck_p4_3_conv/kernel"])
+    np.testing.assert_array_equal(np.asarray(target.get_layer("head_p3_conv3_bn").moving_variance),
+                                  source["head_p3_conv3_bn/moving_variance"])
+    stem = target.get_layer("backbone").get_layer("stem_conv").kernel
+    np.testing.assert_array_equal(np.asarray(stem), np.asarray(model.get_layer("backbone").get_layer("stem_conv").kernel))
+
+
+def test_atomic_save_keeps_the_previous_file_when_the_writer_fails(model, tmp_path, monkeypatch):
+    path = tmp_path / "last.keras"
+    save_model(model, path, include_optimizer=False)
+    original = path.read_bytes()
+
+    def failing_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(YoloV3, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(model, path)
+    assert path.read_bytes() == original
+    assert sorted(os.listdir(tmp_path)) == ["last.keras"], "a temporary file was left behind"
+
+    def failing_writer(tmp):
+        with open(tmp, "w") as handle:
+            handle.write("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, failing_writer, ".keras")
+    assert path.read_bytes() == original
+    assert sorted(os.listdir(tmp_path)) == ["last.keras"]
+
+
+def test_save_model_rejects_unknown_suffixes(model, tmp_path):
+    with pytest.raises(ValueError, match="model.h5"):
+        save_model(model, tmp_path / "model.h5")
+
+
+def test_keras_archive_holds_the_optimizer_only_when_asked(model, tmp_path):
+    import zipfile
+
+    import h5py
+    import keras
+
+    def groups(path):
+        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as handle, h5py.File(handle) as h5:
+            return set(h5.keys())
+
+    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    save_model(model, tmp_path / "with.keras", include_optimizer=True)
+    save_model(model, tmp_path / "without.keras", include_optimizer=False)
+    assert "optimizer" in groups(tmp_path / "with.keras")
+    assert "optimizer" not in groups(tmp_path / "without.keras")
+    # Momentum doubles the file when it is kept.
+    assert (tmp_path / "without.keras").stat().st_size < 0.75 * (tmp_path / "with.keras").stat().st_size
+    assert model.optimizer is optimizer, "saving must leave the model's optimizer attached"

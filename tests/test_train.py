@@ -1,0 +1,255 @@
+"""End-to-end tests of train.py on a tiny synthetic VOC dataset, run as the user runs
+it (subprocesses in the repository root), plus unit tests of the NaN guard.
+
+Trainings are few (each takes minutes on a small shared CPU) and combined: one epoch on
+two CPU devices (MirroredStrategy) checks the run folder; a 3-epoch run on the default
+device, killed after its first epoch and resumed, checks resuming and the run folder of
+the whole run. The checks before any model is built run in parallel processes.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.callbacks import NanGuard, TrainingDiverged
+from utils.trainer import validation_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = str(ROOT / "train.py")
+# Wall-clock limit of one training subprocess; the CI machine may be slow and shared.
+TRAIN_TIMEOUT = 1500
+SMALL = ["--backbone-weights", "none", "--input-size", "64", "--batch-size", "4", "--eval-period", "1",
+         "--save-period", "1"]
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CI="true", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg")
+    return env
+
+
+def _run(args, timeout=TRAIN_TIMEOUT):
+    return subprocess.run([sys.executable, TRAIN, *map(str, args)], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _tail(text, n=3000):
+    return text[-n:]
+
+
+def _assert_ok(proc):
+    assert proc.returncode == 0, f"train.py exited {proc.returncode}\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
+    assert "Traceback" not in proc.stderr, _tail(proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """16 shapes images at 64–128 px in VOC layout, converted by voc_annotation.py.
+
+    Returns:
+        dict with the paths "root", "train", "val", "classes".
+    """
+    root = tmp_path_factory.mktemp("shapes")
+    steps = [
+        [sys.executable, "-m", "utils.shapes_dataset", "--out", str(root), "--num-images", "16", "--seed", "0",
+         "--min-size", "64", "--max-size", "128"],
+        [sys.executable, "voc_annotation.py", "--voc-root", str(root / "VOCdevkit"), "--classes",
+         str(root / "shapes_classes.txt"), "--out-dir", str(root)],
+    ]
+    for cmd in steps:
+        proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    paths = {"root": root, "train": root / "2007_train.txt", "val": root / "2007_val.txt",
+             "classes": root / "shapes_classes.txt"}
+    n_train = len(paths["train"].read_text().splitlines())
+    assert n_train >= 8 and paths["val"].read_text().strip(), "the dataset needs two batches and a val image"
+    return paths
+
+
+def _data_args(data):
+    return ["--train", data["train"], "--val", data["val"], "--classes", data["classes"]]
+
+
+def _history_epochs(run_dir):
+    with open(run_dir / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [int(float(row["epoch"])) for row in rows], rows
+
+
+def _check_run_folder(run_dir, epochs, class_names):
+    """The files every finished run leaves behind, and their contents."""
+    for name in ("config.json", "last.keras", "best.keras", "history.csv", "loss.png", "train_state.json"):
+        assert (run_dir / name).is_file(), f"{name} missing from {sorted(os.listdir(run_dir))}"
+    for epoch in range(1, epochs + 1):
+        assert (run_dir / f"epoch_{epoch:03d}.keras").is_file()
+    events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    seen, rows = _history_epochs(run_dir)
+    assert seen == list(range(1, epochs + 1))
+    for row in rows:
+        assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
+        assert row["map"] != "" and 0.0 <= float(row["map"]) <= 1.0  # --eval-period 1
+        assert float(row["lr"]) > 0
+
+    state = json.loads((run_dir / "train_state.json").read_text())
+    assert state["epoch"] == epochs
+    assert [row["epoch"] for row in state["history"]] == list(range(1, epochs + 1))
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["input_size"] == 64 and config["epochs"] == epochs
+
+    from utils.checkpoint import load_model
+
+    model = load_model(run_dir / "last.keras")
+    assert model.class_names == class_names
+    assert model.num_classes == len(class_names) and model.input_size == 64
+    return config
+
+
+@pytest.mark.slow
+def test_training_on_two_cpu_devices_writes_the_whole_run_folder(data, tmp_path):
+    logs = tmp_path / "logs"
+    # Validation on more than one image, so that both devices get a share of it.
+    val = tmp_path / "val.txt"
+    val.write_text(data["val"].read_text() + (data["root"] / "2007_test.txt").read_text())
+    args = ["--train", data["train"], "--val", val, "--classes", data["classes"]]
+    proc = _run([*args, *SMALL, "--epochs", "1", "--save-dir", logs, "--name", "run", "--devices", "cpu:0,cpu:1"])
+    _assert_ok(proc)
+    assert "Done. Run folder" in proc.stdout
+    run_dir = logs / "run"
+    class_names = data["classes"].read_text().split()
+    config = _check_run_folder(run_dir, 1, class_names)
+    assert config["devices"] == "cpu:0,cpu:1"
+    assert sorted(os.listdir(logs)) == ["run"]
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_where_it_stopped(data, tmp_path):
+    logs = tmp_path / "logs"
+    run_dir = logs / "run"
+    state_path = run_dir / "train_state.json"
+    log_path = tmp_path / "first.log"
+    cmd = [sys.executable, TRAIN, *map(str, [*_data_args(data), *SMALL, "--epochs", "3", "--save-dir", logs,
+                                            "--name", "run"])]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        killed_after = None
+        deadline = time.monotonic() + TRAIN_TIMEOUT
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if state_path.is_file():
+                    try:
+                        epoch = json.loads(state_path.read_text())["epoch"]
+                    except (ValueError, KeyError):  # being replaced right now
+                        epoch = 0
+                    if epoch >= 1:
+                        proc.send_signal(signal.SIGKILL)
+                        killed_after = epoch
+                        break
+                time.sleep(0.25)
+        finally:
+            if proc.poll() is None and killed_after is None:
+                proc.kill()
+            proc.wait(timeout=60)
+    output = log_path.read_text()
+    assert killed_after is not None, f"no epoch finished before exit or timeout:\n{_tail(output)}"
+    assert proc.returncode == -signal.SIGKILL
+    assert killed_after < 3, "the run finished before it could be interrupted"
+
+    proc = _run(["--resume", run_dir])
+    _assert_ok(proc)
+    assert f"after epoch {killed_after}" in proc.stdout
+    class_names = data["classes"].read_text().split()
+    _check_run_folder(run_dir, 3, class_names)
+    assert sorted(os.listdir(logs)) == ["run"], "resuming must not start a new run folder"
+
+
+def _error_cases(data, tmp_path):
+    """(name, argv, texts the error message must hold) for inputs that cannot work."""
+    lines = data["train"].read_text().splitlines()
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(lines[:3]) + "\n")
+    unusable = tmp_path / "unusable.txt"
+    unusable.write_text(f"not an annotation line\n{tmp_path / 'missing.jpg'} 1,2,30,40,0\n")
+    fake_weights = tmp_path / "efficientnetb0_notop.h5"
+    fake_weights.write_bytes(b"not read: the check comes first")
+    classes = ["--classes", data["classes"], "--val", data["val"]]
+    base = ["--backbone-weights", "none", "--input-size", "64", "--batch-size", "4"]
+    return [
+        ("missing train", ["--train", tmp_path / "nope.txt", *classes, *base], ["--train", "nope.txt"]),
+        ("input size", ["--train", data["train"], *classes, *base, "--input-size", "100"], ["100", "multiple of 32"]),
+        ("no usable line", ["--train", unusable, *classes, *base], ["unusable.txt", "no usable line"]),
+        ("too few images", ["--train", few, *classes, *base],
+         ["Too few training images", "3 usable", "batch size 4 (--batch-size)"]),
+        # With a pretrained backbone the first epochs run frozen at --freeze-batch-size.
+        ("too few for the frozen batch",
+         ["--train", data["train"], *classes, "--input-size", "64", "--batch-size", "4",
+          "--backbone-weights", fake_weights, "--freeze-epochs", "1", "--freeze-batch-size", "16"],
+         ["Too few training images", f"{len(lines)} usable", "batch size 16 (--freeze-batch-size)"]),
+        ("batch not shared evenly by the devices",
+         ["--train", data["train"], *classes, *base, "--batch-size", "3", "--devices", "cpu:0,cpu:1"],
+         ["Batch size 3", "2 devices"]),
+    ]
+
+
+def test_unusable_inputs_fail_early_with_a_clear_message(data, tmp_path):
+    cases = _error_cases(data, tmp_path)
+    procs = []
+    # Started together: each costs mostly the TensorFlow import.
+    for i, (name, args, _) in enumerate(cases):
+        save_dir = tmp_path / f"logs{i}"
+        cmd = [sys.executable, TRAIN, *map(str, args), "--save-dir", str(save_dir), "--epochs", "2"]
+        procs.append((save_dir, subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE, text=True)))
+    failures = []
+    for (name, _, texts), (save_dir, proc) in zip(cases, procs):
+        out, err = proc.communicate(timeout=600)
+        problems = []
+        if proc.returncode != 2:
+            problems.append(f"exit code {proc.returncode}")
+        if "Traceback" in out + err:
+            problems.append("a traceback was printed")
+        if "error:" not in err:
+            problems.append("no 'error:' line on stderr")
+        problems += [f"message lacks {t!r}" for t in texts if t not in err]
+        if save_dir.exists() and any(save_dir.iterdir()):
+            problems.append("a run folder was created")
+        if "Run folder:" in out:
+            problems.append("the run started")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}\n  stderr: {_tail(err, 1500)}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "num_images, batch, replicas, expected",
+    [(1, 4, 1, (4, False)), (7, 4, 1, (4, False)), (9, 4, 2, (4, True)), (3, 4, 2, (2, True)),
+     (1, 4, 2, (0, True)), (5, 8, 4, (4, True))],
+)
+def test_validation_batch_splits_evenly_over_devices(num_images, batch, replicas, expected):
+    assert validation_batch(num_images, batch, replicas) == expected
+
+
+def test_nan_guard_names_epoch_and_step():
+    guard = NanGuard()
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(0, {"loss": 1.25})
+    guard.on_train_batch_end(1, None)
+    guard.on_train_batch_end(2, {})
+    with pytest.raises(TrainingDiverged, match=r"nan at epoch 3, step 5"):
+        guard.on_train_batch_end(4, {"loss": float("nan")})
+    guard.on_epoch_begin(0)
+    with pytest.raises(TrainingDiverged, match=r"inf at epoch 1, step 1"):
+        guard.on_train_batch_end(0, {"loss": np.float32("inf")})
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 8"):
+        guard.on_train_batch_end(7, {"loss": np.array(-np.inf)})

@@ -1,0 +1,135 @@
+"""The end-to-end demo behind ``make demo``: make a shapes dataset, convert it, fit
+anchors, train from scratch, measure mAP on the test split and run prediction on
+images and on a video. Each step is the real command line, printed before it runs.
+
+Run: ``python -m utils.demo`` (``--help`` lists the knobs). Running it again reuses
+the data in ``--data`` and starts a new run folder.
+"""
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from utils.config import ROOT
+from utils.run_dir import next_run_dir
+
+YEAR = "2007"
+
+
+def run(cmd, env=None):
+    """Prints a command as a user would type it, then runs it; stops the demo on failure."""
+    print(f"\n$ {shlex.join(str(c) for c in cmd)}", flush=True)
+    start = time.time()
+    result = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env)
+    if result.returncode != 0:
+        sys.exit(f"demo: the step above failed with exit code {result.returncode}")
+    print(f"  ({time.time() - start:.0f} s)", flush=True)
+
+
+def make_video(image_paths, out_path, size=(480, 360), seconds_per_image=1.0, fps=10):
+    """Assembles a short MP4 from images (letterboxed to ``size``) with OpenCV."""
+    import cv2
+    import numpy as np
+
+    from utils.image import load_image
+
+    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {out_path}")
+    try:
+        for path in image_paths:
+            rgb = load_image(path)
+            scale = min(size[0] / rgb.shape[1], size[1] / rgb.shape[0])
+            w, h = int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)
+            frame = np.full((size[1], size[0], 3), 0, np.uint8)
+            top, left = (size[1] - h) // 2, (size[0] - w) // 2
+            frame[top : top + h, left : left + w] = cv2.resize(rgb, (w, h))[..., ::-1]
+            for _ in range(int(seconds_per_image * fps)):
+                writer.write(frame)
+    finally:
+        writer.release()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="demo_data", help="folder of the generated dataset (reused when present)")
+    p.add_argument("--num-images", type=int, default=400, help="images to generate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
+    p.add_argument("--input-size", type=int, default=128, help="network input side (multiple of 32)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--save-dir", default="logs", help="where the run folder (demo, demo2, …) is made")
+    p.add_argument("--samples", type=int, default=6, help="test images annotated by predict.py")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    py = Path(sys.executable)
+    data = Path(args.data)
+    voc = data / "VOCdevkit"
+    classes = data / "shapes_classes.txt"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    started = time.time()
+
+    if not (voc / f"VOC{YEAR}" / "Annotations").is_dir() or not classes.is_file():
+        run([py, "-m", "utils.shapes_dataset", "--out", data, "--num-images", args.num_images,
+             "--seed", args.seed, "--overwrite"], env)
+    else:
+        print(f"Reusing the dataset in {data}")
+    train_file, val_file, test_file = (data / f"{YEAR}_{split}.txt" for split in ("train", "val", "test"))
+    if not (train_file.is_file() and val_file.is_file() and test_file.is_file()):
+        run([py, "voc_annotation.py", "--voc-root", voc, "--classes", classes, "--out-dir", data,
+             "--trainval-percent", "0.85", "--train-percent", "0.9", "--seed", args.seed], env)
+    anchors = data / f"anchors_{args.input_size}.txt"
+    if not anchors.is_file():
+        run([py, "kmeans_for_anchors.py", "--annotations", train_file, "--input-size", args.input_size,
+             "--out", anchors, "--seed", args.seed], env)
+
+    run_dir = next_run_dir(Path(args.save_dir) / "demo", mkdir=False)
+    name = run_dir.name
+    run([py, "train.py", "--train", train_file, "--val", val_file, "--classes", classes, "--anchors", anchors,
+         "--backbone-weights", "none", "--input-size", args.input_size, "--epochs", args.epochs,
+         "--batch-size", args.batch_size, "--optimizer", "adam", "--lr", "8e-3",
+         "--eval-period", "5", "--save-period", "10", "--seed", args.seed,
+         "--save-dir", args.save_dir, "--name", name], env)
+    model = run_dir / "best.keras"
+
+    map_out = run_dir / "map_out"
+    run([py, "get_map.py", "--model", model, "--annotations", test_file, "--out", map_out], env)
+
+    from utils.annotation import read_annotation_file
+
+    test_images = [Path(a.path) for a in read_annotation_file(test_file)[0]]
+    samples = data / "samples"
+    shutil.rmtree(samples, ignore_errors=True)
+    samples.mkdir(parents=True)
+    for path in test_images[: args.samples]:
+        shutil.copy(path, samples / path.name)
+    predict_out = run_dir / "predict"
+    run([py, "predict.py", "--model", model, "--source", samples, "--out", predict_out, "--save-txt", "--count"], env)
+
+    video = data / "demo_video.mp4"
+    print(f"\nAssembling {video} from {min(len(test_images), 20)} test images with OpenCV")
+    make_video(test_images[:20], video)
+    video_out = run_dir / "predict_video"
+    run([py, "predict.py", "--model", model, "--source", video, "--out", video_out], env)
+
+    print("\n" + "=" * 64)
+    print(f"Demo finished in {(time.time() - started) / 60:.1f} min. Everything is in {run_dir}:")
+    print(f"  checkpoint (best by val loss): {model}   (also last.keras)")
+    print(f"  training curves:               {run_dir / 'loss.png'}, {run_dir / 'map.png'}, {run_dir / 'history.csv'}")
+    print(f"  mAP table and plots:           {map_out}/results.json, {map_out}/ap_per_class.png, {map_out}/pr_curves/")
+    print(f"  annotated images:              {predict_out}/")
+    print(f"  annotated video:               {video_out}/{video.stem}.mp4")
+    print(f"  try: {py.name} predict.py --model {model} --source {samples}")
+    print("=" * 64)
+
+
+if __name__ == "__main__":
+    main()
