@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from utils.cli import fraction, input_size, int_at_least
 from utils.config import (
     DEFAULT_CLASSES,
     DEFAULT_MAX_BOXES,
@@ -43,24 +44,6 @@ MODES = {
 }
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def build_parser():
@@ -88,23 +71,23 @@ def build_parser():
                         help="modes 3/4: take the class names found in the files (sorted) instead of a "
                              "classes file; for files made by other tools")
     parser.add_argument("--out", default="map_out", help="output folder (default map_out)")
-    parser.add_argument("--conf", type=_fraction, default=EVAL_CONF,
+    parser.add_argument("--conf", type=fraction, default=EVAL_CONF,
                         help=f"score threshold of the detections written (default {EVAL_CONF})")
-    parser.add_argument("--nms-iou", type=_fraction, default=EVAL_NMS_IOU,
+    parser.add_argument("--nms-iou", type=fraction, default=EVAL_NMS_IOU,
                         help=f"NMS IoU threshold of the detector (default {EVAL_NMS_IOU})")
-    parser.add_argument("--max-boxes", type=_positive_int, default=DEFAULT_MAX_BOXES,
+    parser.add_argument("--max-boxes", type=int_at_least(1), default=DEFAULT_MAX_BOXES,
                         help=f"max_boxes of the detector's NMS (default {DEFAULT_MAX_BOXES})")
-    parser.add_argument("--iou", type=_fraction, default=EVAL_MATCH_IOU,
+    parser.add_argument("--iou", type=fraction, default=EVAL_MATCH_IOU,
                         help=f"IoU needed to match a detection with a ground-truth object, VOC metrics "
                              f"(default {EVAL_MATCH_IOU})")
-    parser.add_argument("--score-threshold", type=_fraction, default=EVAL_SCORE_THRESHOLD,
+    parser.add_argument("--score-threshold", type=fraction, default=EVAL_SCORE_THRESHOLD,
                         help=f"score at which precision, recall and F1 are reported (default {EVAL_SCORE_THRESHOLD})")
     parser.add_argument("--metric", choices=("voc", "voc07", "coco"), default="voc",
                         help="voc: all-point AP (VOC2010+); voc07: VOC2007 11-point AP; coco: pycocotools "
                              "AP@[.5:.95] and the rest (default voc)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8,
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8,
                         help="images per prediction batch (default 8)")
-    parser.add_argument("--input-size", type=_positive_int,
+    parser.add_argument("--input-size", type=input_size,
                         help="network input side in pixels, a multiple of 32 (default: the model's)")
     parser.add_argument("--problems-shown", type=int, default=20,
                         help="problems printed in the summary; all go to <out>/problems.txt (default 20)")

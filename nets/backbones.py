@@ -484,4 +484,4 @@ def build_backbone(name="efficientnet-b0", weights=None, input_shape=(None, None
     base = _build_base(spec, weights, tuple(input_shape), options["alpha"], options["drop_connect_rate"])
     levels = find_pyramid(base)
     outputs = {level: base.get_layer(layer_name).output for level, layer_name in levels.items()}
-    return keras.Model(base.inputs, outputs, name="backbone")
+    return keras.Model(base.input, outputs, name="backbone")

@@ -13,6 +13,7 @@ import tensorflow as tf
 from nets.backbones import backbone_options, build_backbone, get_spec
 from utils.config import (
     ANCHOR_MASK,
+    BN_MOMENTUM,
     CONV_INIT_STDDEV,
     DEFAULT_ANCHORS,
     DEFAULT_BACKBONE,
@@ -20,6 +21,7 @@ from utils.config import (
     DEFAULT_WEIGHT_DECAY,
     LEAKY_SLOPE,
     NUM_ANCHORS_PER_LEVEL,
+    STRIDES,
 )
 from utils.model_data import load_anchors
 
@@ -148,6 +150,8 @@ class YoloV3(keras.Model):
         self.anchors = anchors
         self.weight_decay = float(weight_decay)
         self.loss_fn = None
+        init_head_biases(self)
+        set_batchnorm_momentum(self, BN_MOMENTUM)
         # Loss parts shown beside the total in fit()'s logs.
         self._component_trackers = {
             key: keras.metrics.Mean(name=f"{key}_loss") for key in ("box", "obj", "cls")
@@ -190,6 +194,41 @@ class YoloV3(keras.Model):
         # summed, so scale as Keras' built-in losses do (fit() unscales for the logs).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return total / replicas if replicas > 1 else total
+
+
+def set_batchnorm_momentum(model, momentum):
+    """Sets the moving-statistics momentum of every BatchNormalization layer, nested ones too.
+
+    keras.applications uses 0.99, which needs about a thousand steps before the
+    moving statistics describe a network trained from scratch; until then the model
+    in inference mode (validation, mAP) sees wrong statistics in every layer and its
+    outputs barely depend on the image.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def init_head_biases(model):
+    """Starts the prediction biases at sensible priors instead of 0.
+
+    With zero biases every cell starts at objectness 0.5 and the first epochs go
+    into pushing all of them down; from scratch that can stall learning for many
+    epochs. Objectness starts at about 8 objects per image spread over a level's
+    cells, class probabilities at 0.6 / (C − 0.99).
+
+    Args:
+        model: a freshly built YoloV3 (weights loaded later overwrite these).
+    """
+    num_classes = model.num_classes
+    cls_logit = float(np.log(0.6 / max(num_classes - 0.99, 0.01)))
+    for stride, level in zip(STRIDES, ("p5", "p4", "p3")):
+        cells = max((model.input_size / stride) ** 2, 1.0)
+        prior = float(np.clip(8.0 / cells, 1e-4, 0.5))
+        bias = np.zeros((NUM_ANCHORS_PER_LEVEL, 5 + num_classes), np.float32)
+        bias[:, 4] = np.log(prior / (1.0 - prior))
+        bias[:, 5:] = cls_logit
+        model.get_layer(f"head_{level}_pred").bias.assign(bias.reshape(-1))
 
 
 def freeze_backbone(model, frozen=True):

@@ -110,3 +110,25 @@ def test_bad_arguments_fail_early_with_the_value():
         YoloV3(0)
     with pytest.raises(ValueError, match="2 class names"):
         YoloV3(3, class_names=["a", "b"])
+
+
+def test_batchnorm_momentum_is_set_everywhere_including_the_backbone():
+    import keras
+
+    from utils.config import BN_MOMENTUM
+
+    model = get_model("efficientnet-b0", 20)
+    layers = [l for l in model._flatten_layers(include_self=False) if isinstance(l, keras.layers.BatchNormalization)]
+    backbone = [l for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(backbone) > 40 and len(layers) > len(backbone)
+    assert {l.momentum for l in layers} == {BN_MOMENTUM}
+
+
+def test_head_biases_start_at_the_priors():
+    model = get_model("efficientnet-b0", 20)  # input size 64: grids 2, 4, 8
+    for level, cells in (("p5", 4), ("p4", 16), ("p3", 64)):
+        bias = np.asarray(model.get_layer(f"head_{level}_pred").bias).reshape(3, 25)
+        objectness = 1 / (1 + np.exp(-bias[:, 4]))
+        np.testing.assert_allclose(objectness, min(8 / cells, 0.5), rtol=1e-5)
+        np.testing.assert_allclose(1 / (1 + np.exp(-bias[:, 5:])), 0.6 / (20 - 0.99) / (1 + 0.6 / (20 - 0.99)), rtol=1e-4)
+        assert np.all(bias[:, :4] == 0)

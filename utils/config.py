@@ -39,6 +39,8 @@ IGNORE_THRESHOLD = 0.5
 # Neck convolutions (reference design).
 CONV_INIT_STDDEV = 0.02
 LEAKY_SLOPE = 0.1
+# Momentum of the BatchNormalization moving statistics (backbone and neck).
+BN_MOMENTUM = 0.97
 DEFAULT_WEIGHT_DECAY = 5e-4
 
 # Letterbox / augmentation canvas colour.

@@ -1,0 +1,503 @@
+"""The prediction job behind predict.py: opening a source and running one mode on it.
+
+Modes:
+    predict: draws the detections and saves the annotated images or video, with
+             optional label files, crops and per-class counts
+             (``run_predict_images``, ``run_predict_video``).
+    fps:     times one image and reports per-stage latency (``run_fps``).
+    heatmap: saves the objectness heat map of each image (``run_heatmap``).
+
+Every ``run_*`` function writes under an output folder that already exists, prints
+its progress and summary, and returns the process exit status (``EXIT_*``). Problems
+with the user's input raise ``UsageError``, whose message is meant to be printed as
+is, without a traceback.
+"""
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+
+from utils.config import STRIDES
+from utils.image import ImageLoadError
+from utils.run_dir import next_run_dir
+from utils.sources import (
+    SourceError,
+    VideoReader,
+    VideoWriter,
+    folder_files,
+    image_output_name,
+    iter_batches,
+    parse_source,
+    read_image,
+    save_crops,
+    save_image,
+    save_labels,
+    unique_stems,
+)
+from utils.visualize import (
+    Viewer,
+    blend_heatmap,
+    count_classes,
+    draw_detections,
+    heat_to_image,
+    objectness_map,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_NOTHING_READ, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MODES = ("predict", "fps", "heatmap")
+# Detections listed per image on the console; the label files hold all of them.
+MAX_PRINTED = 20
+
+
+class UsageError(Exception):
+    """A problem with the user's input; printed without a traceback, exit status 2."""
+
+
+# --- sources and outputs ---------------------------------------------------------------
+
+
+def open_source(text, mode="predict"):
+    """Parses a --source value for a mode and checks that it can be read.
+
+    An image is read once up front and a folder must hold at least one file, so that
+    these problems are reported before a model is loaded. Videos and webcams are
+    opened here and work in predict mode only.
+
+    Args:
+        text: an image file, a folder, a video file or a webcam index ("0", "1", ...).
+        mode: one of ``MODES``.
+
+    Returns:
+        (Source, VideoReader) for a video or a webcam, (Source, None) otherwise.
+
+    Raises:
+        UsageError: the source does not exist, cannot be opened or read, is an empty
+            folder, or is a video or webcam in a mode other than predict.
+    """
+    try:
+        source = parse_source(text)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    if source.kind in ("video", "webcam"):
+        if mode != "predict":
+            raise UsageError(f"--mode {mode} works on an image or a folder, not on {source} (use --mode predict).")
+        try:
+            return source, VideoReader(source)
+        except SourceError as exc:
+            raise UsageError(str(exc)) from None
+    if source.kind == "image":
+        _check_single_image(source)
+    elif not folder_files(source.path):
+        raise UsageError(f"Folder {source.path} holds no files to process.")
+    return source, None
+
+
+def _check_single_image(source):
+    """Reads an image source up front so that an unreadable file is a usage error."""
+    try:
+        read_image(source.path)
+    except ImageLoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _image_paths(source):
+    if source.kind == "image":
+        return [source.path]
+    return folder_files(source.path)
+
+
+def first_image(source):
+    """The image fps mode times.
+
+    Args:
+        source: an image or a folder Source.
+
+    Returns:
+        (path, image): the image file, or the first readable image of the folder, and
+        its pixels as an (H, W, 3) uint8 RGB array.
+
+    Raises:
+        UsageError: no file of the folder can be read as an image.
+    """
+    for loaded, _, _ in iter_batches(_image_paths(source), 1):
+        if loaded:
+            return loaded[0]
+    raise UsageError(f"No readable image in {source.path}; fps mode needs one image.")
+
+
+def output_dir(out):
+    """Creates the run folder: ``out``, or the first free of ``<out>2``, ``<out>3``, ...
+
+    Args:
+        out: the output folder asked for (--out).
+
+    Returns:
+        The Path of the folder created.
+
+    Raises:
+        UsageError: the folder cannot be created (the message quotes ``out``).
+    """
+    try:
+        return next_run_dir(out)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot create the output folder for --out {out!r}: {exc}") from None
+
+
+class _NoViewer:
+    """Stands in for a Viewer when --show is off."""
+
+    def show(self, image, wait_ms=1):
+        return True
+
+    def close(self):
+        pass
+
+
+def open_viewer(source, show):
+    """The window predict mode shows its results in.
+
+    Args:
+        source: the Source being processed (named in the window title).
+        show: whether results are shown (--show).
+
+    Returns:
+        A ``utils.visualize.Viewer`` when ``show`` is set, else an object with the
+        same ``show`` and ``close`` methods that shows nothing.
+    """
+    return Viewer(f"predict: {source}") if show else _NoViewer()
+
+
+# --- console output --------------------------------------------------------------------
+
+
+def _fmt_box(box):
+    return "[" + ", ".join(f"{v:.0f}" for v in box) + "]"
+
+
+def print_detections(name, image, det, class_names):
+    """Prints one image's detections compactly: a header line, then one line each.
+
+    At most ``MAX_PRINTED`` detections are listed; a last line says how many more
+    there are.
+
+    Args:
+        name: the image's file name.
+        image: the image, (H, W, 3) uint8 RGB.
+        det: its Detections (boxes ``(N, 4)`` xyxy pixels, scores ``(N,)``,
+            classes ``(N,)``).
+        class_names: names indexed by class id.
+    """
+    height, width = image.shape[:2]
+    print(f"{name} ({width}x{height}): {len(det)} detection{'s' if len(det) != 1 else ''}")
+    for box, score, cls in list(zip(det.boxes, det.scores, det.classes))[:MAX_PRINTED]:
+        print(f"  {class_names[int(cls)]:<16} {float(score):.2f}  {_fmt_box(box)}")
+    if len(det) > MAX_PRINTED:
+        print(f"  ... and {len(det) - MAX_PRINTED} more (--save-txt writes them all)")
+
+
+def _format_counts(counts):
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) if counts else "none"
+
+
+def _report_skips(skipped, bar):
+    for item in skipped:
+        bar.write(f"skipped {item.detail}", file=sys.stderr)
+
+
+def _summary_line(processed, skipped, what="image"):
+    line = f"Processed {processed} {what}{'s' if processed != 1 else ''}"
+    if skipped:
+        reasons = Counter(item.reason for item in skipped)
+        line += f"; skipped {len(skipped)}: " + ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+    return line + "."
+
+
+def _write_skipped(out, skipped):
+    if skipped:
+        path = out / "skipped.txt"
+        path.write_text("".join(f"{item.detail}\n" for item in skipped), encoding="utf-8")
+        print(f"Skipped files listed in {path}")
+
+
+def _images_status(processed, skipped, interrupted):
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_NOTHING_READ if skipped and not processed else EXIT_OK
+
+
+# --- modes -----------------------------------------------------------------------------
+
+
+def run_predict_images(predictor, source, out, viewer, *, batch_size=1, save_txt=False, crop=False, count=False):
+    """Predict mode on an image or a folder.
+
+    Saves each annotated image under ``out`` (see ``utils.sources`` for the names).
+    Files of a folder that cannot be read are reported, skipped and listed in
+    ``<out>/skipped.txt``. A single image has its detections printed; a folder gets
+    a progress bar and a summary.
+
+    Args:
+        predictor: the ``utils.inference.Predictor`` to run.
+        source: an image or a folder Source.
+        out: the run folder (existing) to write into.
+        viewer: shows each annotated image; its ``show`` returning False stops the run.
+        batch_size: images per network call.
+        save_txt: also write ``<out>/labels/<stem>.txt``.
+        crop: also save each detected object under ``<out>/crops/<class>/``.
+        count: draw per-class counts on the images and print them (totals for a folder).
+
+    Returns:
+        ``EXIT_OK``; ``EXIT_NOTHING_READ`` if files were skipped and none was read;
+        ``EXIT_INTERRUPTED`` after Ctrl-C (outputs written so far are kept).
+    """
+    from tqdm import tqdm
+
+    names = predictor.class_names
+    paths = _image_paths(source)
+    stems = unique_stems(paths)
+    single = source.kind == "image"
+    processed, skipped, totals, interrupted, stopped = 0, [], Counter(), False, False
+    bar = tqdm(total=len(paths), unit="img", desc=str(source.path), disable=single)
+    try:
+        for loaded, batch_skipped, done in iter_batches(paths, batch_size):
+            skipped += batch_skipped
+            _report_skips(batch_skipped, bar)
+            if loaded:
+                detections = predictor.predict_batch([image for _, image in loaded])
+                for (path, image), det in zip(loaded, detections):
+                    annotated = draw_detections(image, det, names, counts=count)
+                    stem = stems[path]
+                    save_image(out / image_output_name(path, stem), annotated)
+                    if save_txt:
+                        save_labels(out, stem, det, names)
+                    if crop:
+                        save_crops(out, stem, image, det, names)
+                    counts = count_classes(det.classes, names)
+                    totals.update(counts)
+                    processed += 1
+                    if single:
+                        print_detections(path.name, image, det, names)
+                        if count:
+                            print(f"counts: {_format_counts(counts)}")
+                    if not viewer.show(annotated, wait_ms=0):
+                        stopped = True
+                        break
+            bar.update(done)
+            if stopped:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        viewer.close()
+    if not single or skipped or interrupted or stopped:
+        print(_summary_line(processed, skipped) + (" Stopped early." if interrupted or stopped else ""))
+        if count and not single:
+            in_class_order = {name: totals[name] for name in names if totals[name]}
+            print(f"Per-class totals: {_format_counts(in_class_order)}")
+    _write_skipped(out, skipped)
+    return _images_status(processed, skipped, interrupted)
+
+
+def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=False, count=False, max_frames=None):
+    """Predict mode on a video file or a webcam.
+
+    Writes the annotated frames to ``<out>/<stem>.mp4`` with the frame rate drawn on
+    them; label files and crops are named ``<stem>_<frame>``. The reader is closed
+    when the run ends.
+
+    Args:
+        predictor: the ``utils.inference.Predictor`` to run.
+        reader: an open ``utils.sources.VideoReader``.
+        out: the run folder (existing) to write into.
+        viewer: shows each annotated frame; its ``show`` returning False stops the run.
+        save_txt: also write ``<out>/labels/<stem>_<frame>.txt``.
+        crop: also save each detected object under ``<out>/crops/<class>/``.
+        count: draw per-class counts on the frames and print the totals.
+        max_frames: stop after this many frames (None: until the source ends).
+
+    Returns:
+        ``EXIT_OK``; ``EXIT_NOTHING_READ`` if no frame could be read;
+        ``EXIT_INTERRUPTED`` after Ctrl-C on a video file (the frames written so far
+        are kept; a webcam, which has no end, stopped with Ctrl-C gives ``EXIT_OK``).
+    """
+    from tqdm import tqdm
+
+    names = predictor.class_names
+    source = reader.source
+    total = reader.frame_count
+    if max_frames:
+        total = min(total, max_frames) if total else max_frames
+    writer = VideoWriter(out / f"{source.stem}.mp4", reader.fps)
+    bar = tqdm(total=total, unit="frame", desc=str(source))
+    totals, fps, last, interrupted, started = Counter(), None, None, False, time.perf_counter()
+    try:
+        for frame in reader:
+            now = time.perf_counter()
+            if last is not None:
+                # Frame-to-frame time: reading, detecting, drawing, writing and showing.
+                current = 1.0 / max(now - last, 1e-9)
+                fps = current if fps is None else 0.9 * fps + 0.1 * current
+            last = now
+            det = predictor.predict_batch([frame])[0]
+            annotated = draw_detections(frame, det, names, counts=count, fps=fps)
+            writer.write(annotated)
+            stem = f"{source.stem}_{writer.frames - 1:06d}"
+            if save_txt:
+                save_labels(out, stem, det, names)
+            if crop:
+                save_crops(out, stem, frame, det, names)
+            totals.update(count_classes(det.classes, names))
+            if fps is not None:
+                bar.set_postfix(fps=f"{fps:.1f}", refresh=False)
+            bar.update(1)
+            if not viewer.show(annotated, wait_ms=1):
+                break
+            if max_frames and writer.frames >= max_frames:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        writer.close()
+        reader.close()
+        viewer.close()
+    if writer.frames == 0 and not interrupted:
+        print(f"No frame could be read from {source}; no video written.", file=sys.stderr)
+        return EXIT_NOTHING_READ
+    elapsed = time.perf_counter() - started
+    rate = writer.frames / elapsed if elapsed > 0 else 0.0
+    print(f"Wrote {writer.frames} frames to {writer.path} ({rate:.1f} FPS overall)"
+          + (". Stopped with Ctrl-C." if interrupted else "."))
+    if count:
+        print(f"Detections per class, summed over frames: {_format_counts(dict(totals))}")
+    if interrupted and source.kind != "webcam":
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _stats_ms(values):
+    values = 1e3 * np.asarray(values, np.float64)
+    return float(values.mean()), float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def run_fps(predictor, path, image, out, *, runs=50, warmup=5, count=False):
+    """Fps mode: times repeated predictions of one image at batch size 1.
+
+    Prints the mean, p50 and p95 latency of preprocessing, network + decoding (the
+    in-graph part), drawing / host post-processing and their total, and the frames
+    per second (1000 / mean total). Saves the annotated image and ``<out>/fps.json``
+    with the same figures.
+
+    Args:
+        predictor: the ``utils.inference.Predictor`` to time.
+        path: the image file (for its name and the output's).
+        image: its pixels, (H, W, 3) uint8 RGB.
+        out: the run folder (existing) to write into.
+        runs: timed runs.
+        warmup: untimed runs first, to build the graph and warm caches.
+        count: draw per-class counts, as predict mode would.
+
+    Returns:
+        ``EXIT_OK``, or ``EXIT_INTERRUPTED`` after Ctrl-C (nothing is saved then).
+    """
+    names = predictor.class_names
+    stages = {"preprocessing": [], "network + decoding (in graph)": [], "drawing / host post-processing": [],
+              "total": []}
+
+    def one_run():
+        timings = {}
+        start = time.perf_counter()
+        det = predictor.predict_batch([image], timings)[0]
+        predicted = time.perf_counter()
+        annotated = draw_detections(image, det, names, counts=count)
+        end = time.perf_counter()
+        host = (predicted - start - timings["pre"] - timings["net_post"]) + (end - predicted)
+        return (timings["pre"], timings["net_post"], host, end - start), det, annotated
+
+    try:
+        for _ in range(warmup):
+            one_run()
+        for _ in range(runs):
+            times, det, annotated = one_run()
+            for key, value in zip(stages, times):
+                stages[key].append(value)
+    except KeyboardInterrupt:
+        print("Stopped with Ctrl-C.")
+        return EXIT_INTERRUPTED
+    height, width = image.shape[:2]
+    print(f"fps mode: {path.name} ({width}x{height}), input {predictor.input_size}, batch 1, "
+          f"{runs} timed runs after {warmup} warm-up, {len(det)} detections")
+    print(f"{'stage':<34}{'mean':>9}{'p50':>9}{'p95':>9}  (ms)")
+    report = {}
+    for key, values in stages.items():
+        mean, p50, p95 = _stats_ms(values)
+        report[key] = {"mean_ms": mean, "p50_ms": p50, "p95_ms": p95}
+        print(f"{key:<34}{mean:>9.2f}{p50:>9.2f}{p95:>9.2f}")
+    fps = 1e3 / report["total"]["mean_ms"]
+    print(f"FPS: {fps:.1f} (1000 / mean total; reading the file is not included)")
+    save_image(out / image_output_name(path), annotated)
+    summary = {"image": str(path), "image_size": [width, height], "input_size": predictor.input_size,
+               "runs": runs, "warmup": warmup, "fps": fps, "stages": report}
+    (out / "fps.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
+def run_heatmap(predictor, source, out, *, batch_size=1, levels=False):
+    """Heatmap mode on an image or a folder.
+
+    Saves ``<out>/<stem>_heatmap.png`` per image: the objectness (max over the anchors
+    of sigmoid(objectness), per cell of each output level, the levels combined by
+    their max) mapped back onto the original image and blended with a colour map.
+    Unreadable files of a folder are handled as in predict mode.
+
+    Args:
+        predictor: the ``utils.inference.Predictor`` to run.
+        source: an image or a folder Source.
+        out: the run folder (existing) to write into.
+        batch_size: images per network call.
+        levels: also save one map per output level, ``<stem>_heatmap_s<stride>.png``.
+
+    Returns:
+        ``EXIT_OK``; ``EXIT_NOTHING_READ`` if files were skipped and none was read;
+        ``EXIT_INTERRUPTED`` after Ctrl-C (outputs written so far are kept).
+    """
+    from tqdm import tqdm
+
+    paths = _image_paths(source)
+    stems = unique_stems(paths)
+    single = source.kind == "image"
+    processed, skipped, interrupted = 0, [], False
+    bar = tqdm(total=len(paths), unit="img", desc=str(source.path), disable=single)
+    try:
+        for loaded, batch_skipped, done in iter_batches(paths, batch_size):
+            skipped += batch_skipped
+            _report_skips(batch_skipped, bar)
+            if loaded:
+                raw = predictor.raw_outputs([image for _, image in loaded])
+                for i, (path, image) in enumerate(loaded):
+                    maps = [heat_to_image(objectness_map(level[i], predictor.num_classes), image.shape[:2],
+                                          predictor.input_size, letterboxed=predictor.letterbox) for level in raw]
+                    heat = np.max(maps, axis=0)
+                    target = save_image(out / f"{stems[path]}_heatmap.png", blend_heatmap(image, heat))
+                    if levels:
+                        for stride, level_map in zip(STRIDES, maps):
+                            save_image(out / f"{stems[path]}_heatmap_s{stride}.png", blend_heatmap(image, level_map))
+                    processed += 1
+                    if single:
+                        print(f"{path.name}: objectness max {heat.max():.3f}, mean {heat.mean():.3f} -> {target}")
+            bar.update(done)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    if not single or skipped or interrupted:
+        print(_summary_line(processed, skipped) + (" Stopped early." if interrupted else ""))
+    _write_skipped(out, skipped)
+    return _images_status(processed, skipped, interrupted)
