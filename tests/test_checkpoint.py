@@ -45,7 +45,7 @@ def image():
 
 
 def detect(m, image):
-    dets = Predictor(m, conf=0.2).predict(image)
+    dets = Predictor(m, conf=0.01).predict(image)
     return dets.boxes, dets.scores, dets.classes
 
 

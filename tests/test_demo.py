@@ -1,0 +1,48 @@
+"""A shortened `make demo`: every step of the chain runs as the real command line
+(data generation, voc_annotation, k-means anchors, train, get_map, predict on images
+and on a video), and each output exists and loads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_short_demo_runs_every_step(tmp_path):
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="true")
+    cmd = [sys.executable, "-m", "utils.demo", "--data", str(data), "--save-dir", str(logs),
+           "--num-images", "24", "--epochs", "1", "--input-size", "64", "--batch-size", "4", "--samples", "2"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    # Each step is printed as the command a user would type.
+    for step in ("utils.shapes_dataset", "voc_annotation.py", "kmeans_for_anchors.py", "train.py", "get_map.py",
+                 "predict.py"):
+        assert f" {step}" in out, f"step {step} not printed"
+    run_dir = logs / "demo"
+    assert (run_dir / "best.keras").is_file() and (run_dir / "history.csv").is_file()
+    results = json.loads((run_dir / "map_out" / "results.json").read_text())
+    assert "map" in json.dumps(results)
+    assert (run_dir / "map_out" / "ap_per_class.png").is_file()
+    annotated = list((run_dir / "predict").glob("*.jpg"))
+    assert len(annotated) == 2
+    assert (run_dir / "predict_video" / "demo_video.mp4").stat().st_size > 0
+    assert str(run_dir / "best.keras") in out  # the closing summary says where things are
+
+    from utils.checkpoint import load_model
+
+    model = load_model(run_dir / "best.keras")
+    assert model.class_names == (data / "shapes_classes.txt").read_text().split()
+
+    # A second run reuses the data and makes a new run folder.
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Reusing the dataset" in again.stdout
+    assert (logs / "demo2" / "best.keras").is_file()
