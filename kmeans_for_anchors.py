@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.cli import int_at_least
 from utils.config import ANCHOR_MASK, DEFAULT_INPUT_SIZE
 from utils.kmeans import INIT_METHODS, kmeans_anchors, load_box_sizes, mean_best_iou, round_anchors
 from utils.model_data import save_anchors
@@ -21,15 +22,6 @@ from utils.model_data import save_anchors
 DETECTOR_ANCHORS = sum(len(mask) for mask in ANCHOR_MASK)
 PROBLEMS_SHOWN = 20
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def build_parser():
@@ -46,14 +38,14 @@ def build_parser():
     )
     parser.add_argument(
         "--input-size",
-        type=_positive_int,
+        type=int_at_least(1),
         default=DEFAULT_INPUT_SIZE,
         help="side S of the square network input; boxes are scaled by min(S/image_w, S/image_h) "
         "(default: %(default)s).",
     )
     parser.add_argument(
         "--clusters",
-        type=_positive_int,
+        type=int_at_least(1),
         default=DETECTOR_ANCHORS,
         help=f"number of anchors; the detector needs {DETECTOR_ANCHORS} (default: %(default)s).",
     )
@@ -62,13 +54,13 @@ def build_parser():
     )
     parser.add_argument(
         "--iterations",
-        type=_positive_int,
+        type=int_at_least(1),
         default=300,
         help="most k-means rounds per restart (default: %(default)s).",
     )
     parser.add_argument(
         "--restarts",
-        type=_positive_int,
+        type=int_at_least(1),
         default=5,
         help="independent starts; the one with the best mean IoU is kept (default: %(default)s).",
     )

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.cli import fraction, int_at_least
 from utils.config import DEFAULT_CLASSES
 from utils.model_data import load_classes
 from utils.voc import (
@@ -28,24 +29,6 @@ from utils.voc import (
 REPORT_NAME = "voc_annotation_report.txt"
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def build_parser():
@@ -71,13 +54,13 @@ def build_parser():
     )
     parser.add_argument(
         "--trainval-percent",
-        type=_fraction,
+        type=fraction,
         default=0.9,
         help="fraction of the images put in trainval, the rest is test (new splits only; default: %(default)s).",
     )
     parser.add_argument(
         "--train-percent",
-        type=_fraction,
+        type=fraction,
         default=0.9,
         help="fraction of trainval put in train, the rest is val (new splits only; default: %(default)s).",
     )
@@ -112,7 +95,7 @@ def build_parser():
     )
     parser.add_argument(
         "--list-limit",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=20,
         help="list at most this many items per reason in the printed summary, 0 for all (default: %(default)s); "
         "the report file lists all.",

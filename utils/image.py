@@ -70,6 +70,19 @@ def load_image(path):
     return rgb
 
 
+def image_size(path):
+    """Reads (width, height) from an image file header without decoding the pixels.
+
+    Raises:
+        OSError: the file is missing, not an image PIL can read, or too large.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Image.DecompressionBombError as exc:
+        raise OSError(str(exc)) from None
+
+
 def check_input_size(size):
     """Validates a network input side: a positive multiple of 32.
 

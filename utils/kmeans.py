@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from utils.annotation import read_annotation_file
+from utils.image import image_size
 
 logger = logging.getLogger(__name__)
 
@@ -167,19 +167,6 @@ def round_anchors(anchors):
     """
     rounded = np.maximum(np.round(np.asarray(anchors, np.float64)), 1.0)
     return rounded[np.argsort(rounded.prod(axis=1), kind="stable")]
-
-
-def image_size(path):
-    """Reads (width, height) from an image file header without decoding the pixels.
-
-    Raises:
-        OSError: the file is missing or not an image PIL can read.
-    """
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except Image.DecompressionBombError as exc:
-        raise OSError(str(exc)) from None
 
 
 def letterbox_box_sizes(annotations, input_size, size_of=image_size):

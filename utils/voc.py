@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from utils.annotation import Annotation, write_annotation_file
+from utils.image import image_size
 
 logger = logging.getLogger(__name__)
 
@@ -543,9 +543,8 @@ def _box_text(box):
 def _image_size(path):
     """Reads (width, height) from an image file header, or None when unreadable."""
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, Image.DecompressionBombError) as exc:
+        return image_size(path)
+    except OSError as exc:
         logger.debug("cannot read the size of %s: %s", path, exc)
         return None
 
