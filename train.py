@@ -57,6 +57,11 @@ def parse_args(argv=None):
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="class label smoothing")
     g.add_argument("--mosaic", action="store_true", help="Mosaic augmentation during the first --mosaic-ratio of epochs")
     g.add_argument("--mixup", action="store_true", help="MixUp augmentation during the first --mosaic-ratio of epochs")
+    g.add_argument("--jitter", type=float, default=d.jitter, help="aspect-ratio jitter of the augmentation")
+    g.add_argument("--scale-min", type=float, default=d.scale_min,
+                   help="smallest random scale of an image, relative to the input size")
+    g.add_argument("--scale-max", type=float, default=d.scale_max,
+                   help="largest random scale of an image, relative to the input size")
     g.add_argument("--mosaic-ratio", type=float, default=d.mosaic_ratio,
                    help="part of the epochs with Mosaic/MixUp on; they are off for the rest")
     g = p.add_argument_group("run")

@@ -181,6 +181,8 @@ def build_dataset(
     drop_remainder=None,
     cache=False,
     max_boxes=MAX_GT_BOXES,
+    jitter=augment.JITTER,
+    scale_range=augment.SCALE_RANGE,
 ):
     """Builds the batched training or validation dataset.
 
@@ -204,6 +206,8 @@ def build_dataset(
         cache: read every image file into memory once, here, instead of from disk
             each epoch (encoded bytes; for sets that fit in memory).
         max_boxes: length of the per-image ``gt_boxes`` list.
+        jitter: aspect-ratio jitter of the training augmentation.
+        scale_range: (low, high) scale of the training augmentation, relative to S.
 
     Returns:
         tf.data.Dataset of ``(images, (y_true_32, y_true_16, y_true_8, gt_boxes))``:
@@ -281,7 +285,9 @@ def build_dataset(
         return tf.random.experimental.stateless_fold_in(seed_pair, k)
 
     def plain_sample(index, sample_seed):
-        image, boxes, classes = augment.random_place(*load(index), size, fold(sample_seed, 0))
+        image, boxes, classes = augment.random_place(
+            *load(index), size, fold(sample_seed, 0), jitter=jitter, scale_range=scale_range
+        )
         return augment.random_hsv(image, fold(sample_seed, 1)), boxes, classes
 
     def mosaic_sample(index, sample_seed):

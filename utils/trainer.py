@@ -46,6 +46,9 @@ class TrainConfig:
     mosaic: bool = False
     mixup: bool = False
     mosaic_ratio: float = 0.7
+    jitter: float = 0.3
+    scale_min: float = 0.25
+    scale_max: float = 2.0
     save_dir: str = "logs"
     name: str = ""
     save_period: int = 10
@@ -107,6 +110,10 @@ def validate(cfg):
         raise ConfigError(f"batch sizes must be >= 1, got {cfg.batch_size} and {cfg.freeze_batch_size}")
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if not 0 <= cfg.jitter < 1:
+        raise ConfigError(f"--jitter must be in [0, 1), got {cfg.jitter}")
+    if not 0 < cfg.scale_min <= cfg.scale_max:
+        raise ConfigError(f"--scale-min/--scale-max must satisfy 0 < min <= max, got {cfg.scale_min}, {cfg.scale_max}")
     if not 0 <= cfg.mosaic_ratio <= 1:
         raise ConfigError(f"--mosaic-ratio must be in [0, 1], got {cfg.mosaic_ratio}")
     if cfg.best_by == "map" and cfg.eval_period <= 0:
@@ -282,6 +289,7 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names):
         ("batch (frozen / unfrozen)", f"{cfg.freeze_batch_size} / {cfg.batch_size}"),
         ("optimizer", f"{cfg.optimizer}, lr {cfg.lr:g} -> {cfg.min_lr:g} ({cfg.lr_schedule}, scaled by batch/64)"),
         ("weight decay / smoothing", f"{cfg.weight_decay:g} / {cfg.label_smoothing:g}"),
+        ("augmentation", f"jitter {cfg.jitter:g}, scale {cfg.scale_min:g}-{cfg.scale_max:g}, flip, HSV"),
         ("mosaic / mixup", f"{cfg.mosaic} / {cfg.mixup} (first {cfg.mosaic_ratio:.0%} of epochs)"),
         ("save / eval period", f"{cfg.save_period} / {cfg.eval_period} epochs (best by {cfg.best_by})"),
         ("seed / devices", f"{cfg.seed} / {cfg.devices or 'default'}"),
@@ -465,7 +473,7 @@ def train(cfg, resume_dir=None):
         train_ds = build_dataset(
             train_set, len(class_names), cfg.input_size, anchors, phase["batch"], training=True,
             seed=cfg.seed + start, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
-            cache=cfg.cache,
+            cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
         )
         checkpointer.frozen = phase["frozen"]
         if strategy.num_replicas_in_sync > 1:
