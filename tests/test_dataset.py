@@ -248,3 +248,22 @@ def test_element_spec_has_static_batch_and_target_shapes(image_set):
     assert [s.shape.as_list() for s in spec[1]] == expected
     assert all(s.dtype == tf.float32 for s in (spec[0], *spec[1]))
     assert tf.reduce_all(tf.math.is_finite(x))
+
+
+def test_augmentation_strength_follows_jitter_and_scale_range(tmp_path):
+    """With no aspect jitter and scale fixed at 1, the longer side always becomes the
+    input size, so box sizes equal the letterbox's whatever the placement and flip."""
+    pixels = np.full((50, 100, 3), 90, np.uint8)
+    pixels[10:30, 20:60] = (230, 40, 30)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    annotations = [_annotation(path, [[20, 10, 60, 30]], [1])] * 4
+    dataset = build_dataset(annotations, NUM_CLASSES, SIZE, ANCHORS, 4, training=True, seed=5,
+                            jitter=0.0, scale_range=(1.0, 1.0))
+    _, targets = next(iter(dataset))
+    sizes = targets[3].numpy()[:, 0, 2:] * SIZE  # (w, h) in input pixels of each image's box
+    np.testing.assert_allclose(sizes, np.tile([[40 * 0.64, 20 * 0.64]], (4, 1)), atol=1.0)
+    # The default range rescales: sizes then differ between samples.
+    default = build_dataset(annotations * 2, NUM_CLASSES, SIZE, ANCHORS, 8, training=True, seed=5)
+    _, targets = next(iter(default))
+    assert np.ptp(targets[3].numpy()[:, 0, 2]) > 2.0 / SIZE
