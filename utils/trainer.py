@@ -10,7 +10,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
 
@@ -404,7 +403,6 @@ def train(cfg, resume_dir=None):
         raise ConfigError(f"Batch size {uneven[0]} cannot be split evenly over {replicas} devices ({cfg.devices}); "
                           "use a multiple of the device count for --batch-size and --freeze-batch-size.")
     keras.utils.set_random_seed(cfg.seed)
-    os.environ.setdefault("TF_DETERMINISTIC_OPS", "0")
     if not resume_dir:
         run_dir = next_run_dir(Path(cfg.save_dir) / (cfg.name or "exp"))
         (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
