@@ -10,7 +10,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
 
 log = logging.getLogger(__name__)
