@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--num-images", type=int, default=400, help="images to generate")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
     p.add_argument("--input-size", type=int, default=128, help="network input side (multiple of 32)")
-    p.add_argument("--epochs", type=int, default=25, help="training epochs")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs")
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
     p.add_argument("--save-dir", default="logs", help="where the run folder (demo, demo2, …) is made")
     p.add_argument("--samples", type=int, default=6, help="test images annotated by predict.py")
