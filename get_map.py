@@ -97,7 +97,7 @@ def build_parser():
 
 def load_predictor(args):
     """Builds the detector from --model and the prediction options."""
-    from utils.inference import Predictor
+    from utils.predict.predictor import Predictor
 
     return Predictor.from_checkpoint(
         args.model,
@@ -126,7 +126,7 @@ def resolve_classes(args, predictor):
 
 def list_images(args, class_names):
     """The images to evaluate, from --annotations or the VOC split."""
-    from utils import map_files
+    from utils.eval import map_files
 
     if args.annotations:
         return map_files.images_from_annotations(args.annotations, class_names)
@@ -136,7 +136,8 @@ def list_images(args, class_names):
 
 def evaluate(args, class_names, out):
     """Reads the files under ``out`` and computes the metric; returns (result, problems)."""
-    from utils import map_files, metrics
+    from utils.eval import map_files
+    from utils.eval import metrics
 
     files = map_files.read_map_files(out, class_names)
     metric = "coco" if args.mode == 4 else args.metric
@@ -156,7 +157,7 @@ def evaluate(args, class_names, out):
 
 def report(result, args, out, problems, made_detections):
     """Prints the metrics and writes results.json and the plots."""
-    from utils import metrics
+    from utils.eval import metrics
 
     if result["metric"] == "coco":
         print(
@@ -175,7 +176,7 @@ def report(result, args, out, problems, made_detections):
         summary["detection_max_boxes"] = args.max_boxes
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if result["metric"] != "coco" and not args.no_plots:
-        from utils.plots_map import save_voc_plots
+        from utils.eval.plots import save_voc_plots
 
         save_voc_plots(result, out)
     print(f"Results written to {out / 'results.json'}")
@@ -183,7 +184,7 @@ def report(result, args, out, problems, made_detections):
 
 def write_problems(problems, out, shown):
     """Prints a summary of the problems and writes all of them to <out>/problems.txt."""
-    from utils.map_files import format_problems
+    from utils.eval.map_files import format_problems
 
     path = out / "problems.txt"
     if problems:
@@ -197,7 +198,7 @@ def write_problems(problems, out, shown):
 
 def run(args):
     """Runs one mode; returns the exit status."""
-    from utils import map_files
+    from utils.eval import map_files
 
     out = Path(args.out)
     if args.mode in (0, 1) and not args.model:

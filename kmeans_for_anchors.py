@@ -15,7 +15,7 @@ from pathlib import Path
 
 from utils.cli import int_at_least
 from utils.config import ANCHOR_MASK, DEFAULT_INPUT_SIZE
-from utils.kmeans import INIT_METHODS, kmeans_anchors, load_box_sizes, mean_best_iou, round_anchors
+from utils.data.kmeans import INIT_METHODS, kmeans_anchors, load_box_sizes, mean_best_iou, round_anchors
 from utils.model_data import save_anchors
 
 # The detector takes exactly this many anchors (three per output level).

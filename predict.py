@@ -44,7 +44,7 @@ import sys
 
 from utils.cli import fraction, input_size, int_at_least
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
-from utils.predict_job import (
+from utils.predict.job import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     MODES,
@@ -127,7 +127,7 @@ def build_parser():
 def load_predictor(args):
     """The Predictor for --model and the prediction options; UsageError on bad files."""
     from utils.checkpoint import CheckpointError
-    from utils.inference import Predictor
+    from utils.predict.predictor import Predictor
 
     try:
         return Predictor.from_checkpoint(

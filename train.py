@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from utils.trainer import ConfigError, TrainConfig  # noqa: E402
+from utils.train.trainer import ConfigError, TrainConfig  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -95,12 +95,12 @@ def config_from_args(args):
 def main(argv=None):
     args = parse_args(argv)
     from nets.backbones import BackboneWeightsError
-    from utils.callbacks import TrainingDiverged
+    from utils.train.callbacks import TrainingDiverged
     from utils.checkpoint import CheckpointError
 
     try:
         cfg = config_from_args(args)
-        from utils.trainer import train
+        from utils.train.trainer import train
 
         run_dir = train(cfg, resume_dir=args.resume)
     except TrainingDiverged as exc:

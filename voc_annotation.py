@@ -15,7 +15,7 @@ from pathlib import Path
 from utils.cli import fraction, int_at_least
 from utils.config import DEFAULT_CLASSES
 from utils.model_data import load_classes
-from utils.voc import (
+from utils.data.voc import (
     MODE_ALL,
     MODE_SPLITS_ONLY,
     MODES,

@@ -19,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.metrics import ImageDetections, ImageGroundTruth  # noqa: E402
-from utils.map_files import DET_DIR, GT_DIR, format_detections, format_ground_truth, read_map_files  # noqa: E402
-from utils.metrics import evaluate_voc  # noqa: E402
+from utils.eval.metrics import ImageDetections, ImageGroundTruth  # noqa: E402
+from utils.eval.map_files import DET_DIR, GT_DIR, format_detections, format_ground_truth, read_map_files  # noqa: E402
+from utils.eval.metrics import evaluate_voc  # noqa: E402
 
 
 def make_files(out_dir, num_images, num_classes, dets_per_image, seed):

@@ -1,7 +1,7 @@
 """Throughput of the training input pipeline, and optionally of the training step.
 
 Writes synthetic JPEGs (assorted sizes, a few boxes each) into a temporary folder,
-then times the augmented training pipeline (``utils.dataset.build_dataset``) with and
+then times the augmented training pipeline (``utils.data.dataset.build_dataset``) with and
 without Mosaic + MixUp, and the validation letterbox pipeline, after a warm-up.
 With ``--train-step`` it also times the detector's training step on batches taken
 from the pipeline (held in memory, so the figure is the step alone) and prints the
@@ -30,7 +30,7 @@ def write_images(folder, count, seed=0):
     """
     from PIL import Image
 
-    from utils.annotation import Annotation
+    from utils.data.annotation import Annotation
 
     rng = np.random.default_rng(seed)
     annotations = []
@@ -127,7 +127,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from utils.config import DEFAULT_ANCHORS
-    from utils.dataset import build_dataset, check_annotations
+    from utils.data.dataset import build_dataset, check_annotations
     from utils.model_data import load_anchors
 
     anchors = load_anchors(DEFAULT_ANCHORS) * (args.input_size / 416.0)

@@ -102,7 +102,7 @@ def bench(model, image_path, scenario, runs, warmup, conf):
     import tensorflow as tf
 
     from utils.image import load_image
-    from utils.inference import Predictor
+    from utils.predict.predictor import Predictor
 
     set_scenario(model, scenario)
     predictor = Predictor(model, input_size=416, conf=conf)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils import augment
+from utils.data import augment
 from utils.config import PAD_VALUE
 
 SIZE = 96

@@ -28,7 +28,7 @@ from nets.backbones import (
 from nets.efficientnet_lite import EfficientNetLite
 from nets.loss import YoloLoss
 from nets.yolo import YoloV3, build_neck_and_heads, freeze_backbone
-from utils.targets import build_targets
+from utils.data.targets import build_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64

@@ -1,5 +1,5 @@
 """Tests of utils/checkpoint.py (save, load, transfer) and of the class-count check of
-utils/inference.py. Models are built once per module: building is slow."""
+utils/predict/predictor.py. Models are built once per module: building is slow."""
 
 import os
 
@@ -8,7 +8,7 @@ import pytest
 
 from nets.yolo import YoloV3
 from utils.checkpoint import CheckpointError, atomic_write, load_model, save_model, transfer_weights
-from utils.inference import ClassCountError, Predictor
+from utils.predict.predictor import ClassCountError, Predictor
 from utils.model_data import load_classes
 
 SIZE = 64

@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from utils import augment
-from utils.annotation import Annotation
+from utils.data import augment
+from utils.data.annotation import Annotation
 from utils.config import DEFAULT_ANCHORS, MAX_GT_BOXES, STRIDES
-from utils.dataset import build_dataset, check_annotations, steps_per_epoch
+from utils.data.dataset import build_dataset, check_annotations, steps_per_epoch
 from utils.model_data import load_anchors
 
 SIZE = 64

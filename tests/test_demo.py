@@ -23,7 +23,7 @@ def test_short_demo_runs_every_step(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     # Each step is printed as the command a user would type.
-    for step in ("utils.shapes_dataset", "voc_annotation.py", "kmeans_for_anchors.py", "train.py", "get_map.py",
+    for step in ("utils.demo.shapes_dataset", "voc_annotation.py", "kmeans_for_anchors.py", "train.py", "get_map.py",
                  "predict.py"):
         assert f" {step}" in out, f"step {step} not printed"
     run_dir = logs / "demo"

@@ -189,7 +189,7 @@ def test_mode3_without_ground_truth_folder_fails_clearly(tmp_path):
 
 
 class FakePredictor:
-    """Stands in for utils.inference.Predictor: one box per image, on its top-left quarter."""
+    """Stands in for utils.predict.predictor.Predictor: one box per image, on its top-left quarter."""
 
     class_names = ["traffic light", "cat"]
 
@@ -197,7 +197,7 @@ class FakePredictor:
         self.batches = []
 
     def predict_batch(self, images):
-        from utils.metrics import ImageDetections
+        from utils.eval.metrics import ImageDetections
 
         self.batches.append(len(images))
         out = []
@@ -212,8 +212,8 @@ class FakePredictor:
 def test_detection_files_are_written_in_batches_and_unreadable_images_reported(tmp_path):
     from PIL import Image
 
-    from utils.map_files import EvalImage, write_detection_files
-    from utils.metrics import ImageGroundTruth
+    from utils.eval.map_files import EvalImage, write_detection_files
+    from utils.eval.metrics import ImageGroundTruth
 
     images = []
     for i, size in enumerate([(40, 30), (20, 10), (8, 8)]):

@@ -1,4 +1,4 @@
-"""Tests of utils/kmeans.py and the kmeans_for_anchors.py command line."""
+"""Tests of utils/data/kmeans.py and the kmeans_for_anchors.py command line."""
 
 import re
 import subprocess
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.annotation import Annotation, write_annotation_file
+from utils.data.annotation import Annotation, write_annotation_file
 from utils.config import DEFAULT_ANCHORS
-from utils.kmeans import (
+from utils.data.kmeans import (
     kmeans_anchors,
     letterbox_box_sizes,
     load_box_sizes,

@@ -1,10 +1,10 @@
-"""Tests of utils/lr_schedule.py: batch scaling, cosine with warm-up and tail, step decay."""
+"""Tests of utils/train/lr_schedule.py: batch scaling, cosine with warm-up and tail, step decay."""
 
 import math
 
 import pytest
 
-from utils.lr_schedule import cosine_lr, lr_at, scaled_lr, step_lr
+from utils.train.lr_schedule import cosine_lr, lr_at, scaled_lr, step_lr
 
 LR, MIN_LR = 1e-2, 1e-4
 

@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from utils import metrics
-from utils.map_files import (
+from utils.eval import metrics
+from utils.eval.map_files import (
     ClassIndex,
     class_token,
     format_detections,
     format_ground_truth,
     read_map_files,
 )
-from utils.metrics import (
+from utils.eval.metrics import (
     ImageDetections,
     ImageGroundTruth,
     average_precision,

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from utils.run_dir import next_run_dir, numbered_path
-from utils.sources import (
+from utils.predict.sources import (
     SourceError,
     VideoReader,
     VideoWriter,
@@ -73,7 +73,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(model):
-    from utils.inference import Predictor
+    from utils.predict.predictor import Predictor
 
     return Predictor(model[0], conf=float(LOW_CONF), max_boxes=5)
 
@@ -177,7 +177,7 @@ def test_truncated_model_file(model, tmp_path, capsys):
 
 def test_class_count_mismatch(model, tmp_path, monkeypatch, capsys):
     import predict
-    from utils import inference
+    from utils.predict import predictor as inference
 
     # The real Predictor.from_checkpoint, reading the model built by the fixture.
     monkeypatch.setattr(inference, "load_model", lambda path: model[0])
@@ -344,7 +344,7 @@ def test_usage_errors_in_process(main_with, model, tmp_path, capsys):
 
 def test_prediction_options_reach_the_predictor(monkeypatch, tmp_path, capsys):
     import predict
-    from utils import inference
+    from utils.predict import predictor as inference
 
     seen = {}
 

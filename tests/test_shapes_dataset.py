@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.shapes_dataset import (
+from utils.demo.shapes_dataset import (
     BOX_COVERAGE,
     CLASSES_FILENAME,
     SHAPE_CLASSES,
@@ -252,7 +252,7 @@ def test_options_change_the_images(tmp_path):
 
 def test_cli(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "utils.shapes_dataset", "--out", str(out), "--num-images", "3", "--seed", "7",
+    cmd = [sys.executable, "-m", "utils.demo.shapes_dataset", "--out", str(out), "--num-images", "3", "--seed", "7",
            "--write-splits", "--min-size", "128", "--max-size", "160"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -264,7 +264,7 @@ def test_cli(tmp_path):
     assert "--overwrite" in again.stderr
 
     helped = subprocess.run(
-        [sys.executable, "-m", "utils.shapes_dataset", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "utils.demo.shapes_dataset", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert helped.returncode == 0
     for option in ("--out", "--num-images", "--seed", "--year", "--min-size", "--max-size", "--max-objects",
@@ -273,7 +273,7 @@ def test_cli(tmp_path):
 
 
 def test_project_voc_reader_agrees(dataset):
-    from utils.voc import parse_voc_xml
+    from utils.data.voc import parse_voc_xml
 
     out, summary = dataset
     voc = _voc_dir(out)

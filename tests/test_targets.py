@@ -5,7 +5,7 @@ import pytest
 
 from utils.config import ANCHOR_MASK, DEFAULT_ANCHORS, STRIDES
 from utils.model_data import load_anchors
-from utils.targets import build_targets, check_anchors, encode_targets, grid_sizes, pad_gt_boxes
+from utils.data.targets import build_targets, check_anchors, encode_targets, grid_sizes, pad_gt_boxes
 
 SIZE = 128
 NUM_CLASSES = 4

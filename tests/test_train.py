@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.callbacks import NanGuard, TrainingDiverged
-from utils.trainer import validation_batch
+from utils.train.callbacks import NanGuard, TrainingDiverged
+from utils.train.trainer import validation_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = str(ROOT / "train.py")
@@ -59,7 +59,7 @@ def data(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("shapes")
     steps = [
-        [sys.executable, "-m", "utils.shapes_dataset", "--out", str(root), "--num-images", "16", "--seed", "0",
+        [sys.executable, "-m", "utils.demo.shapes_dataset", "--out", str(root), "--num-images", "16", "--seed", "0",
          "--min-size", "64", "--max-size", "128"],
         [sys.executable, "voc_annotation.py", "--voc-root", str(root / "VOCdevkit"), "--classes",
          str(root / "shapes_classes.txt"), "--out-dir", str(root)],

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from utils import visualize
+from utils.predict import visualize
 from utils.image import letterbox_geometry
-from utils.visualize import (
+from utils.predict.visualize import (
     Viewer,
     blend_heatmap,
     class_color,
@@ -173,7 +173,7 @@ def test_viewer_without_display_warns_once(monkeypatch, caplog):
         raise AssertionError("imshow must not be called without a display")
 
     monkeypatch.setattr(visualize.cv2, "imshow", no_window)
-    with caplog.at_level(logging.WARNING, logger="utils.visualize"):
+    with caplog.at_level(logging.WARNING, logger="utils.predict.visualize"):
         viewer = Viewer()
         assert viewer.show(np.zeros((8, 8, 3), np.uint8)) is True
         assert viewer.show(np.zeros((8, 8, 3), np.uint8)) is True
@@ -186,7 +186,7 @@ def test_viewer_without_display_warns_once(monkeypatch, caplog):
 def test_viewer_probes_an_unreachable_display(monkeypatch, caplog):
     monkeypatch.setattr(visualize.sys, "platform", "linux")
     monkeypatch.setenv("DISPLAY", "127.0.0.1:4711")  # nothing listens there
-    with caplog.at_level(logging.WARNING, logger="utils.visualize"):
+    with caplog.at_level(logging.WARNING, logger="utils.predict.visualize"):
         viewer = Viewer()
         assert viewer.show(np.zeros((8, 8, 3), np.uint8)) is True
     assert not viewer.active
@@ -202,7 +202,7 @@ def test_viewer_falls_back_when_opencv_cannot_open_a_window(monkeypatch, caplog)
         raise cv2.error("The function is not implemented")
 
     monkeypatch.setattr(visualize.cv2, "imshow", broken)
-    with caplog.at_level(logging.WARNING, logger="utils.visualize"):
+    with caplog.at_level(logging.WARNING, logger="utils.predict.visualize"):
         viewer = Viewer()
         assert viewer.active
         assert viewer.show(np.zeros((8, 8, 3), np.uint8)) is True

@@ -1,4 +1,4 @@
-"""Tests of utils/voc.py and the voc_annotation.py command line."""
+"""Tests of utils/data/voc.py and the voc_annotation.py command line."""
 
 import subprocess
 import sys
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.annotation import read_annotation_file
-from utils.voc import (
+from utils.data.annotation import read_annotation_file
+from utils.data.voc import (
     R_CLIPPED,
     R_DIFFICULT,
     R_DIFFICULT_DROPPED,

@@ -1,1 +1,22 @@
-"""Data, boxes, decoding, metrics and training utilities for EfficientNet-YOLOv3."""
+"""Everything around the network, grouped by stage.
+
+The stage packages, from the bottom up (each may import only the ones before it):
+
+* ``utils.data``: annotation lines, VOC conversion, anchors (k-means), the tf.data
+  training pipeline with augmentation and target encoding.
+* ``utils.eval``: mAP (VOC all-point, VOC07 11-point, COCO), the interchange files
+  of ground truth and detections, and the evaluation plots.
+* ``utils.predict``: the in-graph predictor, input sources (images, folders, video,
+  webcam), drawing, and the prediction jobs behind ``predict.py``.
+* ``utils.train``: the training engine, its callbacks and learning-rate schedules.
+* ``utils.demo``: the synthetic shapes dataset and the ``make demo`` driver, which
+  runs the scripts as a user would.
+
+The modules at this level are shared by every stage and import no stage package:
+``config`` (constants and defaults), ``boxes`` (box formats and IoU), ``decode``
+(head outputs to boxes, used by the loss and by prediction), ``image`` (reading and
+letterboxing), ``checkpoint`` (saving and loading models), ``model_data`` (class and
+anchor files), ``model_stats`` (parameters, FLOPs, latency), ``cli`` (argument
+types) and ``run_dir`` (numbered output folders). ``nets`` (the networks and the
+loss) may import these shared modules but no stage package.
+"""

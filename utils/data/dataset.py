@@ -8,7 +8,7 @@ The training dataset yields ``(images, (y_true_32, y_true_16, y_true_8, gt_boxes
 
 - images: float32 (B, S, S, 3) RGB 0–255.
 - y_true_l, in ``STRIDES`` order: float32 (B, S/stride, S/stride, 3, 5 + C)
-  (see ``utils.targets.encode_targets``).
+  (see ``utils.data.targets.encode_targets``).
 - gt_boxes: float32 (B, MAX_GT_BOXES, 4) xywh rel, zero-padded.
 
 Randomness. Every element draws its random numbers from stateless ops seeded by a
@@ -34,10 +34,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from utils import augment
-from utils.annotation import Annotation
+from utils.data import augment
+from utils.data.annotation import Annotation
 from utils.config import MAX_GT_BOXES
-from utils.targets import build_targets, check_anchors, grid_sizes
+from utils.data.targets import build_targets, check_anchors, grid_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def build_dataset(
 ):
     """Builds the batched training or validation dataset.
 
-    Training: random aspect/scale/placement, flip and HSV jitter (``utils.augment``),
+    Training: random aspect/scale/placement, flip and HSV jitter (``utils.data.augment``),
     optional Mosaic and MixUp (see the module docstring), shuffled. Validation:
     letterbox only, in annotation order, every image kept.
 

@@ -2,7 +2,7 @@
 
 Boxes are compared by shape only: both are centred at the origin, so the IoU of a
 box (w, h) and a centre (cw, ch) is ``min(w, cw) * min(h, ch) / (w*h + cw*ch - inter)``.
-Box sizes come from an annotation file (utils.annotation format) and are scaled to
+Box sizes come from an annotation file (utils.data.annotation format) and are scaled to
 the network input with the letterbox scale ``min(S / image_w, S / image_h)``.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.annotation import read_annotation_file
+from utils.data.annotation import read_annotation_file
 from utils.image import image_size
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def letterbox_box_sizes(annotations, input_size, size_of=image_size):
     """Box widths and heights of annotations, scaled into a square letterboxed input.
 
     Args:
-        annotations: list of utils.annotation.Annotation (boxes xyxy pixels).
+        annotations: list of utils.data.annotation.Annotation (boxes xyxy pixels).
         input_size: side S of the square network input.
         size_of: function path -> (width, height) raising OSError when unreadable.
 
@@ -209,7 +209,7 @@ def load_box_sizes(annotation_path, input_size):
     folder); only the image headers are read.
 
     Args:
-        annotation_path: annotation file (utils.annotation format).
+        annotation_path: annotation file (utils.data.annotation format).
         input_size: side S of the square network input.
 
     Returns:

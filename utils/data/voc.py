@@ -9,7 +9,7 @@ A VOC dataset lives in ``VOCdevkit/VOC<year>/`` with three folders:
 
 :func:`parse_voc_xml` reads one XML file. :func:`make_splits` and :func:`write_splits`
 make split files; :func:`convert_voc` runs the whole conversion to annotation files in
-the format of :mod:`utils.annotation`, collecting every skipped or changed file and
+the format of :mod:`utils.data.annotation`, collecting every skipped or changed file and
 object in a :class:`ConversionReport` instead of stopping at the first problem.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.annotation import Annotation, write_annotation_file
+from utils.data.annotation import Annotation, write_annotation_file
 from utils.image import image_size
 
 logger = logging.getLogger(__name__)
@@ -624,7 +624,7 @@ def convert_voc(
     Mode 0 makes new split files in ``VOC<year>/ImageSets/Main`` (replacing existing
     ones) and writes annotation files from them; mode 1 only makes the splits; mode 2
     writes annotation files from the existing split files. Annotation lines hold
-    absolute image paths and boxes in xyxy pixels of the image (utils.annotation
+    absolute image paths and boxes in xyxy pixels of the image (utils.data.annotation
     format). Problems in the data never stop the run: they are recorded in the
     returned report.
 

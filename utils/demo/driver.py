@@ -80,7 +80,7 @@ def main(argv=None):
     if not (voc / f"VOC{YEAR}" / "Annotations").is_dir() or not classes.is_file():
         # Smaller images and no tiny shapes keep the task learnable at the demo's
         # small input size within a CPU budget of minutes.
-        run([py, "-m", "utils.shapes_dataset", "--out", data, "--num-images", args.num_images,
+        run([py, "-m", "utils.demo.shapes_dataset", "--out", data, "--num-images", args.num_images,
              "--seed", args.seed, "--min-size", "192", "--max-size", "320", "--min-object-size", "20",
              "--max-objects", "5", "--overwrite"], env)
     else:
@@ -109,7 +109,7 @@ def main(argv=None):
     map_out = run_dir / "map_out"
     run([py, "get_map.py", "--model", model, "--annotations", test_file, "--out", map_out], env)
 
-    from utils.annotation import read_annotation_file
+    from utils.data.annotation import read_annotation_file
 
     test_images = [Path(a.path) for a in read_annotation_file(test_file)[0]]
     samples = data / "samples"

@@ -18,7 +18,7 @@ Layout written under ``out_dir``::
 
 Command line::
 
-    python -m utils.shapes_dataset --out demo_data --num-images 300 --seed 0
+    python -m utils.demo.shapes_dataset --out demo_data --num-images 300 --seed 0
 """
 
 import argparse
@@ -753,7 +753,7 @@ def build_parser():
     """The command-line parser; every option is documented in ``--help``."""
     defaults = ShapeOptions()
     parser = argparse.ArgumentParser(
-        prog="python -m utils.shapes_dataset",
+        prog="python -m utils.demo.shapes_dataset",
         description="Generate a deterministic synthetic VOC-format dataset of geometric shapes "
         f"({', '.join(SHAPE_CLASSES)}).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

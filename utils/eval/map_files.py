@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.annotation import read_annotation_file
-from utils.metrics import ImageDetections, ImageGroundTruth
+from utils.data.annotation import read_annotation_file
+from utils.eval.metrics import ImageDetections, ImageGroundTruth
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def write_detection_files(predictor, images, out_dir, batch_size=8, progress=Tru
 
 
 def images_from_annotations(path, class_names):
-    """Lists the images of an annotation file (utils.annotation format) with their ground truth.
+    """Lists the images of an annotation file (utils.data.annotation format) with their ground truth.
 
     Args:
         path: the annotation file; class ids index ``class_names``; the optional
@@ -294,7 +294,7 @@ def images_from_voc(voc_root, year, split, class_names):
     Raises:
         FileNotFoundError: the split file does not exist.
     """
-    from utils.voc import parse_voc_xml
+    from utils.data.voc import parse_voc_xml
 
     base = Path(voc_root) / f"VOC{year}"
     list_file = base / "ImageSets" / "Main" / f"{split}.txt"

@@ -24,7 +24,7 @@ import numpy as np
 from utils.config import STRIDES
 from utils.image import ImageLoadError
 from utils.run_dir import next_run_dir
-from utils.sources import (
+from utils.predict.sources import (
     SourceError,
     VideoReader,
     VideoWriter,
@@ -38,7 +38,7 @@ from utils.sources import (
     save_labels,
     unique_stems,
 )
-from utils.visualize import (
+from utils.predict.visualize import (
     Viewer,
     blend_heatmap,
     count_classes,
@@ -167,7 +167,7 @@ def open_viewer(source, show):
         show: whether results are shown (--show).
 
     Returns:
-        A ``utils.visualize.Viewer`` when ``show`` is set, else an object with the
+        A ``utils.predict.visualize.Viewer`` when ``show`` is set, else an object with the
         same ``show`` and ``close`` methods that shows nothing.
     """
     return Viewer(f"predict: {source}") if show else _NoViewer()
@@ -237,13 +237,13 @@ def _images_status(processed, skipped, interrupted):
 def run_predict_images(predictor, source, out, viewer, *, batch_size=1, save_txt=False, crop=False, count=False):
     """Predict mode on an image or a folder.
 
-    Saves each annotated image under ``out`` (see ``utils.sources`` for the names).
+    Saves each annotated image under ``out`` (see ``utils.predict.sources`` for the names).
     Files of a folder that cannot be read are reported, skipped and listed in
     ``<out>/skipped.txt``. A single image has its detections printed; a folder gets
     a progress bar and a summary.
 
     Args:
-        predictor: the ``utils.inference.Predictor`` to run.
+        predictor: the ``utils.predict.predictor.Predictor`` to run.
         source: an image or a folder Source.
         out: the run folder (existing) to write into.
         viewer: shows each annotated image; its ``show`` returning False stops the run.
@@ -313,8 +313,8 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
     when the run ends.
 
     Args:
-        predictor: the ``utils.inference.Predictor`` to run.
-        reader: an open ``utils.sources.VideoReader``.
+        predictor: the ``utils.predict.predictor.Predictor`` to run.
+        reader: an open ``utils.predict.sources.VideoReader``.
         out: the run folder (existing) to write into.
         viewer: shows each annotated frame; its ``show`` returning False stops the run.
         save_txt: also write ``<out>/labels/<stem>_<frame>.txt``.
@@ -396,7 +396,7 @@ def run_fps(predictor, path, image, out, *, runs=50, warmup=5, count=False):
     with the same figures.
 
     Args:
-        predictor: the ``utils.inference.Predictor`` to time.
+        predictor: the ``utils.predict.predictor.Predictor`` to time.
         path: the image file (for its name and the output's).
         image: its pixels, (H, W, 3) uint8 RGB.
         out: the run folder (existing) to write into.
@@ -458,7 +458,7 @@ def run_heatmap(predictor, source, out, *, batch_size=1, levels=False):
     Unreadable files of a folder are handled as in predict mode.
 
     Args:
-        predictor: the ``utils.inference.Predictor`` to run.
+        predictor: the ``utils.predict.predictor.Predictor`` to run.
         source: an image or a folder Source.
         out: the run folder (existing) to write into.
         batch_size: images per network call.

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
-from utils.map_files import class_token, format_detections
+from utils.eval.map_files import class_token, format_detections
 
 log = logging.getLogger(__name__)
 

@@ -161,7 +161,7 @@ def draw_detections(image, detections, class_names, counts=False, fps=None):
     Args:
         image: RGB uint8 (H, W, 3).
         detections: object with ``boxes`` (N, 4) xyxy pixels of ``image``, ``scores``
-            (N,) and ``classes`` int (N,) (e.g. ``utils.inference.Detections``).
+            (N,) and ``classes`` int (N,) (e.g. ``utils.predict.predictor.Detections``).
         class_names: list of C display names indexed by the class ids.
         counts: also draw the number of detections per class, bottom left.
         fps: frames per second to draw top right (None: not drawn).

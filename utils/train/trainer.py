@@ -61,7 +61,7 @@ class TrainConfig:
     def resolved(self):
         """A copy with the optimizer-dependent defaults filled in."""
         from utils.config import DEFAULT_WEIGHT_DECAY
-        from utils.lr_schedule import DEFAULT_LR, MIN_LR_RATIO
+        from utils.train.lr_schedule import DEFAULT_LR, MIN_LR_RATIO
 
         cfg = dataclasses.replace(self)
         cfg.optimizer = cfg.optimizer.lower()
@@ -144,8 +144,8 @@ def load_data(cfg, class_names):
     Returns:
         (train_annotations, val_annotations, problems).
     """
-    from utils.annotation import read_annotation_file
-    from utils.dataset import check_annotations
+    from utils.data.annotation import read_annotation_file
+    from utils.data.dataset import check_annotations
 
     problems = []
 
@@ -311,8 +311,8 @@ def make_optimizer(cfg):
 def make_map_evaluator(model, val, class_names, input_size, max_images):
     """Returns a function computing the validation mAP@0.5 of ``model`` now."""
     from utils.image import ImageLoadError, load_image
-    from utils.inference import Predictor
-    from utils.metrics import ImageDetections, ImageGroundTruth, evaluate_voc
+    from utils.predict.predictor import Predictor
+    from utils.eval.metrics import ImageDetections, ImageGroundTruth, evaluate_voc
 
     subset = val[:max_images] if max_images else val
     predictor = Predictor(model, input_size=input_size, conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
@@ -354,7 +354,7 @@ def train(cfg, resume_dir=None):
 
     from nets.loss import YoloLoss
     from nets.yolo import YoloV3, freeze_backbone
-    from utils.callbacks import (
+    from utils.train.callbacks import (
         OPTIMIZER_FILE,
         STATE_FILE,
         LearningRateSetter,
@@ -364,8 +364,8 @@ def train(cfg, resume_dir=None):
         restore_optimizer,
     )
     from utils.checkpoint import transfer_weights
-    from utils.dataset import build_dataset
-    from utils.lr_schedule import lr_at, scaled_lr
+    from utils.data.dataset import build_dataset
+    from utils.train.lr_schedule import lr_at, scaled_lr
     from utils.model_data import load_anchors, load_classes
     from utils.run_dir import next_run_dir
 

@@ -1,0 +1,5 @@
+"""The demo behind ``make demo``: a synthetic dataset of shapes
+(``shapes_dataset``) and a driver (``driver``, also ``python -m utils.demo``) that
+runs the project's scripts on it end to end, as a user would type them. Nothing
+in the product imports this package.
+"""

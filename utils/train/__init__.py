@@ -1,0 +1,8 @@
+"""Training stage: the engine behind ``train.py``.
+
+``trainer`` validates the configuration, builds the model, the data pipelines and
+the optimizer and runs the epochs; ``callbacks`` write checkpoints, history, plots
+and validation mAP and make a run resumable; ``lr_schedule`` holds the warm-up,
+cosine and step schedules. The top stage: it may import every other stage
+(the data pipeline, the evaluator and the predictor used for validation mAP).
+"""
