@@ -59,7 +59,7 @@ def num_classes_from_args(args):
 
 def print_summary(backbone, num_classes, input_size, alpha=None, expand_nested=False):
     """Prints the Keras summary, the pyramid and the GFLOPs of one detector."""
-    from benchmarks.bench_backbones import count_flops
+    from utils.model_stats import count_flops
     from nets.backbones import PYRAMID_LEVELS
     from nets.yolo import YoloV3
 
@@ -88,7 +88,7 @@ def main(argv=None):
         check_input_size(args.input_size)
         num_classes = num_classes_from_args(args)
         if args.compare:
-            from benchmarks.bench_backbones import compare, format_table, parse_names
+            from utils.model_stats import compare, format_table, parse_names
 
             if args.runs < 0:
                 raise ValueError(f"--runs must be >= 0, got {args.runs}")

@@ -1,5 +1,5 @@
 """Tests of nets/backbones.py with every family, of the backbone options in
-nets/yolo.py, and of summary.py / benchmarks/bench_backbones.py.
+nets/yolo.py, and of summary.py / utils/model_stats.py.
 
 One detector per family is built once per module (building is slow) and shared;
 tests that change it (freezing, training) put it back as they found it.
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks.bench_backbones import count_flops, format_table, measure_latency, trace
+from utils.model_stats import count_flops, format_table, measure_latency, trace
 from nets.backbones import (
     MOBILENETV2_IMAGENET_ALPHAS,
     _fold_efficientnet_imagenet_scaling,

@@ -1,40 +1,19 @@
-"""Compares detectors built on different backbones: parameters, GFLOPs and CPU latency.
+"""Measurements of a detector: parameters, GFLOPs and CPU latency.
 
-For each backbone the whole detector (backbone, YOLOv3 neck and heads, random
-weights) is built, its inference graph is traced once at batch 1 and the input
-size, the float operations of that graph are counted with TensorFlow's profiler
-(a multiply-add counts as 2), and the traced function is timed: the median of
-``--runs`` calls after two warm-up calls. ``summary.py --compare`` prints the same
-table.
-
-Usage:
-    python benchmarks/bench_backbones.py [--backbones efficientnet-b0,mobilenetv2|all]
-        [--input-size 416] [--num-classes 20] [--runs 5] [--alpha 1.0]
+The inference graph is traced once at batch 1 and the input size; its float
+operations are counted with TensorFlow's profiler (a multiply-add counts as 2), and
+the traced function is timed as the median of several calls after warm-up calls.
+Used by ``summary.py`` and ``benchmarks/bench_backbones.py``.
 """
 
-import argparse
 import contextlib
 import logging
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-# The families side by side at the reference input size.
-DEFAULT_BACKBONES = (
-    "efficientnet-b0",
-    "efficientnet-b1",
-    "efficientnetv2-b0",
-    "efficientnetv2-s",
-    "efficientnet-lite0",
-    "efficientnet-lite2",
-    "mobilenetv2",
-)
 WARMUP_RUNS = 2
 
 
@@ -248,33 +227,3 @@ def parse_names(text):
     if not names:
         raise ValueError(f"No backbone name in {text!r}; give NAME1,NAME2,... or all.")
     return names
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES), help="comma-separated names, or all")
-    parser.add_argument("--input-size", type=int, default=416, help="square input side, a multiple of 32")
-    parser.add_argument("--num-classes", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=5, help="timed calls per model (median reported)")
-    parser.add_argument("--alpha", type=float, default=None, help="MobileNetV2 width multiplier (default 1.0)")
-    args = parser.parse_args(argv)
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from utils.image import check_input_size
-
-    try:
-        check_input_size(args.input_size)
-        names = parse_names(args.backbones)
-        rows = compare(
-            names, args.num_classes, args.input_size, args.runs, args.alpha,
-            progress=lambda label: print(f"measuring {label} ...", file=sys.stderr, flush=True),
-        )
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(rows, args.input_size, args.num_classes))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
