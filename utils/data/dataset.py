@@ -148,7 +148,8 @@ def steps_per_epoch(num_images, batch_size, drop_remainder):
     return -(-num_images // batch_size)
 
 
-def _warn_box_counts(counts, max_boxes, images_per_sample):
+def _warn_box_counts(annotations, max_boxes, images_per_sample):
+    counts = _box_counts(annotations)
     over = counts > max_boxes
     if over.any():
         warnings.warn(
@@ -219,15 +220,59 @@ def build_dataset(
             or fewer images than one batch when the remainder is dropped.
     """
     annotations = list(annotations)
-    size = int(input_size)
-    grid_sizes(input_size)
+    size, num_classes, batch_size, seed = _check_build_args(
+        annotations, num_classes, input_size, batch_size, training, seed, mosaic, mixup
+    )
     anchors = check_anchors(anchors)
+    shuffle = training if shuffle is None else bool(shuffle)
+    drop_remainder = training if drop_remainder is None else bool(drop_remainder)
+    if drop_remainder and len(annotations) < batch_size:
+        raise ValueError(
+            f"{len(annotations)} image(s) make no full batch of {batch_size}; lower batch_size or pass "
+            "drop_remainder=False."
+        )
+    _check_classes(annotations, num_classes)
+    _warn_box_counts(annotations, max_boxes, _images_per_sample(training, mosaic, mixup))
+
+    load = _image_loader(annotations, cache)
+
+    # The map functions hold no Python control flow on tensors: skipping AutoGraph's
+    # source conversion cuts the dataset's build time several-fold.
+    @tf.autograph.experimental.do_not_convert
+    def encode(image, boxes, classes):
+        targets = build_targets(boxes, classes, anchors, size, num_classes, max_boxes)
+        return tf.ensure_shape(image, (size, size, 3)), targets
+
+    indices = tf.data.Dataset.range(len(annotations))
+    if shuffle:
+        indices = indices.shuffle(len(annotations), seed=seed, reshuffle_each_iteration=True)
+    if training:
+        sample = _training_sampler(load, len(annotations), size, mosaic, mixup, jitter, scale_range)
+        randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(indices, randoms).map(
+            tf.autograph.experimental.do_not_convert(lambda index, value: encode(*sample(index, value))),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        dataset = indices.map(
+            tf.autograph.experimental.do_not_convert(lambda index: encode(*augment.letterbox(*load(index), size))),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    dataset = dataset.batch(
+        batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_build_args(annotations, num_classes, input_size, batch_size, training, seed, mosaic, mixup):
+    """Validates ``build_dataset``'s arguments; returns (size, num_classes, batch_size, seed) as ints."""
+    grid_sizes(input_size)
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    num_classes = int(num_classes)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    batch_size = int(batch_size)
     if not annotations:
         raise ValueError("no annotations to build a dataset from; check the annotation file and image paths.")
     if not training and (mosaic or mixup):
@@ -236,38 +281,51 @@ def build_dataset(
         )
     if isinstance(seed, bool) or int(seed) != seed:
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    seed = int(seed)
-    shuffle = training if shuffle is None else bool(shuffle)
-    drop_remainder = training if drop_remainder is None else bool(drop_remainder)
-    n = len(annotations)
-    if drop_remainder and n < batch_size:
-        raise ValueError(
-            f"{n} image(s) make no full batch of {batch_size}; lower batch_size or pass drop_remainder=False."
-        )
+    return int(input_size), int(num_classes), int(batch_size), int(seed)
 
-    counts = np.array([len(np.asarray(a.classes).reshape(-1)) for a in annotations], np.int64)
-    all_classes = np.concatenate([np.asarray(a.classes, np.int32).reshape(-1) for a in annotations])
+
+def _box_counts(annotations):
+    return np.array([len(np.asarray(a.classes).reshape(-1)) for a in annotations], np.int64)
+
+
+def _all_classes(annotations):
+    return np.concatenate([np.asarray(a.classes, np.int32).reshape(-1) for a in annotations])
+
+
+def _check_classes(annotations, num_classes):
+    """Raises on the first class id outside [0, num_classes), naming its image."""
+    all_classes = _all_classes(annotations)
     bad = np.flatnonzero((all_classes < 0) | (all_classes >= num_classes))
     if bad.size:
-        image = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
+        image = int(np.searchsorted(np.cumsum(_box_counts(annotations)), bad[0], side="right"))
         raise ValueError(
             f"{annotations[image].path}: class id {all_classes[bad[0]]} out of range for {num_classes} classes; "
             "filter the annotations with check_annotations first."
         )
-    images_per_sample = 1
-    if training and mosaic:
-        images_per_sample = 5 if mixup else 4
-    elif training and mixup:
-        images_per_sample = 2
-    _warn_box_counts(counts, max_boxes, images_per_sample)
 
+
+def _images_per_sample(training, mosaic, mixup):
+    """How many source images one training sample can combine."""
+    if training and mosaic:
+        return 5 if mixup else 4
+    if training and mixup:
+        return 2
+    return 1
+
+
+def _image_loader(annotations, cache):
+    """A graph function ``load(index) -> (image uint8 (H, W, 3), boxes (N, 4) xyxy pixels, classes (N,))``.
+
+    The boxes and classes of all images live in two constant tensors, sliced per
+    image. With ``cache`` the images' encoded bytes are read here, once, and held in
+    memory; otherwise each call reads the file.
+    """
     paths = [str(a.path) for a in annotations]
-    splits = tf.constant(np.concatenate([[0], np.cumsum(counts)]), tf.int64)
+    splits = tf.constant(np.concatenate([[0], np.cumsum(_box_counts(annotations))]), tf.int64)
     all_boxes = tf.constant(
         np.concatenate([np.asarray(a.boxes, np.float32).reshape(-1, 4) for a in annotations]), tf.float32
     )
-    all_classes = tf.constant(all_classes, tf.int32)
-    # With the cache the sources are the files' bytes, otherwise their paths.
+    all_classes = tf.constant(_all_classes(annotations), tf.int32)
     sources = tf.constant([Path(p).read_bytes() for p in paths] if cache else paths)
 
     def load(index):
@@ -277,69 +335,55 @@ def build_dataset(
         start, stop = splits[index], splits[index + 1]
         return image, all_boxes[start:stop], all_classes[start:stop]
 
-    def encode(image, boxes, classes):
-        targets = build_targets(boxes, classes, anchors, size, num_classes, max_boxes)
-        return tf.ensure_shape(image, (size, size, 3)), targets
+    return load
 
-    def fold(seed_pair, k):
-        return tf.random.experimental.stateless_fold_in(seed_pair, k)
+
+def _fold(seed_pair, k):
+    return tf.random.experimental.stateless_fold_in(seed_pair, k)
+
+
+def _training_sampler(load, n, size, mosaic, mixup, jitter, scale_range):
+    """A graph function ``sample(index, random_value) -> (image, boxes, classes)``
+    that makes one augmented training sample: plain, Mosaic or MixUp as the
+    module docstring describes, every draw seeded by (random_value, index)."""
 
     def plain_sample(index, sample_seed):
         image, boxes, classes = augment.random_place(
-            *load(index), size, fold(sample_seed, 0), jitter=jitter, scale_range=scale_range
+            *load(index), size, _fold(sample_seed, 0), jitter=jitter, scale_range=scale_range
         )
-        return augment.random_hsv(image, fold(sample_seed, 1)), boxes, classes
+        return augment.random_hsv(image, _fold(sample_seed, 1)), boxes, classes
 
     def mosaic_sample(index, sample_seed):
-        others = tf.random.stateless_uniform([3], fold(sample_seed, 2), 0, n, dtype=tf.int64)
+        others = tf.random.stateless_uniform([3], _fold(sample_seed, 2), 0, n, dtype=tf.int64)
         # The sample's own image goes to a random quadrant, like the three others.
-        order = tf.argsort(tf.random.stateless_uniform([4], fold(sample_seed, 8)))
+        order = tf.argsort(tf.random.stateless_uniform([4], _fold(sample_seed, 8)))
         chosen = tf.gather(tf.concat([index[None], others], axis=0), order)
         parts = [load(chosen[k]) for k in range(4)]
         image, boxes, classes = augment.mosaic(
-            [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], size, fold(sample_seed, 3)
+            [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], size, _fold(sample_seed, 3)
         )
-        return augment.random_hsv(image, fold(sample_seed, 4)), boxes, classes
+        return augment.random_hsv(image, _fold(sample_seed, 4)), boxes, classes
 
-    # The map functions hold no Python control flow on tensors: skipping AutoGraph's
-    # source conversion cuts the dataset's build time several-fold.
-    @tf.autograph.experimental.do_not_convert
-    def train_map(index, random_value):
+    def sample(index, random_value):
         sample_seed = tf.stack([random_value, index])
-        draws = tf.random.stateless_uniform([2], fold(sample_seed, 5))
+        draws = tf.random.stateless_uniform([2], _fold(sample_seed, 5))
         if mosaic:
             mixable = draws[0] < MOSAIC_PROB  # MixUp goes on mosaic samples only
-            sample = tf.cond(
+            result = tf.cond(
                 mixable,
                 lambda: mosaic_sample(index, sample_seed),
                 lambda: plain_sample(index, sample_seed),
             )
         else:
             mixable = tf.constant(True)
-            sample = plain_sample(index, sample_seed)
+            result = plain_sample(index, sample_seed)
         if mixup:
-            partner = tf.random.stateless_uniform([], fold(sample_seed, 6), 0, n, dtype=tf.int64)
-            sample = tf.cond(
+            partner = tf.random.stateless_uniform([], _fold(sample_seed, 6), 0, n, dtype=tf.int64)
+            result = tf.cond(
                 tf.logical_and(mixable, draws[1] < MIXUP_PROB),
-                lambda: augment.mixup(sample, plain_sample(partner, fold(sample_seed, 7))),
-                lambda: sample,
+                lambda: augment.mixup(result, plain_sample(partner, _fold(sample_seed, 7))),
+                lambda: result,
             )
-        return encode(*sample)
+        return result
 
-    @tf.autograph.experimental.do_not_convert
-    def val_map(index):
-        return encode(*augment.letterbox(*load(index), size))
-
-    indices = tf.data.Dataset.range(n)
-    if shuffle:
-        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    if training:
-        randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(indices, randoms)
-        dataset = dataset.map(train_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        dataset = indices.map(val_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(
-        batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return sample
