@@ -649,6 +649,34 @@ def convert_voc(
             mode is unknown, or (mode 2) a year lacks its train/val split files.
         ValueError: a fraction is outside [0, 1].
     """
+    years = _check_convert_args(voc_root, years, mode, trainval_percent, train_percent)
+    voc_root = Path(voc_root)
+    result = VocConversion(mode=mode, class_names=list(class_names))
+    present = _present_years(voc_root, years, result.report)
+    if mode == MODE_ANNOTATIONS_ONLY:
+        _require_split_files(voc_root, present)
+
+    out_dir = Path(out_dir)
+    if mode != MODE_SPLITS_ONLY:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for year in present:
+        folder = year_dir(voc_root, year)
+        year_result = YearResult(year)
+        if mode == MODE_ANNOTATIONS_ONLY:
+            splits = {s: read_split(split_path(folder, s)) for s in SPLIT_NAMES if split_path(folder, s).is_file()}
+        else:
+            splits = _new_splits(folder, trainval_percent, train_percent, seed, year_result, result.report)
+            if splits is None:
+                continue
+        year_result.split_sizes = {s: len(ids) for s, ids in splits.items()}
+        if mode != MODE_SPLITS_ONLY:
+            _write_annotation_files(folder, splits, class_names, out_dir, skip_difficult, year_result, result.report)
+        result.years.append(year_result)
+    return result
+
+
+def _check_convert_args(voc_root, years, mode, trainval_percent, train_percent):
+    """Validates ``convert_voc``'s arguments; returns the normalized years (found in voc_root when None)."""
     if mode not in MODES:
         raise VocDatasetError(f"Unknown mode {mode!r}; use 0 (splits and annotations), 1 (splits) or 2 (annotations).")
     voc_root = Path(voc_root)
@@ -660,13 +688,14 @@ def convert_voc(
             raise VocDatasetError(
                 f"No VOC<year> folder (e.g. VOC2007) in {voc_root}; pass the VOCdevkit folder with --voc-root."
             )
-    years = list(dict.fromkeys(normalize_year(y) for y in years))
     for value, name in ((trainval_percent, "trainval_percent"), (train_percent, "train_percent")):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {value!r}.")
+    return list(dict.fromkeys(normalize_year(y) for y in years))
 
-    result = VocConversion(mode=mode, class_names=list(class_names))
-    report = result.report
+
+def _present_years(voc_root, years, report):
+    """The years whose ``VOC<year>`` folder exists; the others go into the report."""
     present = []
     for year in years:
         folder = year_dir(voc_root, year)
@@ -674,60 +703,58 @@ def convert_voc(
             present.append(year)
         else:
             report.add(R_MISSING_YEAR, f"{folder} (years present: {', '.join(find_years(voc_root)) or 'none'})")
+    return present
 
-    if mode == MODE_ANNOTATIONS_ONLY:
-        missing = [
-            str(split_path(year_dir(voc_root, y), s))
-            for y in present
-            for s in REQUIRED_SPLITS
-            if not split_path(year_dir(voc_root, y), s).is_file()
-        ]
-        if missing:
-            raise VocDatasetError(
-                "Mode 2 writes annotation files from existing splits, but these split files are missing: "
-                + ", ".join(missing)
-                + ". Make them first with --mode 0 or --mode 1."
-            )
 
-    out_dir = Path(out_dir)
-    if mode != MODE_SPLITS_ONLY:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for year in present:
-        folder = year_dir(voc_root, year)
-        year_result = YearResult(year)
-        if mode in (MODE_ALL, MODE_SPLITS_ONLY):
-            ids = list_xml_ids(folder)
-            if not ids:
-                report.add(R_NO_XML_FILES, f"{folder / 'Annotations'}")
-                continue
-            splits = make_splits(ids, trainval_percent, train_percent, seed)
-            for path, replaced in write_splits(folder, splits):
-                year_result.split_files.append(path)
-                if replaced:
-                    report.add(R_SPLIT_REPLACED, str(path))
-        else:
-            splits = {s: read_split(split_path(folder, s)) for s in SPLIT_NAMES if split_path(folder, s).is_file()}
-        year_result.split_sizes = {s: len(ids) for s, ids in splits.items()}
-        if mode != MODE_SPLITS_ONLY:
-            index = ImageIndex(folder / "JPEGImages")
-            for split in ANNOTATION_SPLITS:
-                if split not in splits:
-                    continue
-                annotations, stats = convert_split(
-                    folder,
-                    splits[split],
-                    class_names,
-                    report,
-                    split,
-                    image_index=index,
-                    drop_difficult=skip_difficult and split == "train",
-                )
-                path = out_dir / f"{year}_{split}.txt"
-                write_annotation_file(path, annotations)
-                year_result.annotation_files[split] = path
-                year_result.stats[split] = stats
-        result.years.append(year_result)
-    return result
+def _require_split_files(voc_root, years):
+    """Mode 2 needs the train and val split files of every year."""
+    missing = [
+        str(split_path(year_dir(voc_root, y), s))
+        for y in years
+        for s in REQUIRED_SPLITS
+        if not split_path(year_dir(voc_root, y), s).is_file()
+    ]
+    if missing:
+        raise VocDatasetError(
+            "Mode 2 writes annotation files from existing splits, but these split files are missing: "
+            + ", ".join(missing)
+            + ". Make them first with --mode 0 or --mode 1."
+        )
+
+
+def _new_splits(folder, trainval_percent, train_percent, seed, year_result, report):
+    """Makes and writes new split files for one year; None when it has no XML file."""
+    ids = list_xml_ids(folder)
+    if not ids:
+        report.add(R_NO_XML_FILES, f"{folder / 'Annotations'}")
+        return None
+    splits = make_splits(ids, trainval_percent, train_percent, seed)
+    for path, replaced in write_splits(folder, splits):
+        year_result.split_files.append(path)
+        if replaced:
+            report.add(R_SPLIT_REPLACED, str(path))
+    return splits
+
+
+def _write_annotation_files(folder, splits, class_names, out_dir, skip_difficult, year_result, report):
+    """Writes ``<year>_{train,val,test}.txt`` for the splits one year has."""
+    index = ImageIndex(folder / "JPEGImages")
+    for split in ANNOTATION_SPLITS:
+        if split not in splits:
+            continue
+        annotations, stats = convert_split(
+            folder,
+            splits[split],
+            class_names,
+            report,
+            split,
+            image_index=index,
+            drop_difficult=skip_difficult and split == "train",
+        )
+        path = out_dir / f"{year_result.year}_{split}.txt"
+        write_annotation_file(path, annotations)
+        year_result.annotation_files[split] = path
+        year_result.stats[split] = stats
 
 
 def format_tables(result):

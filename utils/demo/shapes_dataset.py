@@ -487,64 +487,69 @@ def render_image(seed, index, options=None):
     for _ in range(n_objects):
         name = SHAPE_CLASSES[int(rng.integers(len(SHAPE_CLASSES)))]
         spot = _try_place(rng, name, canvas, placed, options)
-        if spot is None:
-            continue
-        y0, x0, alpha, box = spot
-        color, contrast = _pick_color(rng, canvas, y0, x0, alpha, placed, options)
-        ph, pw = alpha.shape
-        # A gentle linear shading across the shape, so fills are not perfectly flat.
-        angle = rng.uniform(0.0, 2.0 * math.pi)
-        gy = np.linspace(-1.0, 1.0, ph, dtype=np.float32)[:, None] * math.sin(angle)
-        gx = np.linspace(-1.0, 1.0, pw, dtype=np.float32)[None, :] * math.cos(angle)
-        shade = 1.0 + rng.uniform(0.0, 0.15) * (gx + gy) / math.sqrt(2.0)
-        fill = color * shade[..., None]
-        patch = canvas[y0:y0 + ph, x0:x0 + pw]
-        patch += alpha[..., None] * (fill - patch)
-        for p in placed:
-            vis = p.visible[y0:y0 + ph, x0:x0 + pw]
-            p.visible_area -= float((vis * alpha).sum())
-            vis *= 1.0 - alpha
-        visible = np.zeros((height, width), np.float32)
-        visible[y0:y0 + ph, x0:x0 + pw] = alpha
-        area = float(alpha.sum())
-        placed.append(
-            _Placed(
-                name=name,
-                color=color,
-                visible=visible,
-                area=area,
-                visible_area=area,
-                box=box,
-                low_contrast=contrast < 0.5 * options.min_contrast,
-            )
-        )
+        if spot is not None:
+            placed.append(_paint_shape(rng, canvas, name, spot, placed, options))
 
     _add_noise(rng, canvas, sigma=rng.uniform(2.0, 10.0))
     np.clip(canvas, 0.0, 255.0, out=canvas)
     image = (canvas + np.float32(0.5)).astype(np.uint8)
-
-    objects = []
-    for p in placed:
-        box = _mask_box(p.visible)
-        if box is None:
-            continue
-        short_side = min(box[2] - box[0], box[3] - box[1]) + 1
-        visibility = p.visible_area / max(p.area, 1e-6)
-        difficult = (
-            short_side < options.difficult_min_side
-            or visibility < options.difficult_visibility
-            or p.low_contrast
-        )
-        objects.append(
-            ShapeObject(
-                name=p.name,
-                box=(box[0] + 1, box[1] + 1, box[2] + 1, box[3] + 1),
-                difficult=bool(difficult),
-                color=tuple(int(round(float(c))) for c in p.color),
-                mask=p.visible,
-            )
-        )
+    objects = [obj for obj in (_shape_object(p, options) for p in placed) if obj is not None]
     return ShapeImage(image=image, objects=objects)
+
+
+def _paint_shape(rng, canvas, name, spot, placed, options):
+    """Blends one shape into ``canvas`` (float32 (H, W, 3), in place) and returns its
+    _Placed record; the shapes painted before lose what it covers."""
+    height, width = canvas.shape[:2]
+    y0, x0, alpha, box = spot
+    color, contrast = _pick_color(rng, canvas, y0, x0, alpha, placed, options)
+    ph, pw = alpha.shape
+    # A gentle linear shading across the shape, so fills are not perfectly flat.
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    gy = np.linspace(-1.0, 1.0, ph, dtype=np.float32)[:, None] * math.sin(angle)
+    gx = np.linspace(-1.0, 1.0, pw, dtype=np.float32)[None, :] * math.cos(angle)
+    shade = 1.0 + rng.uniform(0.0, 0.15) * (gx + gy) / math.sqrt(2.0)
+    fill = color * shade[..., None]
+    patch = canvas[y0:y0 + ph, x0:x0 + pw]
+    patch += alpha[..., None] * (fill - patch)
+    for p in placed:
+        vis = p.visible[y0:y0 + ph, x0:x0 + pw]
+        p.visible_area -= float((vis * alpha).sum())
+        vis *= 1.0 - alpha
+    visible = np.zeros((height, width), np.float32)
+    visible[y0:y0 + ph, x0:x0 + pw] = alpha
+    area = float(alpha.sum())
+    return _Placed(
+        name=name,
+        color=color,
+        visible=visible,
+        area=area,
+        visible_area=area,
+        box=box,
+        low_contrast=contrast < 0.5 * options.min_contrast,
+    )
+
+
+def _shape_object(placed, options):
+    """The ShapeObject of a painted shape (VOC 1-based box of what stays visible,
+    difficult flag), or None when nothing of it is visible."""
+    box = _mask_box(placed.visible)
+    if box is None:
+        return None
+    short_side = min(box[2] - box[0], box[3] - box[1]) + 1
+    visibility = placed.visible_area / max(placed.area, 1e-6)
+    difficult = (
+        short_side < options.difficult_min_side
+        or visibility < options.difficult_visibility
+        or placed.low_contrast
+    )
+    return ShapeObject(
+        name=placed.name,
+        box=(box[0] + 1, box[1] + 1, box[2] + 1, box[3] + 1),
+        difficult=bool(difficult),
+        color=tuple(int(round(float(c))) for c in placed.color),
+        mask=placed.visible,
+    )
 
 
 # ----------------------------------------------------------------------------- files
@@ -669,46 +674,22 @@ def generate_dataset(
         FileExistsError: the VOC folder already holds files and overwrite is False.
     """
     shape_options = _make_options(options)
-    _check_seed(seed)
-    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
-        raise ValueError(f"num_images must be a positive int, got {num_images!r}.")
-    if isinstance(year, bool) or not isinstance(year, (int, np.integer)) or year < 0:
-        raise ValueError(f"year must be a non-negative int such as 2007, got {year!r}.")
-    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {value!r}.")
-
+    _check_generate_args(seed, num_images, year, test_fraction, val_fraction)
     out_dir = Path(out_dir)
     voc_dir = out_dir / "VOCdevkit" / f"VOC{year}"
-    jpeg_dir = voc_dir / "JPEGImages"
-    ann_dir = voc_dir / "Annotations"
-    sets_dir = voc_dir / "ImageSets" / "Main"
-    earlier = [p for d, pattern in ((jpeg_dir, "*.jpg"), (ann_dir, "*.xml"), (sets_dir, "*.txt"))
-               for p in sorted(d.glob(pattern))]
-    if earlier:
-        if not overwrite:
-            raise FileExistsError(
-                f"{voc_dir} already holds {len(earlier)} dataset files (e.g. {earlier[0].name}); "
-                "choose another output folder or pass overwrite=True (--overwrite)."
-            )
-        for path in earlier:
-            path.unlink()
-    for d in (jpeg_dir, ann_dir, sets_dir):
-        d.mkdir(parents=True, exist_ok=True)
-
+    jpeg_dir, ann_dir, sets_dir = _prepare_voc_folders(voc_dir, overwrite)
     classes_file = out_dir / CLASSES_FILENAME
     classes_file.write_text("".join(f"{name}\n" for name in SHAPE_CLASSES), encoding="utf-8")
 
     per_class = {name: 0 for name in SHAPE_CLASSES}
     ids = []
     empty = difficult = 0
-    folder = f"VOC{year}"
     for index in range(int(num_images)):
         sample = render_image(seed, index, shape_options)
         ident = image_id(index)
         ids.append(ident)
         Image.fromarray(sample.image).save(jpeg_dir / f"{ident}.jpg", format="JPEG", quality=JPEG_QUALITY)
-        (ann_dir / f"{ident}.xml").write_bytes(voc_xml(sample, f"{ident}.jpg", folder))
+        (ann_dir / f"{ident}.xml").write_bytes(voc_xml(sample, f"{ident}.jpg", f"VOC{year}"))
         empty += not sample.objects
         for obj in sample.objects:
             per_class[obj.name] += 1
@@ -733,6 +714,38 @@ def generate_dataset(
         "image_ids": ids,
         "splits": splits,
     }
+
+
+def _check_generate_args(seed, num_images, year, test_fraction, val_fraction):
+    _check_seed(seed)
+    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
+        raise ValueError(f"num_images must be a positive int, got {num_images!r}.")
+    if isinstance(year, bool) or not isinstance(year, (int, np.integer)) or year < 0:
+        raise ValueError(f"year must be a non-negative int such as 2007, got {year!r}.")
+    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value!r}.")
+
+
+def _prepare_voc_folders(voc_dir, overwrite):
+    """Creates JPEGImages/, Annotations/ and ImageSets/Main/ in ``voc_dir`` and returns
+    them; files of an earlier run are removed with ``overwrite``, an error without."""
+    jpeg_dir = voc_dir / "JPEGImages"
+    ann_dir = voc_dir / "Annotations"
+    sets_dir = voc_dir / "ImageSets" / "Main"
+    earlier = [p for d, pattern in ((jpeg_dir, "*.jpg"), (ann_dir, "*.xml"), (sets_dir, "*.txt"))
+               for p in sorted(d.glob(pattern))]
+    if earlier:
+        if not overwrite:
+            raise FileExistsError(
+                f"{voc_dir} already holds {len(earlier)} dataset files (e.g. {earlier[0].name}); "
+                "choose another output folder or pass overwrite=True (--overwrite)."
+            )
+        for path in earlier:
+            path.unlink()
+    for d in (jpeg_dir, ann_dir, sets_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    return jpeg_dir, ann_dir, sets_dir
 
 
 def format_summary(summary):

@@ -350,68 +350,112 @@ def train(cfg, resume_dir=None):
         Path of the run folder.
     """
     import keras
-    import tensorflow as tf
 
     from nets.loss import YoloLoss
-    from nets.yolo import YoloV3, freeze_backbone
-    from utils.train.callbacks import (
-        OPTIMIZER_FILE,
-        STATE_FILE,
-        LearningRateSetter,
-        MapEvaluator,
-        NanGuard,
-        RunCheckpointer,
-        restore_optimizer,
-    )
-    from utils.checkpoint import transfer_weights
-    from utils.data.dataset import build_dataset
-    from utils.train.lr_schedule import lr_at, scaled_lr
     from utils.model_data import load_anchors, load_classes
     from utils.run_dir import next_run_dir
+    from utils.train.callbacks import RunCheckpointer
 
     state = None
     if resume_dir:
-        run_dir = Path(resume_dir)
-        state_path = run_dir / STATE_FILE
-        if not (run_dir / CONFIG_FILE).is_file() or not state_path.is_file() or not (run_dir / "last.keras").is_file():
-            raise ConfigError(f"--resume {run_dir}: no finished epoch to resume from (needs config.json, "
-                              f"{STATE_FILE} and last.keras)")
-        saved = json.loads((run_dir / CONFIG_FILE).read_text())
-        epochs = max(cfg.epochs, saved["epochs"]) if cfg.epochs != TrainConfig.epochs else saved["epochs"]
-        cfg = TrainConfig(**{**saved, "epochs": epochs})
-        state = json.loads(state_path.read_text())
-        if state["epoch"] >= cfg.epochs:
-            print(f"Run {run_dir} already finished its {cfg.epochs} epochs.")
-            return run_dir
+        cfg, state = _resume_state(cfg, Path(resume_dir))
+        if state is None:
+            return Path(resume_dir)
     cfg = cfg.resolved()
     validate(cfg)
     class_names = load_classes(cfg.classes)
     anchors = load_anchors(cfg.anchors)
     train_set, val_set, problems = load_data(cfg, class_names)
-    if problems:
-        print(f"{len(problems)} annotation problem(s), affected boxes/images skipped:")
-        for line in problems[:20]:
-            print("  " + line)
-        if len(problems) > 20:
-            print(f"  … and {len(problems) - 20} more")
+    _print_problems(problems)
 
     strategy = setup_strategy(cfg.devices)
-    replicas = strategy.num_replicas_in_sync
-    uneven = sorted({p["batch"] for p in phase_plan(cfg, has_pretrained(cfg)) if p["batch"] % replicas})
-    if uneven:
-        raise ConfigError(f"Batch size {uneven[0]} cannot be split evenly over {replicas} devices ({cfg.devices}); "
-                          "use a multiple of the device count for --batch-size and --freeze-batch-size.")
+    pretrained = has_pretrained(cfg)
+    phases = phase_plan(cfg, pretrained)
+    _check_batches_split(phases, strategy.num_replicas_in_sync, cfg.devices)
     keras.utils.set_random_seed(cfg.seed)
-    if not resume_dir:
+    if resume_dir:
+        run_dir = Path(resume_dir)
+    else:
         run_dir = next_run_dir(Path(cfg.save_dir) / (cfg.name or "exp"))
         (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-
-    pretrained = has_pretrained(cfg)
     if cfg.freeze_epochs and not pretrained:
         print(f"Note: no pretrained weights, so the backbone is trained from the start "
               f"(the {cfg.freeze_epochs} frozen epochs apply only to pretrained backbones).")
-    phases = phase_plan(cfg, pretrained)
     print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names))
+
+    model = _build_model(cfg, class_names, anchors, strategy, run_dir, state)
+    model.loss_fn = YoloLoss(anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing)
+    val_ds = _validation_dataset(cfg, val_set, class_names, anchors, strategy.num_replicas_in_sync)
+    evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
+    checkpointer = RunCheckpointer(
+        run_dir, cfg.save_period, cfg.best_by,
+        history=state["history"] if state else None, best=state["best"] if state else None,
+    )
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
+    first_epoch = state["epoch"] if state else 0
+    compiled_frozen = None  # the trainable set the model is compiled for
+    for phase in phases:
+        if phase["end"] <= first_epoch:
+            continue
+        start = max(phase["start"], first_epoch)
+        resuming_here = bool(state) and start == first_epoch and state.get("frozen") == phase["frozen"]
+        if compiled_frozen != phase["frozen"]:
+            _compile_for_phase(model, cfg, phase, strategy, run_dir if resuming_here else None)
+            compiled_frozen = phase["frozen"]
+        checkpointer.frozen = phase["frozen"]
+        callbacks = _phase_callbacks(cfg, phase, evaluator, checkpointer, tensorboard)
+        train_ds = _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase["end"],
+                  callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
+    return run_dir
+
+
+def _resume_state(cfg, run_dir):
+    """The configuration and state saved in ``run_dir`` to resume from.
+
+    Returns (cfg, state), with state None when the run already finished its epochs.
+    The run's own configuration is used; a larger ``cfg.epochs`` than the default
+    extends the run.
+    """
+    from utils.train.callbacks import STATE_FILE
+
+    state_path = run_dir / STATE_FILE
+    if not (run_dir / CONFIG_FILE).is_file() or not state_path.is_file() or not (run_dir / "last.keras").is_file():
+        raise ConfigError(f"--resume {run_dir}: no finished epoch to resume from (needs config.json, "
+                          f"{STATE_FILE} and last.keras)")
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    epochs = max(cfg.epochs, saved["epochs"]) if cfg.epochs != TrainConfig.epochs else saved["epochs"]
+    cfg = TrainConfig(**{**saved, "epochs": epochs})
+    state = json.loads(state_path.read_text())
+    if state["epoch"] >= cfg.epochs:
+        print(f"Run {run_dir} already finished its {cfg.epochs} epochs.")
+        return cfg, None
+    return cfg, state
+
+
+def _print_problems(problems, shown=20):
+    if not problems:
+        return
+    print(f"{len(problems)} annotation problem(s), affected boxes/images skipped:")
+    for line in problems[:shown]:
+        print("  " + line)
+    if len(problems) > shown:
+        print(f"  … and {len(problems) - shown} more")
+
+
+def _check_batches_split(phases, replicas, devices):
+    uneven = sorted({p["batch"] for p in phases if p["batch"] % replicas})
+    if uneven:
+        raise ConfigError(f"Batch size {uneven[0]} cannot be split evenly over {replicas} devices ({devices}); "
+                          "use a multiple of the device count for --batch-size and --freeze-batch-size.")
+
+
+def _build_model(cfg, class_names, anchors, strategy, run_dir, state):
+    """The detector under the strategy's scope, with the weights it starts from:
+    the run's last checkpoint when resuming, else ``cfg.weights`` when given, else
+    the backbone weights of ``cfg.backbone_weights``."""
+    from nets.yolo import YoloV3
+    from utils.checkpoint import transfer_weights
 
     with strategy.scope():
         model = YoloV3(
@@ -433,55 +477,63 @@ def train(cfg, resume_dir=None):
                   f"{len(report['skipped_shape'])} skipped for shape, {len(report['missing'])} missing.")
             for name, src, dst in report["skipped_shape"]:
                 print(f"  skipped {name}: checkpoint {src} vs model {dst}")
-    model.loss_fn = YoloLoss(anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing)
+    return model
 
-    val_batch, val_drop = validation_batch(len(val_set), cfg.batch_size, strategy.num_replicas_in_sync)
-    val_ds = None
-    if val_batch:
-        val_ds = build_dataset(val_set, len(class_names), cfg.input_size, anchors, val_batch, training=False,
-                               drop_remainder=val_drop)
-    else:
+
+def _validation_dataset(cfg, val_set, class_names, anchors, replicas):
+    """The validation dataset for the loss, or None when no batch splits over the devices."""
+    from utils.data.dataset import build_dataset
+
+    val_batch, val_drop = validation_batch(len(val_set), cfg.batch_size, replicas)
+    if not val_batch:
         log.warning("%d validation image(s) cannot be shared by %d devices: no validation loss is computed "
                     "(best.keras follows the training loss; mAP still uses every validation image).",
-                    len(val_set), strategy.num_replicas_in_sync)
-    evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
-    checkpointer = RunCheckpointer(
-        run_dir, cfg.save_period, cfg.best_by,
-        history=state["history"] if state else None, best=state["best"] if state else None,
-    )
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
-    first_epoch = state["epoch"] if state else 0
+                    len(val_set), replicas)
+        return None
+    return build_dataset(val_set, len(class_names), cfg.input_size, anchors, val_batch, training=False,
+                         drop_remainder=val_drop)
+
+
+def _compile_for_phase(model, cfg, phase, strategy, resume_from):
+    """Freezes or unfreezes the backbone for ``phase`` and compiles a new optimizer;
+    restores the optimizer state saved in ``resume_from`` (a run folder) when given."""
+    import tensorflow as tf
+
+    from nets.yolo import freeze_backbone
+    from utils.train.callbacks import OPTIMIZER_FILE, restore_optimizer
+
+    freeze_backbone(model, phase["frozen"])
     jit = "auto" if tf.config.list_physical_devices("GPU") else False
-    trainable_key = None
-    for phase in phases:
-        if phase["end"] <= first_epoch:
-            continue
-        start = max(phase["start"], first_epoch)
-        freeze_backbone(model, phase["frozen"])
-        lr, min_lr = scaled_lr(cfg.lr, cfg.min_lr, phase["batch"], cfg.optimizer)
-        if trainable_key != phase["frozen"]:
-            with strategy.scope():
-                optimizer = make_optimizer(cfg)
-                model.compile(optimizer=optimizer, jit_compile=jit)
-                if state and start == first_epoch and state.get("frozen") == phase["frozen"]:
-                    if (run_dir / OPTIMIZER_FILE).is_file():
-                        restore_optimizer(optimizer, run_dir / OPTIMIZER_FILE, model.trainable_variables)
-            trainable_key = phase["frozen"]
-        train_ds = build_dataset(
-            train_set, len(class_names), cfg.input_size, anchors, phase["batch"], training=True,
-            seed=cfg.seed + start, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
-            cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
-        )
-        checkpointer.frozen = phase["frozen"]
-        if strategy.num_replicas_in_sync > 1:
-            train_ds = strategy.experimental_distribute_dataset(train_ds)
-        callbacks = [
-            LearningRateSetter(lambda e, lr=lr, min_lr=min_lr: lr_at(e, cfg.epochs, lr, min_lr, cfg.lr_schedule)),
-            NanGuard(),
-            MapEvaluator(evaluator, cfg.eval_period, cfg.epochs),
-            checkpointer,
-            tensorboard,
-        ]
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase["end"],
-                  callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
-    return run_dir
+    with strategy.scope():
+        optimizer = make_optimizer(cfg)
+        model.compile(optimizer=optimizer, jit_compile=jit)
+        if resume_from is not None and (resume_from / OPTIMIZER_FILE).is_file():
+            restore_optimizer(optimizer, resume_from / OPTIMIZER_FILE, model.trainable_variables)
+
+
+def _phase_callbacks(cfg, phase, evaluator, checkpointer, tensorboard):
+    from utils.train.callbacks import LearningRateSetter, MapEvaluator, NanGuard
+    from utils.train.lr_schedule import lr_at, scaled_lr
+
+    lr, min_lr = scaled_lr(cfg.lr, cfg.min_lr, phase["batch"], cfg.optimizer)
+    return [
+        LearningRateSetter(lambda e: lr_at(e, cfg.epochs, lr, min_lr, cfg.lr_schedule)),
+        NanGuard(),
+        MapEvaluator(evaluator, cfg.eval_period, cfg.epochs),
+        checkpointer,
+        tensorboard,
+    ]
+
+
+def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy):
+    """The augmented training dataset of one phase, seeded by its first epoch."""
+    from utils.data.dataset import build_dataset
+
+    train_ds = build_dataset(
+        train_set, len(class_names), cfg.input_size, anchors, phase["batch"], training=True,
+        seed=cfg.seed + start, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
+        cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
+    )
+    if strategy.num_replicas_in_sync > 1:
+        train_ds = strategy.experimental_distribute_dataset(train_ds)
+    return train_ds
