@@ -260,3 +260,135 @@ def test_mode0_chain_with_a_stand_in_predictor(tmp_path, monkeypatch, capsys):
     # One of the two traffic lights found (image a), the box on image b misses: AP 1/2.
     assert results["map"] == pytest.approx(0.5)
     assert results["detection_conf"] == 0.001 and results["mode"] == 0
+
+
+# ----------------------------------------------------------- mode 3 on another tool's files
+
+
+def _devkit_ap(recall, precision, use_07_metric):
+    """AP as the VOC devkit computes it (VOCevaldet.m / VOCap.m), written out plainly."""
+    if use_07_metric:
+        ap = 0.0
+        for t in [i / 10 for i in range(11)]:
+            above = [p for r, p in zip(recall, precision) if r >= t]
+            ap += (max(above) if above else 0.0) / 11
+        return ap
+    mrec = [0.0] + list(recall) + [1.0]
+    mpre = [0.0] + list(precision) + [0.0]
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
+
+
+def _devkit_map(ground_truth, detections, num_classes, use_07_metric, min_overlap=0.5):
+    """mAP by the devkit's rules, one detection at a time.
+
+    ground_truth: {image: [(cls, box, difficult)]}; detections: [(image, cls, score, box)].
+    Every finite box counts as written, whatever its coordinates (negative ones included).
+    """
+    aps = []
+    for cls in range(num_classes):
+        gts = {img: [(box, diff) for c, box, diff in objs if c == cls] for img, objs in ground_truth.items()}
+        npos = sum(not diff for objs in gts.values() for _, diff in objs)
+        taken = {img: [False] * len(objs) for img, objs in gts.items()}
+        mine = sorted((d for d in detections if d[1] == cls), key=lambda d: -d[2])  # stable on ties
+        tp, fp = [], []
+        for img, _, _, bb in mine:
+            ovmax, jmax = -1.0, -1
+            for j, (bbgt, _) in enumerate(gts[img]):
+                iw = min(bb[2], bbgt[2]) - max(bb[0], bbgt[0]) + 1
+                ih = min(bb[3], bbgt[3]) - max(bb[1], bbgt[1]) + 1
+                if iw > 0 and ih > 0:
+                    ua = (bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1) + (bbgt[2] - bbgt[0] + 1) * (
+                        bbgt[3] - bbgt[1] + 1
+                    ) - iw * ih
+                    if iw * ih / ua > ovmax:
+                        ovmax, jmax = iw * ih / ua, j
+            if ovmax >= min_overlap:
+                if gts[img][jmax][1]:
+                    continue  # difficult: neither true nor false positive
+                if not taken[img][jmax]:
+                    taken[img][jmax] = True
+                    tp.append(1), fp.append(0)
+                else:
+                    tp.append(0), fp.append(1)
+            else:
+                tp.append(0), fp.append(1)
+        ctp = np.cumsum(tp)
+        cfp = np.cumsum(fp)
+        recall = [t / npos for t in ctp]
+        precision = [t / (t + f) for t, f in zip(ctp, cfp)]
+        aps.append(_devkit_ap(recall, precision, use_07_metric))
+    return float(np.mean(aps))
+
+
+def _tool_files(out, num_images=300, num_classes=5, seed=0):
+    """Ground truth and detections as another detector's tooling writes them.
+
+    Objects often touch the border; the ground truth and the detections both hold boxes
+    with negative coordinates or reaching past the image, and a few lines no devkit
+    would score (unparsable, non-finite, inverted). Returns the usable content as
+    (ground_truth, detections, bad line locations).
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"class{k}" for k in range(num_classes)]
+    ground_truth, detections, bad = {}, [], []
+    for i in range(num_images):
+        image = f"im{i:03d}"
+        width, height = int(rng.integers(200, 500)), int(rng.integers(200, 500))
+        objects, gt_lines = [], []
+        for _ in range(int(rng.integers(1, 6))):
+            w, h = rng.uniform(20, 120), rng.uniform(20, 120)
+            # About a third of the objects sit on the left or top border, partly outside.
+            x1 = rng.uniform(-0.3 * w, 0.1 * w) if rng.random() < 0.2 else rng.uniform(0, width - w)
+            y1 = rng.uniform(-0.3 * h, 0.1 * h) if rng.random() < 0.2 else rng.uniform(0, height - h)
+            box = [round(x1), round(y1), round(x1 + w), round(y1 + h)]
+            cls, diff = int(rng.integers(num_classes)), bool(rng.random() < 0.08)
+            objects.append((cls, box, diff))
+            gt_lines.append(f"{names[cls]} {box[0]} {box[1]} {box[2]} {box[3]}" + (" difficult" if diff else ""))
+        det_lines = []
+        for cls, box, _ in objects:
+            for _ in range(int(rng.choice([0, 1, 1, 1, 2]))):
+                noise = rng.normal(0, 0.08, 4) * (box[2] - box[0] + box[3] - box[1]) / 2
+                det = [round(v, 2) for v in np.asarray(box, float) + noise]
+                det[2], det[3] = max(det[2], det[0]), max(det[3], det[1])
+                wrong = int(rng.integers(num_classes)) if rng.random() < 0.1 else cls
+                score = round(float(rng.uniform(0.05, 1.0)), 4)
+                detections.append((image, wrong, score, det))
+                det_lines.append(f"{names[wrong]} {score} {det[0]} {det[1]} {det[2]} {det[3]}")
+        for _ in range(int(rng.integers(0, 3))):  # false positives anywhere, some past the border
+            x1, y1 = rng.uniform(-40, width), rng.uniform(-40, height)
+            det = [round(x1, 2), round(y1, 2), round(x1 + rng.uniform(10, 90), 2), round(y1 + rng.uniform(10, 90), 2)]
+            cls, score = int(rng.integers(num_classes)), round(float(rng.uniform(0.05, 0.9)), 4)
+            detections.append((image, cls, score, det))
+            det_lines.append(f"{names[cls]} {score} {det[0]} {det[1]} {det[2]} {det[3]}")
+        if i % 50 == 7:  # lines the devkit could not score
+            for text in ("class0 0.9 12 oops 40 40", "class1 0.8 10 10 nan 30", "class2 0.7 50 50 20 80"):
+                det_lines.append(text)
+                bad.append(f"detection-results/{image}.txt:{len(det_lines)}")
+            gt_lines.append("class3 30 40 10 60")
+            bad.append(f"ground-truth/{image}.txt:{len(gt_lines)}")
+        ground_truth[image] = objects
+        write(out / "ground-truth" / f"{image}.txt", "".join(line + "\n" for line in gt_lines))
+        write(out / "detection-results" / f"{image}.txt", "".join(line + "\n" for line in det_lines))
+    write(out / "classes.txt", "".join(n + "\n" for n in names))
+    return ground_truth, detections, bad
+
+
+@pytest.mark.parametrize("metric", ["voc", "voc07"])
+def test_mode3_scores_boxes_past_the_border_like_the_devkit(tmp_path, metric):
+    out = tmp_path / "out"
+    ground_truth, detections, bad = _tool_files(out)
+    negative = sum(min(d[3]) < 0 for d in detections)
+    assert negative > 50  # the case has many boxes with negative coordinates
+    proc = run_cli("--mode", 3, "--out", out, "--classes", out / "classes.txt", "--metric", metric, "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    expected = _devkit_map(ground_truth, detections, 5, use_07_metric=metric == "voc07")
+    assert results["map"] == pytest.approx(expected, abs=1e-9)
+    assert 0.3 < expected < 0.95
+    # Only the lines the devkit cannot score are reported, each with file and line.
+    problems = (out / "problems.txt").read_text().splitlines()
+    assert len(problems) == len(bad) == results["problems"]
+    for where in bad:
+        assert any(where in p for p in problems), where

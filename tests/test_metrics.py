@@ -412,7 +412,9 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_is_used(tmp_path
     (gt_dir / "a.txt").write_text("cat 0 0 9 9\ncat 0 0 9\ncat -3 0 9 9\n\ndog 0 0 9 9 difficult\n")
     (gt_dir / "b.txt").write_text("cat 20 20 10 30\ncat 0 0 9 9\n")
     (gt_dir / "c.txt").write_text("")
-    (det_dir / "a.txt").write_text("cat 0.9 0 0 9 9\ncat high 0 0 9 9\nbird 0.5 0 0 9 9\ncat 0.8 0 0 nan 9\n")
+    (det_dir / "a.txt").write_text(
+        "cat 0.9 0 0 9 9\ncat high 0 0 9 9\nbird 0.5 0 0 9 9\ncat 0.8 0 0 nan 9\ncat 0.6 -3 0 9 9\n"
+    )
     (det_dir / "b.txt").write_text("cat 0.7 0 0 9 9\n")
     (det_dir / "orphan.txt").write_text("cat 0.7 0 0 9 9\n")
     files = read_map_files(tmp_path, ["cat", "dog"])
@@ -424,19 +426,19 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_is_used(tmp_path
         assert words in hits[0]
 
     reported(gt_dir / "a.txt", 2, "expected")
-    reported(gt_dir / "a.txt", 3, "negative")
     reported(gt_dir / "b.txt", 1, "inverted")
     reported(det_dir / "a.txt", 2, "not numbers")
     reported(det_dir / "a.txt", 3, "unknown class 'bird'")
     reported(det_dir / "a.txt", 4, "not finite")
     assert any(str(det_dir / "orphan.txt") in p and "missing" in p for p in files.problems)
-    assert len(files.problems) == 7
-    # The good lines are kept.
-    assert files.ground_truth["a"].classes.tolist() == [0, 1]
-    assert files.ground_truth["a"].difficult.tolist() == [False, True]
+    assert len(files.problems) == 6
+    # The good lines are kept; a box past the image border (negative coordinate) is valid.
+    assert files.ground_truth["a"].classes.tolist() == [0, 0, 1]
+    assert files.ground_truth["a"].difficult.tolist() == [False, False, True]
+    np.testing.assert_array_equal(files.ground_truth["a"].boxes[1], [-3, 0, 9, 9])
     assert len(files.ground_truth["b"].classes) == 1
     assert len(files.ground_truth["c"].classes) == 0
-    assert files.detections["a"].scores.tolist() == [0.9]
+    assert files.detections["a"].scores.tolist() == [0.9, 0.6]
     assert "orphan" not in files.detections
     result = evaluate_voc(files.ground_truth, files.detections, files.class_names)
     assert result["map"] == pytest.approx(1.0)

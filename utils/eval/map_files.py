@@ -12,10 +12,12 @@ Boxes are xyxy pixels of the original image. Lines are parsed from the right (th
 four numbers, after an optional ``difficult``, or the last five for detections), so a
 class name may hold any character; names written by this module have their spaces
 replaced by underscores (``traffic light`` -> ``traffic_light``) and are mapped back
-through the class list when one is given. Problems (malformed lines, negative or
-inverted boxes, unknown classes, detection files without a ground-truth file) are
-collected as messages naming the file and line; the affected line or file is skipped
-and the rest is used.
+through the class list when one is given. Every box with finite numbers is kept as
+written, as the VOC devkit scores it, including negative coordinates and boxes reaching
+past the image border. Problems (lines that do not parse, numbers that are not finite,
+inverted boxes with right < left or bottom < top, unknown classes, detection files
+without a ground-truth file) are collected as messages naming the file and line; the
+affected line or file is skipped and the rest is used.
 """
 
 import logging
@@ -348,7 +350,10 @@ def _line_problem(path, lineno, line, why):
 
 
 def _check_boxes(path, numbers, linenos, lines, problems, first_box_col):
-    """Flags rows with non-finite numbers, negative coordinates or inverted boxes.
+    """Flags rows with non-finite numbers or inverted boxes (right < left or bottom < top).
+
+    Boxes are otherwise kept as written: negative coordinates and boxes past the
+    image border are valid, as in the VOC devkit.
 
     Args:
         path: the file, for messages.
@@ -363,16 +368,10 @@ def _check_boxes(path, numbers, linenos, lines, problems, first_box_col):
     """
     boxes = numbers[:, first_box_col:]
     bad_finite = ~np.all(np.isfinite(numbers), axis=1)
-    bad_negative = np.any(boxes < 0, axis=1) & ~bad_finite
     bad_inverted = ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])) & ~bad_finite
-    bad = bad_finite | bad_negative | bad_inverted
+    bad = bad_finite | bad_inverted
     for i in np.nonzero(bad)[0]:
-        if bad_finite[i]:
-            why = "number that is not finite"
-        elif bad_inverted[i]:
-            why = "inverted box (right < left or bottom < top)"
-        else:
-            why = "negative coordinate"
+        why = "number that is not finite" if bad_finite[i] else "inverted box (right < left or bottom < top)"
         problems.append(_line_problem(path, linenos[i], lines[linenos[i] - 1], why))
     return ~bad
 
