@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from utils.data import augment
 from utils.config import PAD_VALUE
+from utils.image import letterbox_geometry
 
 SIZE = 96
 GREY = 100
@@ -234,7 +235,15 @@ def test_hsv_hue_wraps_around():
     ],
 )
 def test_letterbox_geometry(width, height, expected):
-    assert augment.letterbox_geometry(width, height, 64) == expected
+    new_w, new_h, dx, dy = expected
+    assert letterbox_geometry((height, width), 64)[1:] == ((new_h, new_w), (dy, dx))
+
+
+def test_letterbox_geometry_keeps_a_sliver_one_pixel_wide():
+    # 1000x3 would round to 0 rows; the canvas still gets one.
+    assert letterbox_geometry((3, 1000), 64)[1:] == ((1, 64), (31, 0))
+    with pytest.raises(ValueError, match="0x5"):
+        letterbox_geometry((5, 0), 64)
 
 
 def test_letterbox_places_image_and_boxes():
@@ -245,7 +254,7 @@ def test_letterbox_places_image_and_boxes():
         tf.constant(image), tf.constant([box], tf.float32), tf.constant([5]), 64
     )
     out = out.numpy()
-    new_w, new_h, dx, dy = augment.letterbox_geometry(width, height, 64)
+    _, (new_h, new_w), (dy, dx) = letterbox_geometry((height, width), 64)
     assert (new_w, new_h, dx, dy) == (21, 64, 21, 0)
     assert np.all(out[:, :dx] == PAD_VALUE) and np.all(out[:, dx + new_w :] == PAD_VALUE)
     assert not np.any(out[:, dx : dx + new_w] == PAD_VALUE)
@@ -260,7 +269,7 @@ def test_letterbox_places_image_and_boxes():
 def test_letterbox_geometry_agrees_with_the_tf_op():
     rng = np.random.default_rng(3)
     for width, height in rng.integers(5, 300, (12, 2)):
-        new_w, new_h, dx, dy = augment.letterbox_geometry(int(width), int(height), 64)
+        _, (new_h, new_w), (dy, dx) = letterbox_geometry((int(height), int(width)), 64)
         image = tf.fill((int(height), int(width), 3), tf.constant(255, tf.uint8))
         out, _, _ = augment.letterbox(image, tf.zeros((0, 4)), tf.zeros((0,), tf.int32), 64)
         found = _mask_box(_colour_mask(out.numpy(), WHITE))

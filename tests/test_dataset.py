@@ -11,6 +11,7 @@ from utils.data import augment
 from utils.data.annotation import Annotation
 from utils.config import DEFAULT_ANCHORS, MAX_GT_BOXES, STRIDES
 from utils.data.dataset import build_dataset, check_annotations, steps_per_epoch
+from utils.image import letterbox_geometry
 from utils.model_data import load_anchors
 
 SIZE = 64
@@ -157,7 +158,7 @@ def test_validation_letterboxes_and_keeps_every_image(image_set):
     for ann, image, gt in zip(image_set, images, gts):
         with Image.open(ann.path) as im:
             width, height = im.size
-        new_w, new_h, dx, dy = augment.letterbox_geometry(width, height, SIZE)
+        _, (new_h, new_w), (dy, dx) = letterbox_geometry((height, width), SIZE)
         canvas = np.ones((SIZE, SIZE), bool)
         canvas[dy : dy + new_h, dx : dx + new_w] = False
         assert np.all(image[canvas] == 128.0)

@@ -104,7 +104,13 @@ def check_input_size(size):
 
 
 def letterbox_geometry(image_hw, input_size):
-    """Scale and offsets of the letterbox that fits an image into the input.
+    """Where the letterbox puts an image on the square network input.
+
+    The one definition of the letterbox used by prediction (``letterbox``), the
+    validation pipeline (``utils.data.augment.letterbox``, the same arithmetic as
+    TensorFlow ops) and the drawing code: scale = min(S / w, S / h); resized side =
+    round(side · scale) (round half to even), kept within [1, S]; offset =
+    (S − resized side) // 2.
 
     Args:
         image_hw: (height, width) of the original image in pixels.
@@ -112,11 +118,17 @@ def letterbox_geometry(image_hw, input_size):
 
     Returns:
         (scale, (new_h, new_w), (top, left)): the resize factor, the resized image
-        size, and where it sits on the S×S canvas.
+        size (ints), and where its top-left corner sits on the S×S canvas (ints).
+
+    Raises:
+        ValueError: the image size is not positive.
     """
     h, w = image_hw
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image size must be positive, got {w}x{h} (width x height)")
     scale = min(input_size / w, input_size / h)
-    new_w, new_h = int(round(w * scale)), int(round(h * scale))
+    new_w = max(1, min(input_size, round(w * scale)))
+    new_h = max(1, min(input_size, round(h * scale)))
     return scale, (new_h, new_w), ((input_size - new_h) // 2, (input_size - new_w) // 2)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils.config import PAD_VALUE
+from utils.image import letterbox_geometry
 
 # Reference augmentation settings.
 JITTER = 0.3
@@ -73,28 +74,6 @@ def _place_boxes(boxes, image_w, image_h, new_w, new_h, dx, dy, flip):
 # ------------------------------------------------------------------------ letterbox
 
 
-def letterbox_geometry(image_w, image_h, input_size):
-    """Where the validation/prediction letterbox puts an image on the square input.
-
-    scale = min(S / w, S / h); new size = round(size · scale) (round half to even);
-    offset = (S − new size) // 2.
-
-    Args:
-        image_w: image width in pixels.
-        image_h: image height in pixels.
-        input_size: S, the square input side in pixels.
-
-    Returns:
-        (new_w, new_h, dx, dy) ints: resized image size and top-left offset.
-    """
-    if image_w <= 0 or image_h <= 0:
-        raise ValueError(f"image size must be positive, got {image_w}x{image_h}")
-    scale = min(input_size / image_w, input_size / image_h)
-    new_w = max(1, min(input_size, round(image_w * scale)))
-    new_h = max(1, min(input_size, round(image_h * scale)))
-    return new_w, new_h, (input_size - new_w) // 2, (input_size - new_h) // 2
-
-
 def letterbox_boxes(boxes, image_size, input_size):
     """Maps boxes from image pixels to letterboxed input pixels (no clipping).
 
@@ -107,7 +86,7 @@ def letterbox_boxes(boxes, image_size, input_size):
         float32 array (N, 4) xyxy pixels of the input.
     """
     image_w, image_h = image_size
-    new_w, new_h, dx, dy = letterbox_geometry(image_w, image_h, input_size)
+    _, (new_h, new_w), (dy, dx) = letterbox_geometry((image_h, image_w), input_size)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scale = np.array([new_w / image_w, new_h / image_h] * 2, np.float32)
     return boxes * scale + np.array([dx, dy, dx, dy], np.float32)
@@ -116,7 +95,8 @@ def letterbox_boxes(boxes, image_size, input_size):
 def letterbox(image, boxes, classes, input_size, min_size=MIN_BOX_SIZE):
     """Resizes an image to fit the square input, keeping its aspect, on a grey canvas.
 
-    Same geometry as ``letterbox_geometry``; resized bilinearly with anti-aliasing.
+    Same geometry as ``utils.image.letterbox_geometry``, computed with TensorFlow
+    ops; resized bilinearly with anti-aliasing.
 
     Args:
         image: (H, W, 3) uint8 or float RGB.
@@ -131,7 +111,7 @@ def letterbox(image, boxes, classes, input_size, min_size=MIN_BOX_SIZE):
     """
     size = int(input_size)
     shape = tf.shape(image)
-    # float64 so the rounding agrees with letterbox_geometry's Python arithmetic.
+    # float64 so the rounding agrees with utils.image.letterbox_geometry's Python arithmetic.
     ih, iw = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
     s = tf.constant(size, tf.float64)
     scale = tf.minimum(s / iw, s / ih)
