@@ -93,15 +93,69 @@ def test_check_annotations_clips_and_drops_boxes(tmp_path):
     assert sum("class id" in p for p in problems) == 2
 
 
-def test_check_annotations_reports_exif_orientation(tmp_path):
+def test_check_annotations_reads_exif_orientation_and_the_displayed_size(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (40, 20)).save(tmp_path / "rotated.jpg", exif=exif)
     Image.new("RGB", (40, 20)).save(tmp_path / "upright.jpg")
-    anns = [_annotation(tmp_path / n, [[1, 1, 30, 15]], [0]) for n in ("rotated.jpg", "upright.jpg")]
+    anns = [_annotation(tmp_path / n, [[1, 1, 18, 30]], [0]) for n in ("rotated.jpg", "upright.jpg")]
     usable, problems = check_annotations(anns, 1)
-    assert len(usable) == 2
-    assert len(problems) == 1 and "rotated.jpg" in problems[0] and "EXIF orientation 6" in problems[0]
+    assert [a.orientation for a in usable] == [6, 1]
+    # Displayed, the rotated image is 20x40: its box fits; the upright 40x20 one is clipped.
+    np.testing.assert_array_equal(usable[0].boxes, [[1, 1, 18, 30]])
+    np.testing.assert_array_equal(usable[1].boxes, [[1, 1, 18, 20]])
+    assert len(problems) == 2
+    assert "rotated.jpg" in problems[0] and "EXIF orientation 6" in problems[0] and "20x40" in problems[0]
+    assert "upright.jpg" in problems[1] and "clipped" in problems[1]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_pipeline_turns_images_as_prediction_does(tmp_path, orientation):
+    from utils.data.dataset import to_displayed_orientation
+    from utils.image import load_image
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "im.png"  # lossless, so the pixels compare exactly
+    Image.fromarray(pixels).save(path, exif=exif)
+    expected = load_image(path)  # PIL's exif_transpose
+    assert expected.shape == ((7, 5, 3) if orientation >= 5 else (5, 7, 3))
+    turned = to_displayed_orientation(tf.constant(pixels), tf.constant(orientation)).numpy()
+    np.testing.assert_array_equal(turned, expected)
+
+
+def test_rotated_jpeg_trains_as_displayed_with_boxes_of_the_displayed_image(tmp_path):
+    # Displayed 60 wide x 100 high with a red block at x 10-30, y 50-90; the file stores
+    # it turned a quarter (100 wide x 60 high) with EXIF orientation 6, as phones do.
+    displayed = np.full((100, 60, 3), 90, np.uint8)
+    displayed[50:90, 10:30] = (230, 20, 20)
+    stored = np.ascontiguousarray(np.rot90(displayed, 1))  # orientation 6 turns it back clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    usable, _ = check_annotations([_annotation(tmp_path / "phone.jpg", [[10, 50, 30, 90]], [1])], NUM_CLASSES)
+    assert usable[0].orientation == 6
+    for cache in (False, True):
+        dataset = build_dataset(usable, NUM_CLASSES, SIZE, ANCHORS, batch_size=1, training=False, cache=cache)
+        (images, targets), = _batches(dataset)
+        image, gt = images[0], targets[3][0, 0]
+        # The letterboxed canvas holds the image upright: 60x100 -> 38x64 at x 13.
+        cx, cy, w, h = gt * SIZE
+        x1, y1, x2, y2 = (int(round(v)) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        assert (x1, y1, x2, y2) == (19, 32, 32, 58)
+        inside = image[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+        assert inside[..., 0].min() > 180 and inside[..., 1].max() < 80
+        outside = image[5:25, 20:45]
+        assert np.all(np.abs(outside - 90) < 20)
+    # Training samples hold the red block where the boxes say, whatever the augmentation.
+    train = build_dataset(usable, NUM_CLASSES, SIZE, ANCHORS, batch_size=1, training=True, seed=3)
+    for images, targets in train.take(3):
+        cx, cy, w, h = targets[3].numpy()[0, 0] * SIZE
+        if w < 6 or h < 6:
+            continue
+        patch = images.numpy()[0, int(cy - h / 4) : int(cy + h / 4), int(cx - w / 4) : int(cx + w / 4)]
+        assert patch[..., 0].mean() > patch[..., 1].mean() + 60
 
 
 def test_check_annotations_resolves_relative_paths(tmp_path):

@@ -13,6 +13,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from utils.config import INPUT_MULTIPLE, PAD_VALUE
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# EXIF tag of the orientation: 1 as stored; 2–8 the flips and quarter turns that show
+# the image upright (5–8 swap width and height).
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageLoadError(ValueError):
@@ -81,6 +84,31 @@ def image_size(path):
             return image.size
     except Image.DecompressionBombError as exc:
         raise OSError(str(exc)) from None
+
+
+def exif_orientation(image):
+    """The EXIF orientation (1–8) of an open PIL image; 1 when absent or not a valid value."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION)
+    except (OSError, SyntaxError, ValueError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def displayed_size(path):
+    """(width, height) of an image as displayed, i.e. with its EXIF orientation applied
+    (the header size, swapped for orientations 5–8), read from the header only.
+
+    Raises:
+        OSError: the file is missing, not an image PIL can read, or too large.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = exif_orientation(image) >= 5
+    except Image.DecompressionBombError as exc:
+        raise OSError(str(exc)) from None
+    return (height, width) if turned else (width, height)
 
 
 def check_input_size(size):

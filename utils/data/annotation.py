@@ -26,12 +26,17 @@ class Annotation:
         boxes: float32 (N, 4) xyxy pixels of the original image.
         classes: int32 (N,) class ids.
         difficult: bool (N,) VOC "difficult" flags.
+        orientation: EXIF orientation of the image file (1–8, 1: as stored), set by
+            ``utils.data.dataset.check_annotations`` from the header; the training
+            pipeline turns the pixels to the displayed orientation, which the boxes
+            refer to. Not written to annotation lines.
     """
 
     path: str
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     classes: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     difficult: np.ndarray = None
+    orientation: int = 1
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)

@@ -38,6 +38,7 @@ from utils.data import augment
 from utils.data.annotation import Annotation
 from utils.config import MAX_GT_BOXES
 from utils.data.targets import build_targets, check_anchors, grid_sizes
+from utils.image import exif_orientation
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,11 @@ MIXUP_PROB = 0.5
 # ------------------------------------------------------------------------- checking
 
 
-_EXIF_ORIENTATION = 0x0112
-
-
 def _image_header(path):
-    """(width, height, format, EXIF orientation or None) from the file header,
-    without decoding pixels."""
+    """(width, height, format, EXIF orientation) from the file header, without
+    decoding pixels; the size as stored, the orientation 1–8 (1 when absent or invalid)."""
     with Image.open(path) as image:
-        orientation = image.getexif().get(_EXIF_ORIENTATION)
-        return image.size[0], image.size[1], image.format, orientation
+        return image.size[0], image.size[1], image.format, exif_orientation(image)
 
 
 def check_annotations(annotations, num_classes, image_root=None):
@@ -68,9 +65,10 @@ def check_annotations(annotations, num_classes, image_root=None):
     unreadable or in a format TensorFlow cannot decode is skipped. Boxes with a class
     id outside [0, num_classes) are dropped; boxes reaching outside the image (size
     from the header) are clipped to it; boxes empty after clipping are dropped. Each
-    of these is one problem line. An EXIF orientation other than 1 is reported too
-    (the image is kept; training reads pixels as stored). A truncated file whose
-    header reads well is not detected here.
+    of these is one problem line. An image with an EXIF orientation other than 1 is
+    shown to the network as displayed (turned as ``utils.image.load_image`` turns it
+    for prediction): its boxes must refer to the displayed image, and a line says so.
+    A truncated file whose header reads well is not detected here.
 
     Args:
         annotations: iterable of ``Annotation`` (boxes xyxy pixels of the image).
@@ -79,9 +77,9 @@ def check_annotations(annotations, num_classes, image_root=None):
             None they are used as they are (relative to the working directory).
 
     Returns:
-        (usable, problems): list of ``Annotation`` with resolved paths and
-        clipped/filtered boxes (images without boxes included), and list of str,
-        one per problem, naming the image.
+        (usable, problems): list of ``Annotation`` with resolved paths,
+        clipped/filtered boxes (images without boxes included) and the EXIF
+        orientation of each image, and list of str, one per problem, naming the image.
     """
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -104,10 +102,13 @@ def check_annotations(annotations, num_classes, image_root=None):
                 f"(readable: {', '.join(DECODABLE_FORMATS)}); convert it to JPEG or PNG; image skipped"
             )
             continue
-        if orientation not in (None, 1):
+        if orientation != 1:
+            stored = f"{width}x{height}"
+            if orientation >= 5:
+                width, height = height, width
             problems.append(
-                f"{ann.path}: EXIF orientation {orientation} is not applied by the pipeline, which reads the "
-                "pixels as stored; image kept (its boxes must be in stored-pixel coordinates)"
+                f"{ann.path}: EXIF orientation {orientation}: trained as displayed ({width}x{height}, turned from "
+                f"the stored {stored}), as prediction reads it; image kept (its boxes must refer to the displayed image)"
             )
 
         boxes = np.asarray(ann.boxes, np.float32).reshape(-1, 4)
@@ -134,7 +135,7 @@ def check_annotations(annotations, num_classes, image_root=None):
                     f"{ann.path}: box {box.tolist()} extends outside the {width}x{height} image; "
                     f"clipped to {new.tolist()}"
                 )
-        usable.append(Annotation(str(path), clipped[keep], classes[keep], difficult[keep]))
+        usable.append(Annotation(str(path), clipped[keep], classes[keep], difficult[keep], orientation))
     return usable, problems
 
 
@@ -318,7 +319,8 @@ def _image_loader(annotations, cache):
 
     The boxes and classes of all images live in two constant tensors, sliced per
     image. With ``cache`` the images' encoded bytes are read here, once, and held in
-    memory; otherwise each call reads the file.
+    memory; otherwise each call reads the file. Images whose ``orientation`` is not 1
+    are turned to their displayed orientation (the decoder reads pixels as stored).
     """
     paths = [str(a.path) for a in annotations]
     splits = tf.constant(np.concatenate([[0], np.cumsum(_box_counts(annotations))]), tf.int64)
@@ -327,15 +329,43 @@ def _image_loader(annotations, cache):
     )
     all_classes = tf.constant(_all_classes(annotations), tf.int32)
     sources = tf.constant([Path(p).read_bytes() for p in paths] if cache else paths)
+    orientation_list = [int(a.orientation) for a in annotations]
+    orientations = tf.constant(orientation_list, tf.int32) if any(o != 1 for o in orientation_list) else None
 
     def load(index):
         data = tf.gather(sources, index) if cache else tf.io.read_file(tf.gather(sources, index))
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image = tf.ensure_shape(image, (None, None, 3))
+        if orientations is not None:
+            image = to_displayed_orientation(image, orientations[index])
         start, stop = splits[index], splits[index + 1]
         return image, all_boxes[start:stop], all_classes[start:stop]
 
     return load
+
+
+def to_displayed_orientation(image, orientation):
+    """Turns decoded pixels to the orientation their EXIF tag says to display them in.
+
+    The same flips and quarter turns as PIL's ``ImageOps.exif_transpose`` (which
+    ``utils.image.load_image`` applies for prediction), as graph ops: orientations 5–8
+    transpose the image, then 2, 3, 6, 7 mirror it left-right and 3, 4, 7, 8
+    upside down.
+
+    Args:
+        image: (H, W, C) tensor, pixels as stored in the file.
+        orientation: int32 scalar tensor, the EXIF orientation 1–8 (others: as stored).
+
+    Returns:
+        (H', W', C) tensor; H' and W' swapped for orientations 5–8.
+    """
+    o = tf.cast(orientation, tf.int32)
+    valid = (o >= 1) & (o <= 8)
+    image = tf.cond(valid & (o >= 5), lambda: tf.transpose(image, [1, 0, 2]), lambda: image)
+    mirror = valid & ((o == 2) | (o == 3) | (o == 6) | (o == 7))
+    upside_down = valid & ((o == 3) | (o == 4) | (o == 7) | (o == 8))
+    image = tf.cond(mirror, lambda: tf.reverse(image, [1]), lambda: image)
+    return tf.cond(upside_down, lambda: tf.reverse(image, [0]), lambda: image)
 
 
 def _fold(seed_pair, k):
