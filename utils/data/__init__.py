@@ -1,8 +1,11 @@
 """Data stage: from a user's dataset to training batches.
 
-Annotation lines (``annotation``) are the one format every other stage reads;
-``voc`` converts VOC XML into them, ``kmeans`` fits anchors to their boxes, and
-``dataset`` turns them into a tf.data pipeline that decodes, augments
-(``augment``) and encodes YOLO targets (``targets``). Imports only the shared
-modules of ``utils``.
+Annotations (``annotation``: one image, its boxes and classes) are what every other
+stage reads. Datasets as users hold them are read into annotations by ``sources``,
+which detects the format: annotation-line files, COCO JSON (``coco``), YOLO txt
+(``yolo_txt``) and Pascal VOC (``voc``), each recording what it skips or changes in a
+``report``; ``convert`` writes them out in another format. ``kmeans`` fits anchors to
+the boxes, and ``dataset`` turns annotations into a tf.data pipeline that decodes,
+augments (``augment``) and encodes YOLO targets (``targets``). Imports only the
+shared modules of ``utils``.
 """

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.data.annotation import Annotation, write_annotation_file
+from utils.data.report import ConversionReport
 from utils.image import image_size
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,15 @@ REASONS = (
     R_DIFFICULT_DROPPED,
     R_NEGATIVE,
 )
+
+
+# Reasons that record what was kept as it is.
+NOTE_REASONS = (R_NO_SIZE, R_DIFFICULT, R_NEGATIVE)
+
+
+def voc_report():
+    """An empty ConversionReport listing the VOC reasons in their summary order."""
+    return ConversionReport(REASONS, notes=NOTE_REASONS)
 
 
 @dataclass
@@ -360,57 +370,6 @@ class ImageIndex:
         return Path(os.path.abspath(path)) if path is not None else None
 
 
-class ConversionReport:
-    """Every file or object skipped or changed during a conversion, grouped by reason."""
-
-    def __init__(self):
-        self.items = {}
-
-    def add(self, reason, item):
-        """Records one item (a readable description) under a reason."""
-        self.items.setdefault(reason, []).append(item)
-
-    def count(self, reason):
-        """Number of items recorded under a reason."""
-        return len(self.items.get(reason, []))
-
-    def __len__(self):
-        return sum(len(v) for v in self.items.values())
-
-    def _ordered(self):
-        known = [r for r in REASONS if r in self.items]
-        return known + [r for r in self.items if r not in REASONS]
-
-    def format(self, limit=None):
-        """Formats the summary: a count per reason, then the items of each reason.
-
-        Args:
-            limit: list at most this many items per reason (None or 0: all).
-
-        Returns:
-            multi-line str.
-        """
-        if not self.items:
-            return "Nothing was skipped or changed."
-        reasons = self._ordered()
-        width = max(len(str(len(self.items[r]))) for r in reasons)
-        lines = ["Skipped or changed, by reason:"]
-        lines += [f"  {len(self.items[r]):>{width}}  {r}" for r in reasons]
-        for reason in reasons:
-            items = self.items[reason]
-            shown = items if not limit else items[:limit]
-            lines.append("")
-            lines.append(f"{reason}: {len(items)}")
-            lines += [f"  - {item}" for item in shown]
-            if len(shown) < len(items):
-                lines.append(f"  ... and {len(items) - len(shown)} more (see the full report file)")
-        return "\n".join(lines)
-
-    def write(self, path):
-        """Writes the full summary (every item) to a text file."""
-        Path(path).write_text(self.format() + "\n", encoding="utf-8")
-
-
 @dataclass
 class SplitStats:
     """What one annotation file holds.
@@ -461,7 +420,7 @@ class VocConversion:
     mode: int
     class_names: list
     years: list = field(default_factory=list)
-    report: ConversionReport = field(default_factory=ConversionReport)
+    report: ConversionReport = field(default_factory=voc_report)
 
     @property
     def usable(self):
