@@ -243,10 +243,11 @@ def _read_voc(path, split, images, given):
     from utils.data.voc import ImageIndex, VocParseError, convert_split, parse_voc_xml, read_split, split_path
     from utils.data.voc import voc_report
 
+    folders = _voc_folders(path)
     if not split:
         raise DatasetError(f"{path}: a VOC dataset is read through a split file; name the split (e.g. train, test)")
     ids = {}
-    for folder in _voc_folders(path):
+    for folder in folders:
         list_file = split_path(folder, split)
         if not list_file.is_file():
             raise DatasetError(f"{path}: split file {list_file} not found (make splits with voc_annotation.py)")

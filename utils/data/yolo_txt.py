@@ -465,7 +465,8 @@ def write_yolo(out_dir, annotations, class_names, split="train", copy_images=Fal
         report: ConversionReport receiving skipped images, renames, clipped boxes.
 
     Returns:
-        dict with "images" (written), "objects", "data_yaml" (Path).
+        dict with "images" (written), "objects" (written), "per_class" (int64 (C,)
+        objects written per class), "data_yaml" (Path).
 
     Raises:
         DatasetError: the split's folders already hold files, or data.yaml names other classes.
@@ -474,7 +475,8 @@ def write_yolo(out_dir, annotations, class_names, split="train", copy_images=Fal
     report = yolo_report() if report is None else report
     images_dir, labels_dir = _prepare_split_folders(out_dir, split)
     data_yaml = _update_data_yaml(out_dir, split, class_names)
-    used, written, objects = set(), 0, 0
+    used, written = set(), 0
+    per_class = np.zeros(len(class_names), np.int64)
     for ann in annotations:
         source = Path(ann.path)
         try:
@@ -507,10 +509,10 @@ def write_yolo(out_dir, annotations, class_names, split="train", copy_images=Fal
             cx, cy = (clipped[0] + clipped[2]) / 2 / width, (clipped[1] + clipped[3]) / 2 / height
             w, h = (clipped[2] - clipped[0]) / width, (clipped[3] - clipped[1]) / height
             lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")
+            per_class[int(cls)] += 1
         (labels_dir / Path(name).with_suffix(".txt")).write_text("".join(lines), encoding="utf-8")
         written += 1
-        objects += len(lines)
-    return {"images": written, "objects": objects, "data_yaml": data_yaml}
+    return {"images": written, "objects": int(per_class.sum()), "per_class": per_class, "data_yaml": data_yaml}
 
 
 def _place_image(source, target, copy_images):
