@@ -9,11 +9,15 @@ Modes:
 
 Files written under --out: ground-truth/<image_id>.txt, detection-results/<image_id>.txt,
 results.json, problems.txt (when something was skipped) and, for the VOC metrics,
-pr_curves/<class>.png, ap_per_class.png and gt_counts.png.
+pr_curves/<class>.png, ap_per_class.png and gt_counts.png; for the COCO metrics,
+coco_detections.json and coco_ground_truth.json with the dataset's category ids (and
+image ids, for a COCO --annotations file).
 
 Examples:
   python get_map.py --model logs/best.keras
   python get_map.py --mode 2 --annotations 2007_test.txt --classes model_data/voc_classes.txt
+  python get_map.py --model logs/exp/best.keras --annotations instances_val.json --images val --metric coco
+  python get_map.py --model logs/exp/best.keras --annotations data.yaml --split val
   python get_map.py --mode 3 --out other_tool_out --classes-from-files
 """
 
@@ -60,10 +64,15 @@ def build_parser():
     parser.add_argument("--voc-root", default="VOCdevkit", help="VOCdevkit folder (default VOCdevkit)")
     parser.add_argument("--year", default="2007", help="VOC year, e.g. 2007 (default 2007)")
     parser.add_argument("--split", default="test",
-                        help="VOC split; images listed in VOC<year>/ImageSets/Main/<split>.txt (default test)")
+                        help="VOC split (images listed in VOC<year>/ImageSets/Main/<split>.txt), or the split of a "
+                             "YOLO data YAML given as --annotations (default test)")
     parser.add_argument("--annotations",
-                        help="annotation file (one line per image: path x1,y1,x2,y2,class_id[,difficult] ...) "
-                             "used instead of --voc-root/--split")
+                        help="the dataset to evaluate on instead of --voc-root: an annotation-line file (path "
+                             "x1,y1,x2,y2,class_id[,difficult] ...), a COCO JSON file, a YOLO data YAML or folder; "
+                             "the format is detected from the file")
+    parser.add_argument("--images",
+                        help="folder of the images of a COCO --annotations file whose file names are relative "
+                             "(default: the JSON file's folder)")
     parser.add_argument("--classes",
                         help="class names file, one a line (default: the model's class names, or "
                              f"{DEFAULT_CLASSES.relative_to(DEFAULT_CLASSES.parent.parent)} without a model)")
@@ -124,18 +133,48 @@ def resolve_classes(args, predictor):
     return load_classes(DEFAULT_CLASSES)
 
 
-def list_images(args, class_names):
-    """The images to evaluate, from --annotations or the VOC split."""
+def read_annotations(args, predictor):
+    """The --annotations dataset, its class names checked against the model's or --classes."""
+    from utils.data.sources import ClassNames, read_dataset
+
+    expected = args.classes  # None: the dataset's own class names
+    if predictor is not None:
+        origin = f"the model {args.model}" + (f" with --classes {args.classes}" if args.classes else "")
+        expected = ClassNames(list(predictor.class_names), _model_category_ids(predictor), origin)
+    return read_dataset(args.annotations, split=args.split, images=args.images, classes=expected)
+
+
+def _model_category_ids(predictor):
+    """The COCO category ids stored with the predictor's model, or None."""
+    return getattr(getattr(predictor, "model", None), "category_ids", None)
+
+
+def coco_ids(source, predictor):
+    """(category ids, {image_id: COCO image id}) for the COCO files; None where unknown."""
+    category_ids = source.classes.category_ids if source is not None else None
+    if category_ids is None and predictor is not None:
+        category_ids = _model_category_ids(predictor)
+    image_ids = None
+    if source is not None and source.image_ids is not None:
+        image_ids = {Path(ann.path).stem: i for ann, i in zip(source.annotations, source.image_ids)}
+    return category_ids, image_ids
+
+
+def list_images(args, class_names, source=None):
+    """The images to evaluate, from the --annotations dataset or the VOC split."""
     from utils.eval import map_files
 
-    if args.annotations:
-        return map_files.images_from_annotations(args.annotations, class_names)
+    if source is not None:
+        return map_files.images_from_source(source)
     year = args.year[3:] if args.year.upper().startswith("VOC") else args.year
     return map_files.images_from_voc(args.voc_root, year, args.split, class_names)
 
 
-def evaluate(args, class_names, out):
-    """Reads the files under ``out`` and computes the metric; returns (result, problems)."""
+def evaluate(args, class_names, out, ids=(None, None)):
+    """Reads the files under ``out`` and computes the metric; returns (result, problems).
+
+    ``ids`` are the (category ids, image ids) the COCO JSON files are written with.
+    """
     from utils.eval import map_files
     from utils.eval import metrics
 
@@ -143,6 +182,13 @@ def evaluate(args, class_names, out):
     metric = "coco" if args.mode == 4 else args.metric
     if metric == "coco":
         result = metrics.evaluate_coco(files.ground_truth, files.detections, files.class_names)
+        category_ids, image_ids = ids
+        if image_ids is not None and not set(files.ground_truth) <= set(image_ids):
+            image_ids = None  # files from elsewhere: number the images instead
+        written = map_files.write_coco_files(
+            out, files.ground_truth, files.detections, files.class_names, category_ids, image_ids
+        )
+        result["coco_files"] = [str(path) for path in written]
     else:
         result = metrics.evaluate_voc(
             files.ground_truth,
@@ -165,6 +211,8 @@ def report(result, args, out, problems, made_detections):
             f"{result['num_detections']} detections:"
         )
         print(result["summary"])
+        if result.get("coco_files"):
+            print("COCO ground truth and detections (the dataset's ids): " + ", ".join(result["coco_files"]))
     else:
         print(metrics.format_voc_table(result))
     summary = metrics.json_ready(result)
@@ -204,11 +252,12 @@ def run(args):
     if args.mode in (0, 1) and not args.model:
         raise SystemExit(f"get_map.py: error: --mode {args.mode} needs --model")
     predictor = load_predictor(args) if args.mode in (0, 1) else None
-    class_names = resolve_classes(args, predictor)
+    source = read_annotations(args, predictor) if args.annotations else None
+    class_names = list(source.classes.names) if source is not None else resolve_classes(args, predictor)
     problems = []
 
     if args.mode in (0, 1, 2):
-        images, found = list_images(args, class_names)
+        images, found = list_images(args, class_names, source)
         problems += found
         if not images:
             write_problems(problems, out, args.problems_shown)
@@ -226,7 +275,7 @@ def run(args):
             print(f"Wrote {len(images)} ground-truth files to {out / map_files.GT_DIR}")
 
     if args.mode in (0, 3, 4):
-        result, found = evaluate(args, class_names, out)
+        result, found = evaluate(args, class_names, out, coco_ids(source, predictor))
         problems += found
         write_problems(problems, out, args.problems_shown)
         report(result, args, out, problems, made_detections=args.mode == 0)
@@ -241,7 +290,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return run(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
         print(f"get_map.py: error: {exc}", file=sys.stderr)
         return 1
 

@@ -98,6 +98,9 @@ class YoloV3(keras.Model):
         num_classes: number of object classes C.
         backbone: backbone name, e.g. "efficientnet-b0".
         class_names: optional list of C class names, stored for prediction.
+        category_ids: optional list of C dataset category ids (the original COCO ids
+            of a model trained on COCO JSON), stored so that evaluation writes
+            results with them; None for other datasets.
         input_size: default square input side for prediction (a multiple of 32).
         anchors: (9, 2) anchors in input pixels, sorted by area; defaults to
             model_data/yolo_anchors.txt.
@@ -123,6 +126,7 @@ class YoloV3(keras.Model):
         weight_decay=DEFAULT_WEIGHT_DECAY,
         alpha=None,
         drop_connect_rate=None,
+        category_ids=None,
         **kwargs,
     ):
         num_classes = int(num_classes)
@@ -130,6 +134,8 @@ class YoloV3(keras.Model):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names given for a model with {num_classes} classes.")
+        if category_ids is not None and (len(category_ids) != num_classes or len(set(category_ids)) != num_classes):
+            raise ValueError(f"category_ids must be {num_classes} distinct ids, one per class, got {category_ids!r}")
         anchors = load_anchors(DEFAULT_ANCHORS) if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2)
         # Fails early, with suggestions, for an unknown name or a bad option.
         spec = get_spec(backbone)
@@ -146,6 +152,7 @@ class YoloV3(keras.Model):
         self.backbone_alpha = options["alpha"]
         self.drop_connect_rate = options["drop_connect_rate"]
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.category_ids = [int(i) for i in category_ids] if category_ids is not None else None
         self.input_size = int(input_size)
         self.anchors = anchors
         self.weight_decay = float(weight_decay)
@@ -163,7 +170,7 @@ class YoloV3(keras.Model):
         return [self.anchors[list(mask)] for mask in ANCHOR_MASK]
 
     def get_config(self):
-        return {
+        config = {
             "name": self.name,
             "num_classes": self.num_classes,
             "backbone": self.backbone_name,
@@ -174,6 +181,9 @@ class YoloV3(keras.Model):
             "alpha": self.backbone_alpha,
             "drop_connect_rate": self.drop_connect_rate,
         }
+        if self.category_ids is not None:  # only then, so that other checkpoints stay as before
+            config["category_ids"] = self.category_ids
+        return config
 
     @classmethod
     def from_config(cls, config):

@@ -392,3 +392,84 @@ def test_mode3_scores_boxes_past_the_border_like_the_devkit(tmp_path, metric):
     assert len(problems) == len(bad) == results["problems"]
     for where in bad:
         assert any(where in p for p in problems), where
+
+
+# ------------------------------------------------------------------ COCO and YOLO datasets
+
+
+def _coco_dataset(tmp_path):
+    """Two images under images/ and a COCO file naming them relatively, with
+    non-contiguous category ids (7 dog, 3 cat -> classes cat, dog) and a crowd region."""
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        Image.new("RGB", (100, 80)).save(tmp_path / "images" / f"{name}.jpg")
+    data = {
+        "images": [{"id": 42, "file_name": "a.jpg", "width": 100, "height": 80},
+                   {"id": 43, "file_name": "b.jpg", "width": 100, "height": 80}],
+        "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+        "annotations": [
+            {"id": 1, "image_id": 42, "category_id": 7, "bbox": [10, 10, 30, 20]},
+            {"id": 2, "image_id": 43, "category_id": 3, "bbox": [0, 0, 50, 50], "iscrowd": 1},
+            {"id": 3, "image_id": 43, "category_id": 3, "bbox": [60, 20, 20, 40]},
+            {"id": 4, "image_id": 43, "category_id": 9, "bbox": [1, 1, 2, 2]},
+        ],
+    }
+    return write(tmp_path / "annotations" / "instances.json", json.dumps(data)), tmp_path / "images"
+
+
+def test_coco_file_ground_truth_and_results_with_the_original_ids(tmp_path):
+    coco_json, images = _coco_dataset(tmp_path)
+    out = tmp_path / "out"
+    proc = run_cli("--mode", 2, "--annotations", coco_json, "--images", images, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "ground-truth" / "a.txt").read_text() == "dog 10 10 40 30\n"
+    assert (out / "ground-truth" / "b.txt").read_text() == "cat 0 0 50 50 difficult\ncat 60 20 80 60\n"
+    # The annotation of an unknown category is reported with its place in the file.
+    assert "annotations[3] (id 4)" in proc.stdout and "category_id 9" in proc.stdout
+
+    write(out / "detection-results" / "a.txt", "dog 0.9 10 10 40 30\ncat 0.3 10 10 40 30\n")
+    write(out / "detection-results" / "b.txt", "cat 0.8 60 20 80 61\n")
+    proc = run_cli("--mode", 4, "--annotations", coco_json, "--images", images, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["stats"]["AP50"] == pytest.approx(1.0)
+    detections = json.loads((out / "coco_detections.json").read_text())
+    got = sorted((d["image_id"], d["category_id"], d["score"]) for d in detections)
+    assert got == [(42, 3, 0.3), (42, 7, 0.9), (43, 3, 0.8)]
+    ground_truth = json.loads((out / "coco_ground_truth.json").read_text())
+    assert ground_truth["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    assert sorted(im["id"] for im in ground_truth["images"]) == [42, 43]
+    assert "coco_detections.json" in proc.stdout
+
+    # Without the dataset, mode 4 numbers images and classes itself.
+    run_cli("--mode", 4, "--out", out, "--classes-from-files")
+    assert {d["category_id"] for d in json.loads((out / "coco_detections.json").read_text())} == {1, 2}
+
+
+def test_coco_file_with_other_classes_is_a_clear_error(tmp_path):
+    coco_json, images = _coco_dataset(tmp_path)
+    classes = write(tmp_path / "classes.txt", "dog\ncat\n")
+    proc = run_cli("--mode", 2, "--annotations", coco_json, "--images", images, "--classes", classes,
+                   "--out", tmp_path / "out")
+    assert proc.returncode == 1
+    assert "['cat', 'dog']" in proc.stderr and "['dog', 'cat']" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_yolo_data_yaml_split_gives_the_ground_truth(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        Image.new("RGB", (200, 100)).save(tmp_path / "images" / split / f"{split}0.jpg")
+        write(tmp_path / "labels" / split / f"{split}0.txt", "1 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.2\n")
+    data = write(tmp_path / "data.yaml", "train: images/train\nval: images/val\nnames: [cat, dog]\n")
+    out = tmp_path / "out"
+    proc = run_cli("--mode", 2, "--annotations", data, "--split", "val", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (out / "ground-truth").iterdir()) == ["val0.txt"]
+    assert (out / "ground-truth" / "val0.txt").read_text() == "dog 50 25 150 75\n"
+    assert "val0.txt:2:" in proc.stdout  # the malformed label line, with file and line
+    proc = run_cli("--mode", 2, "--annotations", data, "--out", out)  # default split: test
+    assert proc.returncode == 1 and "no split 'test'" in proc.stderr

@@ -223,6 +223,7 @@ def _read_yolo(path, split, images, given):
         classes = ClassNames(data.class_names, origin=f"the names of {data.names_from}")
         if given is not None:
             check_same_classes(classes, given)
+            classes.category_ids = given.category_ids
     else:
         classes = given
     return DatasetSource(str(path), "yolo", split, data.annotations, classes, data.report)

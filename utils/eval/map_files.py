@@ -20,14 +20,14 @@ without a ground-truth file) are collected as messages naming the file and line;
 affected line or file is skipped and the rest is used.
 """
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from utils.data.annotation import read_annotation_file
-from utils.eval.metrics import ImageDetections, ImageGroundTruth
+from utils.eval.metrics import ImageDetections, ImageGroundTruth, coco_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,13 @@ class EvalImage:
         image_id: the image file's stem, the name of its text files.
         path: the image file path.
         ground_truth: ImageGroundTruth, boxes (N, 4) xyxy pixels of the image.
+        source_id: the image's id in its dataset (COCO image id), or None.
     """
 
     image_id: str
     path: Path
     ground_truth: ImageGroundTruth
+    source_id: int = None
 
 
 def _fmt(value):
@@ -248,31 +250,33 @@ def write_detection_files(predictor, images, out_dir, batch_size=8, progress=Tru
     return written, problems
 
 
-def images_from_annotations(path, class_names):
-    """Lists the images of an annotation file (utils.data.annotation format) with their ground truth.
+def images_from_source(source):
+    """Lists the images of a dataset with their ground truth.
 
     Args:
-        path: the annotation file; class ids index ``class_names``; the optional
-            sixth box field marks difficult objects.
-        class_names: list of class names.
+        source: ``utils.data.sources.DatasetSource`` (any format: annotation lines,
+            COCO JSON, YOLO txt, VOC); class ids index ``source.classes.names``;
+            difficult objects (VOC difficult, COCO crowd regions) are flagged.
 
     Returns:
-        (images, problems): list of EvalImage in file order, and messages for the
-        skipped lines, boxes and repeated image ids.
+        (images, problems): list of EvalImage in dataset order (``source_id`` set to
+        the COCO image id for a COCO source), and messages for the skipped lines,
+        boxes and repeated image ids.
     """
-    annotations, problems = read_annotation_file(path, num_classes=len(class_names))
+    problems = list(source.problems)
+    ids = source.image_ids if source.image_ids is not None else [None] * len(source.annotations)
     images, seen = [], {}
-    for ann in annotations:
+    for ann, source_id in zip(source.annotations, ids):
         image_id = Path(ann.path).stem
         if image_id in seen:
             problems.append(
-                f"{path}: image {ann.path!r} has the same file stem {image_id!r} as {seen[image_id]!r}; "
+                f"{source.path}: image {ann.path!r} has the same file stem {image_id!r} as {seen[image_id]!r}; "
                 "its files would collide, image skipped"
             )
             continue
         seen[image_id] = ann.path
         gt = ImageGroundTruth(ann.boxes.astype(np.float64), ann.classes.astype(np.int64), ann.difficult.astype(bool))
-        images.append(EvalImage(image_id, Path(ann.path), gt))
+        images.append(EvalImage(image_id, Path(ann.path), gt, source_id))
     return images, problems
 
 
@@ -547,6 +551,38 @@ def read_map_files(out_dir, class_names=None):
         for entry in list(ground_truth.values()) + list(detections.values()):
             entry.classes = remap[entry.classes]
     return MapFiles(ground_truth, detections, names, problems)
+
+
+COCO_GT_FILE = "coco_ground_truth.json"
+COCO_DET_FILE = "coco_detections.json"
+
+
+def write_coco_files(out_dir, ground_truth, detections, class_names, category_ids=None, image_ids=None):
+    """Writes the ground truth and the detections as COCO JSON, with the dataset's ids.
+
+    ``<out_dir>/coco_detections.json`` is a COCO results list (``image_id``,
+    ``category_id``, ``bbox`` [x, y, w, h] pixels, ``score``) and
+    ``<out_dir>/coco_ground_truth.json`` the matching instances file, so that other
+    COCO tools can score the detections.
+
+    Args:
+        out_dir: the output folder.
+        ground_truth: ``{image_id: ImageGroundTruth}``.
+        detections: ``{image_id: ImageDetections}``.
+        class_names: list of class names.
+        category_ids: the dataset's category id of each class (default 1..C).
+        image_ids: ``{image_id: COCO image id}`` for the images that have one (a
+            COCO source); the others are numbered by their position in ``ground_truth``.
+
+    Returns:
+        (ground-truth path, detections path).
+    """
+    dataset, results = coco_datasets(ground_truth, detections, class_names, category_ids, image_ids)
+    out_dir = Path(out_dir)
+    gt_path, det_path = out_dir / COCO_GT_FILE, out_dir / COCO_DET_FILE
+    gt_path.write_text(json.dumps(dataset) + "\n", encoding="utf-8")
+    det_path.write_text(json.dumps(results) + "\n", encoding="utf-8")
+    return gt_path, det_path
 
 
 def format_problems(problems, limit=20):

@@ -474,11 +474,12 @@ def json_ready(result):
     return clean(result)
 
 
-def coco_datasets(ground_truth, detections, class_names):
+def coco_datasets(ground_truth, detections, class_names, category_ids=None, image_ids=None):
     """Builds the pycocotools ground-truth dataset and detection list in memory.
 
-    Conventions: image ids are 1..N in ``ground_truth`` order; category id = class id
-    + 1 (pycocotools treats id 0 as "no id" in places); boxes are written as COCO's
+    Conventions: image ids are 1..N in ``ground_truth`` order and category id = class
+    id + 1 (pycocotools treats id 0 as "no id" in places), unless the dataset's own
+    ids are given; boxes are written as COCO's
     ``[x_min, y_min, width, height]`` with width = x2 - x1 and height = y2 - y1
     (continuous coordinates, no +1); the ground-truth ``area`` is that box area;
     difficult objects get ``iscrowd=1`` and ``ignore=1``, which COCOeval ignores in
@@ -488,6 +489,10 @@ def coco_datasets(ground_truth, detections, class_names):
         ground_truth: per-image ground truth (see the module docstring).
         detections: per-image detections (see the module docstring).
         class_names: list of class names; class ids index it.
+        category_ids: the category id of each class (e.g. a COCO dataset's own,
+            non-contiguous ids), or None for class id + 1.
+        image_ids: ``{image_id: COCO image id}`` covering every image of
+            ``ground_truth``, or None for 1..N.
 
     Returns:
         (dataset, results): ``dataset`` is a dict with ``images``, ``annotations``,
@@ -497,7 +502,18 @@ def coco_datasets(ground_truth, detections, class_names):
     """
     gt_items = _as_items(ground_truth, "ground_truth")
     num_classes = len(class_names)
-    image_index = {image_id: i + 1 for i, (image_id, _) in enumerate(gt_items)}
+    if category_ids is None:
+        category_ids = list(range(1, num_classes + 1))
+    elif len(category_ids) != num_classes:
+        raise ValueError(f"{len(category_ids)} category ids given for {num_classes} class names")
+    category_ids = [int(i) for i in category_ids]
+    if image_ids is None:
+        image_index = {image_id: i + 1 for i, (image_id, _) in enumerate(gt_items)}
+    else:
+        missing = [image_id for image_id, _ in gt_items if image_id not in image_ids]
+        if missing:
+            raise ValueError(f"no COCO image id given for {len(missing)} image(s), e.g. {missing[:5]!r}")
+        image_index = {image_id: int(image_ids[image_id]) for image_id, _ in gt_items}
     images, annotations = [], []
     for image_id, entry in gt_items:
         boxes, classes = _boxes_and_classes(entry, image_id, "ground truth", num_classes)
@@ -511,14 +527,14 @@ def coco_datasets(ground_truth, detections, class_names):
                 {
                     "id": len(annotations) + 1,
                     "image_id": coco_id,
-                    "category_id": int(cls) + 1,
+                    "category_id": category_ids[int(cls)],
                     "bbox": [float(box[0]), float(box[1]), w, h],
                     "area": w * h,
                     "iscrowd": int(bool(diff)),
                     "ignore": int(bool(diff)),
                 }
             )
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(class_names)]
+    categories = [{"id": cid, "name": name} for cid, name in zip(category_ids, class_names)]
     results = []
     for image_id, entry in _as_items(detections, "detections"):
         if entry is None:
@@ -534,7 +550,7 @@ def coco_datasets(ground_truth, detections, class_names):
             results.append(
                 {
                     "image_id": coco_id,
-                    "category_id": int(cls) + 1,
+                    "category_id": category_ids[int(cls)],
                     "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
                     "score": float(score),
                 }
