@@ -34,7 +34,18 @@ def build_parser():
     parser.add_argument(
         "--annotations",
         required=True,
-        help="annotation file (image_path x1,y1,x2,y2,class_id ...), e.g. 2007_train.txt.",
+        help="annotation file (image_path x1,y1,x2,y2,class_id ...), e.g. 2007_train.txt, or any dataset "
+        "train.py reads: a COCO JSON file, a YOLO data YAML or folder, a VOC folder.",
+    )
+    parser.add_argument(
+        "--split",
+        default="train",
+        help="split of a YOLO data YAML or a VOC folder (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="folder of a COCO file's images when its file names are relative (default: the JSON file's folder).",
     )
     parser.add_argument(
         "--input-size",
@@ -84,8 +95,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        wh, problems = load_box_sizes(args.annotations, args.input_size)
-    except FileNotFoundError as exc:
+        wh, problems = load_box_sizes(args.annotations, args.input_size, split=args.split, images=args.images)
+    except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if problems:

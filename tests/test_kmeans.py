@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.data.annotation import Annotation, write_annotation_file
+from utils.data.annotation import Annotation, read_annotation_file, write_annotation_file
 from utils.config import DEFAULT_ANCHORS
 from utils.data.kmeans import (
     kmeans_anchors,
@@ -121,6 +121,16 @@ def test_load_box_sizes_reads_the_annotation_file(tmp_path):
     assert wh.shape == (60, 2)
     assert len(problems) == 1 and "gone.jpg" in problems[0]
     assert kmeans_anchors(wh, k=3, seed=0).mean_iou > 0.8
+
+
+def test_load_box_sizes_reads_a_coco_file_like_its_lines(tmp_path):
+    from utils.data.coco import write_coco
+
+    lines = make_annotation_file(tmp_path, with_problems=False)
+    annotations, _ = read_annotation_file(lines)
+    coco = tmp_path / "coco.json"
+    write_coco(coco, annotations, [f"c{k}" for k in range(20)])
+    np.testing.assert_allclose(load_box_sizes(coco, 416)[0], load_box_sizes(lines, 416)[0], rtol=1e-6)
 
 
 def test_cli_writes_nine_anchors_that_load_anchors_reads(tmp_path):

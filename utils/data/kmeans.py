@@ -175,7 +175,8 @@ def letterbox_box_sizes(annotations, input_size, size_of=image_size):
     Args:
         annotations: list of utils.data.annotation.Annotation (boxes xyxy pixels).
         input_size: side S of the square network input.
-        size_of: function path -> (width, height) raising OSError when unreadable.
+        size_of: function path -> (width, height) raising OSError when unreadable
+            (the scale is the same for the stored and the displayed orientation).
 
     Returns:
         (wh, problems): float64 (N, 2) width, height in input pixels, scaled by
@@ -202,23 +203,34 @@ def letterbox_box_sizes(annotations, input_size, size_of=image_size):
     return wh, problems
 
 
-def load_box_sizes(annotation_path, input_size):
-    """Reads an annotation file and returns its box sizes letterboxed to the input.
+def load_box_sizes(annotation_path, input_size, split="train", images=None):
+    """Reads a dataset and returns its box sizes letterboxed to the input.
 
-    Image paths are opened as written in the file (relative paths from the current
-    folder); only the image headers are read.
+    Image paths are opened as written (relative paths from the current folder); only
+    the image headers are read.
 
     Args:
-        annotation_path: annotation file (utils.data.annotation format).
+        annotation_path: an annotation file (utils.data.annotation format, every class
+            id accepted), or any other dataset ``utils.data.sources`` reads (COCO JSON,
+            YOLO data YAML or folder, VOC folder).
         input_size: side S of the square network input.
+        split: the split of a YOLO data YAML or VOC folder.
+        images: folder of a COCO file's images when its file names are relative.
 
     Returns:
         (wh, problems): float64 (N, 2) width, height in input pixels; list of str for
         every line, box or image skipped.
 
     Raises:
-        FileNotFoundError: the annotation file does not exist.
+        FileNotFoundError: the dataset does not exist.
+        utils.data.report.DatasetError: the dataset cannot be read.
     """
-    annotations, problems = read_annotation_file(Path(annotation_path))
+    from utils.data.sources import detect_format, read_dataset
+
+    if detect_format(annotation_path) == "lines":
+        annotations, problems = read_annotation_file(Path(annotation_path))
+    else:
+        source = read_dataset(annotation_path, split=split, images=images)
+        annotations, problems = source.annotations, source.problems
     wh, image_problems = letterbox_box_sizes(annotations, input_size)
     return wh, problems + image_problems
