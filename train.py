@@ -1,7 +1,10 @@
-"""Train EfficientNet-YOLOv3 on VOC-format annotation files.
+"""Train EfficientNet-YOLOv3 on annotation lines, COCO JSON, YOLO txt or VOC datasets.
 
 Examples:
     python train.py --train 2007_train.txt --val 2007_val.txt --classes model_data/voc_classes.txt
+    python train.py --train coco/annotations/instances_train2017.json --images coco/train2017 \
+        --val coco/annotations/instances_val2017.json --val-images coco/val2017
+    python train.py --train data.yaml --val data.yaml
     python train.py --train 2007_train.txt --val 2007_val.txt --backbone-weights none --epochs 100
     python train.py --resume logs/exp
 """
@@ -24,10 +27,20 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--train", default=d.train, help="training annotation file (voc_annotation.py line format)")
-    g.add_argument("--val", default=d.val, help="validation annotation file; '' holds out --val-fraction of --train")
+    g.add_argument("--train", default=d.train,
+                   help="training data: an annotation-line file (voc_annotation.py), a COCO JSON file, a YOLO data "
+                   "YAML (its train split) or folder; the format is detected")
+    g.add_argument("--val", default=d.val,
+                   help="validation data, any format of --train (a YOLO data YAML: its val split); '' holds out "
+                   "--val-fraction of --train")
+    g.add_argument("--images", default=d.images,
+                   help="folder of the images of a COCO --train file whose file names are relative ('': the JSON "
+                   "file's folder)")
+    g.add_argument("--val-images", default=d.val_images, help="the same for a COCO --val file ('': --images)")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="part of --train held out when --val ''")
-    g.add_argument("--classes", default=d.classes, help="class names file, one per line")
+    g.add_argument("--classes", default=d.classes,
+                   help="class names file, one per line; '' takes the dataset's (COCO categories, YOLO names), "
+                   "model_data/voc_classes.txt for annotation-line files; given, it must match the dataset's")
     g.add_argument("--anchors", default=d.anchors, help="anchors file (9 anchors 'w,h, ...' at the input size)")
     g.add_argument("--cache", action="store_true", help="keep the encoded image files in memory")
     g = p.add_argument_group("model")

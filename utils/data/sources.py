@@ -293,7 +293,7 @@ class TrainingData:
     descriptions: list
 
 
-def read_training_data(train, val=None, classes=None, images=None):
+def read_training_data(train, val=None, classes=None, images=None, val_images=None):
     """Reads and checks the training and validation datasets of a run.
 
     The training set is read as its own ``train`` split (YOLO, VOC), the validation
@@ -303,7 +303,8 @@ def read_training_data(train, val=None, classes=None, images=None):
         train: the training dataset (any format of ``read_dataset``).
         val: the validation dataset, or None.
         classes: a classes file path, or None for the dataset's names.
-        images: folder of the images of a COCO file with relative file names.
+        images: folder of the images of a COCO training file with relative file names.
+        val_images: the same for a COCO validation file (default: ``images``).
 
     Returns:
         TrainingData.
@@ -316,9 +317,9 @@ def read_training_data(train, val=None, classes=None, images=None):
 
     problems, descriptions = [], []
 
-    def read(path, what, split, expected):
+    def read(path, what, split, expected, folder):
         try:
-            source = read_dataset(path, split=split, images=images, classes=expected)
+            source = read_dataset(path, split=split, images=folder, classes=expected)
         except DatasetError as exc:
             raise DatasetError(f"{what}: {exc}") from None
         problems.extend(source.problems)
@@ -333,7 +334,7 @@ def read_training_data(train, val=None, classes=None, images=None):
             )
         return usable, source.classes
 
-    train_set, found = read(train, "--train", "train", classes)
-    val_set = read(val, "--val", "val", found)[0] if val else None
+    train_set, found = read(train, "--train", "train", classes, images)
+    val_set = read(val, "--val", "val", found, val_images or images)[0] if val else None
     return TrainingData(train_set, val_set, found, problems, descriptions)
 

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
+from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ class TrainConfig:
 
     train: str = "2007_train.txt"
     val: str = "2007_val.txt"
-    classes: str = str(DEFAULT_CLASSES)
+    classes: str = ""  # "": the dataset's names (annotation lines: model_data/voc_classes.txt)
+    images: str = ""  # folder of a COCO --train file's images with relative file names ("": the JSON's folder)
+    val_images: str = ""  # the same for a COCO --val file ("": --images)
     anchors: str = str(DEFAULT_ANCHORS)
     backbone: str = DEFAULT_BACKBONE
     alpha: float = 0.0  # 0: the backbone's default (MobileNetV2 width multiplier)
@@ -116,11 +118,16 @@ def validate(cfg):
         raise ConfigError(f"--mosaic-ratio must be in [0, 1], got {cfg.mosaic_ratio}")
     if cfg.best_by == "map" and cfg.eval_period <= 0:
         raise ConfigError("--best-by map needs --eval-period > 0")
-    for flag, path in (("--train", cfg.train), ("--classes", cfg.classes), ("--anchors", cfg.anchors)):
-        if not Path(path).is_file():
+    for flag, path in (("--classes", cfg.classes), ("--anchors", cfg.anchors)):
+        if path and not Path(path).is_file():
             raise ConfigError(f"{flag} file not found: {path}")
-    if cfg.val and not Path(cfg.val).is_file():
-        raise ConfigError(f"--val file not found: {cfg.val} (pass --val '' to hold out part of --train instead)")
+    for flag, folder in (("--images", cfg.images), ("--val-images", cfg.val_images)):
+        if folder and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} folder not found: {folder}")
+    if not Path(cfg.train).exists():
+        raise ConfigError(f"--train dataset not found: {cfg.train}")
+    if cfg.val and not Path(cfg.val).exists():
+        raise ConfigError(f"--val dataset not found: {cfg.val} (pass --val '' to hold out part of --train instead)")
     if cfg.weights and not Path(cfg.weights).is_file():
         raise ConfigError(f"--weights checkpoint not found: {cfg.weights}")
     weights = str(cfg.backbone_weights).lower()
@@ -138,33 +145,25 @@ def model_options(cfg):
     }
 
 
-def load_data(cfg, class_names):
-    """Reads and checks the annotation files.
+def load_data(cfg):
+    """Reads and checks the training and validation data, in any format
+    ``utils.data.sources`` reads (annotation lines, COCO JSON, YOLO txt, VOC).
 
     Returns:
-        (train_annotations, val_annotations, problems).
+        ``utils.data.sources.TrainingData``: ``train`` and ``val`` (held out of the
+        training data when ``cfg.val`` is empty), ``classes``, ``problems`` and
+        ``descriptions``.
     """
-    from utils.data.annotation import read_annotation_file
-    from utils.data.dataset import check_annotations
+    from utils.data.report import DatasetError
+    from utils.data.sources import read_training_data
 
-    problems = []
-
-    def read(path, what):
-        annotations, bad_lines = read_annotation_file(path, num_classes=len(class_names))
-        problems.extend(bad_lines)
-        usable, bad = check_annotations(annotations, len(class_names))
-        problems.extend(bad)
-        if not usable:
-            raise ConfigError(
-                f"{what} file {path} holds no usable line ({len(problems)} problems; first: "
-                f"{problems[0] if problems else 'the file is empty'})"
-            )
-        return usable
-
-    train = read(cfg.train, "--train")
-    if cfg.val:
-        val = read(cfg.val, "--val")
-    else:
+    try:
+        data = read_training_data(cfg.train, cfg.val or None, classes=cfg.classes or None, images=cfg.images or None,
+                                  val_images=cfg.val_images or None)
+    except (DatasetError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from None
+    train, val = data.train, data.val
+    if val is None:
         rng = random.Random(cfg.seed)
         order = list(range(len(train)))
         rng.shuffle(order)
@@ -182,7 +181,8 @@ def load_data(cfg, class_names):
             f"Too few training images for one batch: {len(train)} usable image(s), batch size {largest} ({flag}). "
             "Add images or lower --batch-size / --freeze-batch-size."
         )
-    return train, val, problems
+    data.train, data.val = train, val
+    return data
 
 
 def has_pretrained(cfg):
@@ -274,7 +274,7 @@ def phase_plan(cfg, has_pretrained):
     return phases
 
 
-def format_summary(cfg, run_dir, n_train, n_val, phases, class_names):
+def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=()):
     """The one-screen summary printed at the start of a run."""
     lines = [f"Run folder: {run_dir}", "-" * 64]
     rows = [
@@ -293,6 +293,7 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names):
         ("seed / devices", f"{cfg.seed} / {cfg.devices or 'default'}"),
     ]
     lines += [f"{k:<26} {v}" for k, v in rows]
+    lines += [f"{'data read':<26} {line}" for line in datasets]
     lines.append("phases: " + "; ".join(
         f"epochs {p['start'] + 1}-{p['end']} {'frozen' if p['frozen'] else 'all layers'} batch {p['batch']}"
         f"{' mosaic' if p['mosaic'] else ''}" for p in phases))
@@ -352,7 +353,7 @@ def train(cfg, resume_dir=None):
     import keras
 
     from nets.loss import YoloLoss
-    from utils.model_data import load_anchors, load_classes
+    from utils.model_data import load_anchors
     from utils.run_dir import next_run_dir
     from utils.train.callbacks import RunCheckpointer
 
@@ -363,10 +364,10 @@ def train(cfg, resume_dir=None):
             return Path(resume_dir)
     cfg = cfg.resolved()
     validate(cfg)
-    class_names = load_classes(cfg.classes)
     anchors = load_anchors(cfg.anchors)
-    train_set, val_set, problems = load_data(cfg, class_names)
-    _print_problems(problems)
+    data = load_data(cfg)
+    train_set, val_set, class_names = data.train, data.val, data.classes.names
+    _print_problems(data.problems)
 
     strategy = setup_strategy(cfg.devices)
     pretrained = has_pretrained(cfg)
@@ -381,9 +382,9 @@ def train(cfg, resume_dir=None):
     if cfg.freeze_epochs and not pretrained:
         print(f"Note: no pretrained weights, so the backbone is trained from the start "
               f"(the {cfg.freeze_epochs} frozen epochs apply only to pretrained backbones).")
-    print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names))
+    print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names, data.descriptions))
 
-    model = _build_model(cfg, class_names, anchors, strategy, run_dir, state)
+    model = _build_model(cfg, class_names, anchors, strategy, run_dir, state, data.classes.category_ids)
     model.loss_fn = YoloLoss(anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing)
     val_ds = _validation_dataset(cfg, val_set, class_names, anchors, strategy.num_replicas_in_sync)
     evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
@@ -450,10 +451,11 @@ def _check_batches_split(phases, replicas, devices):
                           "use a multiple of the device count for --batch-size and --freeze-batch-size.")
 
 
-def _build_model(cfg, class_names, anchors, strategy, run_dir, state):
+def _build_model(cfg, class_names, anchors, strategy, run_dir, state, category_ids=None):
     """The detector under the strategy's scope, with the weights it starts from:
     the run's last checkpoint when resuming, else ``cfg.weights`` when given, else
-    the backbone weights of ``cfg.backbone_weights``."""
+    the backbone weights of ``cfg.backbone_weights``. ``category_ids`` (a COCO
+    dataset's) are stored with it."""
     from nets.yolo import YoloV3
     from utils.checkpoint import transfer_weights
 
@@ -462,6 +464,7 @@ def _build_model(cfg, class_names, anchors, strategy, run_dir, state):
             len(class_names),
             backbone=cfg.backbone,
             class_names=class_names,
+            category_ids=category_ids,
             input_size=cfg.input_size,
             anchors=anchors,
             backbone_weights=None if (state or cfg.backbone_weights.lower() in ("none", "")) else cfg.backbone_weights,
