@@ -74,8 +74,10 @@ def build_parser():
                         help="folder of the images of a COCO --annotations file whose file names are relative "
                              "(default: the JSON file's folder)")
     parser.add_argument("--classes",
-                        help="class names file, one a line (default: the model's class names, or "
-                             f"{DEFAULT_CLASSES.relative_to(DEFAULT_CLASSES.parent.parent)} without a model)")
+                        help="class names file, one a line (default: the model's class names; without a model, "
+                             "those of a COCO or YOLO --annotations dataset, else "
+                             f"{DEFAULT_CLASSES.relative_to(DEFAULT_CLASSES.parent.parent)}); a dataset naming "
+                             "other classes is an error")
     parser.add_argument("--classes-from-files", action="store_true",
                         help="modes 3/4: take the class names found in the files (sorted) instead of a "
                              "classes file; for files made by other tools")
