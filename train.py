@@ -5,7 +5,8 @@ Examples:
     python train.py --train coco/annotations/instances_train2017.json --images coco/train2017 \
         --val coco/annotations/instances_val2017.json --val-images coco/val2017
     python train.py --train data.yaml --val data.yaml
-    python train.py --train 2007_train.txt --val 2007_val.txt --backbone-weights none --epochs 100
+    python train.py --train 2007_train.txt --val 2007_val.txt --backbone efficientnet-lite0 --epochs 30
+    python train.py --train 2007_train.txt --val 2007_val.txt --recipe reference
     python train.py --resume logs/exp
 """
 
@@ -16,15 +17,25 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from utils.train.recipes import AUTO_MAX_ITERATIONS, RECIPE_CHOICES, RECIPE_FIELDS  # noqa: E402
 from utils.train.trainer import ConfigError, TrainConfig  # noqa: E402
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: from the recipe)" for the options a recipe sets."""
+
+    def _get_help_string(self, action):
+        if action.default is None and (action.dest in RECIPE_FIELDS or action.dest == "min_lr"):
+            return f"{action.help} (default: from the recipe)"
+        return super()._get_help_string(action)
 
 
 def parse_args(argv=None):
     d = TrainConfig()
     p = argparse.ArgumentParser(
-        description="Train EfficientNet-YOLOv3. Defaults follow the reference recipe "
-        "(416 input, 300 epochs, first 50 with the backbone frozen, SGD, cosine LR).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train EfficientNet-YOLOv3 (416 input, 300 epochs by default). How it learns comes from "
+        "a recipe: --recipe auto picks one for the run's length; --recipe reference is the reference design's.",
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--train", default=d.train,
@@ -58,24 +69,54 @@ def parse_args(argv=None):
                    help="initialize from a checkpoint (.keras); layers matched by name and shape, others reported")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=int, default=d.epochs, help="total epochs")
-    g.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
-                   help="first epochs with the backbone frozen (only with pretrained weights)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size with all layers trained")
     g.add_argument("--freeze-batch-size", type=int, default=d.freeze_batch_size, help="batch size while frozen")
-    g.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="SGD (momentum 0.937, Nesterov) or Adam")
-    g.add_argument("--lr", type=float, default=None, help="initial LR for a batch of 64 (default sgd 1e-2, adam 1e-3)")
-    g.add_argument("--min-lr", type=float, default=None, help="final LR for a batch of 64 (default lr/100)")
-    g.add_argument("--lr-schedule", choices=("cos", "step"), default=d.lr_schedule, help="cosine with warm-up, or step decay")
-    g.add_argument("--weight-decay", type=float, default=None, help="L2 on neck/head kernels (default sgd 5e-4, adam 0)")
+    g.add_argument("--lr-schedule", choices=("cos", "step"), default=d.lr_schedule, help="cosine, or step decay")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="class label smoothing")
     g.add_argument("--mosaic", action="store_true", help="Mosaic augmentation during the first --mosaic-ratio of epochs")
     g.add_argument("--mixup", action="store_true", help="MixUp augmentation during the first --mosaic-ratio of epochs")
-    g.add_argument("--jitter", type=float, default=d.jitter, help="aspect-ratio jitter of the augmentation")
-    g.add_argument("--scale-min", type=float, default=d.scale_min,
+    g = p.add_argument_group(
+        "recipe",
+        "A recipe sets every option of this group (python -m utils.train.recipes prints the table); "
+        "an option given here overrides it. The values used are printed and saved in config.json.",
+    )
+    g.add_argument("--recipe", choices=RECIPE_CHOICES, default=d.recipe,
+                   help="reference: the reference design's SGD recipe; short: AdamW + EMA for runs of up to "
+                   f"{AUTO_MAX_ITERATIONS:,} nominal iterations; long: SGD + EMA for longer ones; auto: short or "
+                   "long by the run's iterations")
+    g.add_argument("--freeze-epochs", type=int, default=None,
+                   help="first epochs with the backbone frozen (only with pretrained weights)")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None,
+                   help="SGD (Nesterov), Adam, or AdamW (decoupled weight decay)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate; every recipe uses the optimizer's default: sgd 1e-2, adam 1e-3, "
+                   "adamw 0.002*5/(4+classes)")
+    g.add_argument("--min-lr", type=float, default=None, help="final learning rate, lr/100 in every recipe")
+    g.add_argument("--lr-batch-scaling", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale the learning rates by batch/64 and clip them, as the reference does")
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum or Adam beta_1")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 on neck/head kernels (sgd, adam) or decoupled decay (adamw)")
+    g.add_argument("--warmup-epochs", type=float, default=None,
+                   help="per-step linear warm-up length; negative: the reference's per-epoch warm-up")
+    g.add_argument("--warmup-min-steps", type=int, default=None, help="shortest per-step warm-up")
+    g.add_argument("--warmup-bias-lr", type=float, default=None,
+                   help="biases' starting learning rate during the warm-up (SGD; 0: like the other weights)")
+    g.add_argument("--box-gain", type=float, default=None, help="weight of the box (CIoU) loss")
+    g.add_argument("--obj-gain", type=float, default=None, help="weight of the objectness loss at 416x416")
+    g.add_argument("--cls-gain", type=float, default=None, help="weight of the class loss at 80 classes")
+    g.add_argument("--loss-batch-scale", action=argparse.BooleanOptionalAction, default=None,
+                   help="multiply the loss by the batch size (YOLOv5/v8)")
+    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                   help="validate and save an exponential moving average of the weights (--no-ema: off)")
+    g.add_argument("--ema-decay", type=float, default=None, help="final EMA decay")
+    g.add_argument("--ema-tau", type=float, default=None, help="updates over which the EMA decay ramps up")
+    g.add_argument("--jitter", type=float, default=None, help="aspect-ratio jitter of the augmentation")
+    g.add_argument("--scale-min", type=float, default=None,
                    help="smallest random scale of an image, relative to the input size")
-    g.add_argument("--scale-max", type=float, default=d.scale_max,
+    g.add_argument("--scale-max", type=float, default=None,
                    help="largest random scale of an image, relative to the input size")
-    g.add_argument("--mosaic-ratio", type=float, default=d.mosaic_ratio,
+    g.add_argument("--mosaic-ratio", type=float, default=None,
                    help="part of the epochs with Mosaic/MixUp on; they are off for the rest")
     g = p.add_argument_group("run")
     g.add_argument("--save-dir", default=d.save_dir, help="folder of run folders")

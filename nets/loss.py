@@ -72,6 +72,9 @@ class YoloLoss:
         box_ratio: weight of the box term.
         obj_ratio: weight of the objectness term at a 416x416 input.
         cls_ratio: weight of the class term at 80 classes.
+        batch_scale: multiply the loss (total and components) by the batch size,
+            as YOLOv5/v8 do, so that SGD steps grow with the batch; the reference
+            loss is not scaled.
 
     Call:
         ``loss(y_true, y_pred) -> (total, components)``.
@@ -99,6 +102,7 @@ class YoloLoss:
         box_ratio=BOX_RATIO,
         obj_ratio=OBJ_RATIO,
         cls_ratio=CLS_RATIO,
+        batch_scale=False,
     ):
         anchors = np.asarray(anchors, dtype="float32")
         num_anchors = sum(len(mask) for mask in ANCHOR_MASK)
@@ -124,6 +128,7 @@ class YoloLoss:
         self.box_ratio = float(box_ratio)
         self.obj_ratio = float(obj_ratio)
         self.cls_ratio = float(cls_ratio)
+        self.batch_scale = bool(batch_scale)
 
     def __call__(self, y_true, y_pred):
         """Computes the loss; see the class docstring for arguments and returns."""
@@ -144,6 +149,9 @@ class YoloLoss:
             box_loss = box_loss + box
             obj_loss = obj_loss + obj
             cls_loss = cls_loss + cls
+        if self.batch_scale:
+            batch = ops.cast(ops.shape(gt_boxes)[0], "float32")
+            box_loss, obj_loss, cls_loss = box_loss * batch, obj_loss * batch, cls_loss * batch
         total = box_loss + obj_loss + cls_loss
         return total, {"box": box_loss, "obj": obj_loss, "cls": cls_loss}
 

@@ -1,7 +1,8 @@
-"""Training callbacks: learning-rate setting, NaN guard, mAP evaluation and the run
-folder's checkpoints, history CSV, plots and resumable state.
+"""Training callbacks: learning-rate setting, NaN guard, the weights' EMA, mAP
+evaluation and the run folder's checkpoints, history CSV, plots and resumable state.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.json"
 OPTIMIZER_FILE = "last_optimizer.npz"
+# With an EMA, last.keras holds the averaged weights; the raw ones training goes on
+# from are kept here for --resume.
+RAW_WEIGHTS_FILE = "last_raw_weights.npz"
 HISTORY_FILE = "history.csv"
 
 
@@ -26,17 +30,61 @@ class TrainingDiverged(RuntimeError):
 
 
 class LearningRateSetter(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate at each epoch start from ``schedule(epoch)``
-    and shows it in the progress bar as ``lr``."""
+    """Sets the optimizer's learning rate from ``schedule(epoch)`` and shows it in the
+    progress bar as ``lr``.
 
-    def __init__(self, schedule):
+    With ``warmup_steps`` the rate also rises linearly, step by step, from near 0 over
+    the first ``warmup_steps`` optimizer steps of the run; with a ``bias_group`` the
+    biases meanwhile fall linearly from ``warmup_bias_lr`` to the schedule's rate. The
+    optimizer then runs at the larger of the two rates and ``bias_group`` scales each
+    group's gradients down to its own rate (exact for SGD).
+
+    Args:
+        schedule: callable(epoch) -> learning rate of that epoch.
+        warmup_steps: length of the per-step warm-up (0: none).
+        steps_per_epoch: optimizer steps in an epoch (to count steps across epochs).
+        warmup_bias_lr: the biases' starting rate (used with ``bias_group``).
+        bias_group: a ``BiasGroup`` whose scales this callback sets, or None.
+    """
+
+    def __init__(self, schedule, warmup_steps=0, steps_per_epoch=1, warmup_bias_lr=0.0, bias_group=None):
         super().__init__()
         self.schedule = schedule
+        self.warmup_steps = int(warmup_steps)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.warmup_bias_lr = float(warmup_bias_lr)
+        self.bias_group = bias_group
+        self.epoch = 0
+        self.epoch_lr = None
         self.current = None
 
+    def rates(self, step):
+        """(weights' rate, biases' rate) at the 0-based optimizer step ``step``."""
+        if step >= self.warmup_steps:
+            return self.epoch_lr, self.epoch_lr
+        fraction = (step + 1) / (self.warmup_steps + 1)  # never a step at rate 0
+        lr = fraction * self.epoch_lr
+        if self.bias_group is None:
+            return lr, lr
+        return lr, self.warmup_bias_lr + fraction * (self.epoch_lr - self.warmup_bias_lr)
+
+    def _set(self, lr, bias_lr):
+        rate = max(lr, bias_lr)
+        if rate != self.current:
+            self.model.optimizer.learning_rate = rate
+            self.current = rate
+        if self.bias_group is not None:
+            self.bias_group.set_rates(lr, bias_lr, rate)
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.current = float(self.schedule(epoch))
-        self.model.optimizer.learning_rate = self.current
+        self.epoch = epoch
+        self.epoch_lr = float(self.schedule(epoch))
+        self._set(*self.rates(epoch * self.steps_per_epoch))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.steps_per_epoch + batch
+        if step <= self.warmup_steps:  # one more call ends the warm-up exactly
+            self._set(*self.rates(step))
 
     def on_train_batch_end(self, batch, logs=None):
         if logs is not None:
@@ -45,6 +93,33 @@ class LearningRateSetter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["lr"] = self.current
+
+
+class EmaUpdater(keras.callbacks.Callback):
+    """Updates a ``ModelEMA`` after every optimizer step and evaluates the validation
+    loss with the averaged weights."""
+
+    def __init__(self, ema):
+        super().__init__()
+        self.ema = ema
+        self._swap = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ema.update()
+
+    def on_test_begin(self, logs=None):
+        self._swap = self.ema.swapped()
+        self._swap.__enter__()
+
+    def on_test_end(self, logs=None):
+        if self._swap is not None:
+            self._swap.__exit__(None, None, None)
+            self._swap = None
+
+
+def averaged(ema):
+    """``ema.swapped()``, or a context that changes nothing without an EMA."""
+    return ema.swapped() if ema is not None else contextlib.nullcontext()
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -71,17 +146,19 @@ class MapEvaluator(keras.callbacks.Callback):
     """Every ``period`` epochs (and at the last), computes the validation mAP@0.5 with
     ``evaluate()`` -> (map, details) and adds it to the epoch logs as ``map``."""
 
-    def __init__(self, evaluate, period, total_epochs):
+    def __init__(self, evaluate, period, total_epochs, ema=None):
         super().__init__()
         self.evaluate = evaluate
         self.period = period
         self.total_epochs = total_epochs
+        self.ema = ema
 
     def on_epoch_end(self, epoch, logs=None):
         if self.period <= 0 or logs is None:
             return
         if (epoch + 1) % self.period == 0 or epoch + 1 == self.total_epochs:
-            value = float(self.evaluate())
+            with averaged(self.ema):
+                value = float(self.evaluate())
             logs["map"] = value
             print(f"\nEpoch {epoch + 1}: validation mAP@0.5 = {value:.4f}")
 
@@ -91,7 +168,9 @@ class RunCheckpointer(keras.callbacks.Callback):
 
     Files: ``last.keras`` (+ ``last_optimizer.npz``), ``best.keras`` (by validation loss or
     mAP), ``epoch_NNN.keras`` every ``save_period`` epochs, ``history.csv``,
-    ``loss.png`` / ``map.png`` and ``train_state.json`` (what ``--resume`` reads).
+    ``loss.png`` / ``map.png`` and ``train_state.json`` (what ``--resume`` reads). With an
+    EMA the checkpoints hold the averaged weights, and ``last_raw_weights.npz`` the raw
+    ones training continues from.
 
     Args:
         run_dir: the run folder.
@@ -99,10 +178,12 @@ class RunCheckpointer(keras.callbacks.Callback):
         best_by: "loss" (lowest val_loss, or loss without validation) or "map".
         history: rows of earlier epochs (when resuming).
         best: best value so far (when resuming).
+        ema: the run's ``ModelEMA``, or None.
     """
 
-    def __init__(self, run_dir, save_period, best_by="loss", history=None, best=None):
+    def __init__(self, run_dir, save_period, best_by="loss", history=None, best=None, ema=None):
         super().__init__()
+        self.ema = ema
         self.run_dir = Path(run_dir)
         self.save_period = save_period
         self.best_by = best_by
@@ -125,15 +206,19 @@ class RunCheckpointer(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         self.history.append(row)
 
-        save_model(self.model, self.run_dir / "last.keras", include_optimizer=False)
         optimizer_vars = {f"v{i:04d}": np.asarray(v) for i, v in enumerate(self.model.optimizer.variables)}
         atomic_write(self.run_dir / OPTIMIZER_FILE, lambda tmp: np.savez(tmp, **optimizer_vars), ".npz")
-        score = self._score(logs)
-        if score is not None and (self.best is None or score < self.best):
-            self.best = score
-            save_model(self.model, self.run_dir / "best.keras", include_optimizer=False)
-        if self.save_period and (epoch + 1) % self.save_period == 0:
-            save_model(self.model, self.run_dir / f"epoch_{epoch + 1:03d}.keras", include_optimizer=False)
+        if self.ema is not None:
+            raw = {f"v{i:04d}": np.asarray(v) for i, v in enumerate(self.model.weights)}
+            atomic_write(self.run_dir / RAW_WEIGHTS_FILE, lambda tmp: np.savez(tmp, **raw), ".npz")
+        with averaged(self.ema):
+            save_model(self.model, self.run_dir / "last.keras", include_optimizer=False)
+            score = self._score(logs)
+            if score is not None and (self.best is None or score < self.best):
+                self.best = score
+                save_model(self.model, self.run_dir / "best.keras", include_optimizer=False)
+            if self.save_period and (epoch + 1) % self.save_period == 0:
+                save_model(self.model, self.run_dir / f"epoch_{epoch + 1:03d}.keras", include_optimizer=False)
 
         write_history_csv(self.run_dir / HISTORY_FILE, self.history)
         plot_history(self.run_dir, self.history)
@@ -142,6 +227,7 @@ class RunCheckpointer(keras.callbacks.Callback):
             "best": self.best,
             "best_by": self.best_by,
             "frozen": self.frozen,
+            "ema_updates": int(self.ema.updates.numpy()) if self.ema is not None else None,
             "history": self.history,
         }
         atomic_write(self.run_dir / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)), ".json")
@@ -165,6 +251,18 @@ def restore_optimizer(optimizer, path, variables):
     for value, var in zip(saved, optimizer.variables):
         var.assign(value)
     return True
+
+
+def restore_raw_weights(model, path):
+    """Loads the raw (non-averaged) weights saved beside an EMA checkpoint into ``model``."""
+    with np.load(path) as data:
+        saved = [data[k] for k in sorted(data.files)]
+    if len(saved) != len(model.weights) or any(
+        tuple(s.shape) != tuple(v.shape) for s, v in zip(saved, model.weights)
+    ):
+        raise ValueError(f"{path} does not fit the model ({len(saved)} arrays for {len(model.weights)} weights).")
+    for value, var in zip(saved, model.weights):
+        var.assign(value)
 
 
 def write_history_csv(path, history):

