@@ -141,32 +141,17 @@ RECIPES = {
         scale_max=2.0,
         mosaic_ratio=0.9,
     ),
-    "long": Recipe(
-        name="long",
-        summary="SGD with YOLOv5 loss gains and batch scaling, bias warm-up, EMA",
-        optimizer="sgd",
-        lr=0.0,
-        lr_batch_scaling=False,
-        min_lr_ratio=0.01,
-        momentum=0.937,
-        weight_decay=DEFAULT_WEIGHT_DECAY,
-        warmup_epochs=3.0,
-        warmup_min_steps=100,
-        warmup_bias_lr=0.1,
-        box_gain=0.05,
-        obj_gain=_YOLOV5_OBJ_AT_416,
-        cls_gain=0.5,
-        loss_batch_scale=True,
-        ema=True,
-        ema_decay=0.9999,
-        ema_tau=2000.0,
-        freeze_epochs=50,
-        jitter=0.3,
-        scale_min=0.25,
-        scale_max=2.0,
-        mosaic_ratio=0.9,
-    ),
 }
+# The long recipe is the short one's loss normalization and EMA on the reference's optimizer.
+RECIPES["long"] = dataclasses.replace(
+    RECIPES["short"],
+    name="long",
+    summary="SGD with YOLOv5 loss gains and batch scaling, bias warm-up, EMA",
+    optimizer="sgd",
+    momentum=0.937,
+    warmup_bias_lr=0.1,
+    freeze_epochs=50,
+)
 RECIPE_CHOICES = ("auto", *RECIPES)
 # The fields a recipe sets (its name and summary aside).
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "summary"))
