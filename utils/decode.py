@@ -59,10 +59,13 @@ def decode_head(raw, anchors, num_classes, input_hw):
 
 @keras.saving.register_keras_serializable(package="effyolo")
 class YoloDecoder(keras.layers.Layer):
-    """Raw head outputs -> boxes in original-image pixels, after class-wise NMS.
+    """Raw head outputs -> boxes after class-wise NMS, in image or input pixels.
 
     Runs in the TensorFlow graph (sigmoid/exp decoding, letterbox correction,
     ``tf.image.combined_non_max_suppression``), so it can be part of an exported graph.
+    NMS runs on the unclipped boxes in input pixels: the map back to an image scales
+    and shifts each axis, which leaves every IoU unchanged, so the result is the same
+    with or without ``image_shapes`` and boxes are clipped only afterwards.
 
     Args:
         anchors: (9, 2) anchors in input pixels, sorted by area.
@@ -75,10 +78,12 @@ class YoloDecoder(keras.layers.Layer):
 
     Call args:
         raw_outputs: list of raw heads in STRIDES order, (B, S/stride, S/stride, 3·(5+C)).
-        image_shapes: (B, 2) original image (height, width) in pixels.
+        image_shapes: (B, 2) original image (height, width) in pixels, or None to get
+            the boxes in pixels of the network input (clipped to it).
 
     Returns:
-        dict with "boxes" (B, K, 4) xyxy pixels of the original image, "scores" (B, K),
+        dict with "boxes" (B, K, 4) xyxy pixels of the original image (of the input
+        when ``image_shapes`` is None), "scores" (B, K),
         "classes" (B, K) int32 and "valid" (B,) int32: the first valid[i] rows of
         image i are detections, sorted by descending score.
     """
@@ -107,25 +112,22 @@ class YoloDecoder(keras.layers.Layer):
             scores.append(ops.reshape(ops.sigmoid(obj) * ops.sigmoid(cls), (batch, -1, self.num_classes)))
         return ops.concatenate(boxes, axis=1), ops.concatenate(scores, axis=1)
 
-    def to_image_pixels(self, boxes_rel, image_shapes):
-        """(B, N, 4) xywh rel of the input -> (B, N, 4) xyxy pixels of each original image."""
-        image_hw = ops.cast(image_shapes, "float32")[:, None, :]  # (B, 1, 2) as (h, w)
-        image_wh = ops.flip(image_hw, axis=-1)
-        size = float(self.input_size)
-        xyxy = xywh_to_xyxy(boxes_rel) * size  # input pixels
-        if self.letterbox:
-            scale = ops.min(size / image_wh, axis=-1, keepdims=True)  # (B, 1, 1)
-            new_wh = ops.round(image_wh * scale)
-            offset = ops.floor((size - new_wh) / 2.0)
-            xyxy = (xyxy - ops.tile(offset, (1, 1, 2))) / scale
-        else:
-            xyxy = xyxy / ops.tile(size / image_wh, (1, 1, 2))
-        upper = ops.tile(image_wh, (1, 1, 2))
-        return ops.minimum(ops.maximum(xyxy, 0.0), upper)
-
-    def call(self, raw_outputs, image_shapes):
+    def decode_input_boxes(self, raw_outputs):
+        """Raw heads -> (B, N, 4) xyxy boxes in input pixels and (B, N, C) scores, before NMS."""
         boxes_rel, scores = self.decode_boxes(raw_outputs)
-        boxes = self.to_image_pixels(boxes_rel, image_shapes)
+        return xywh_to_xyxy(boxes_rel) * float(self.input_size), scores
+
+    def nms(self, boxes, scores):
+        """Class-wise NMS with this decoder's conf, nms_iou and max_boxes.
+
+        Args:
+            boxes: (B, N, 4) xyxy boxes, any pixel unit.
+            scores: (B, N, C) scores.
+
+        Returns:
+            dict with "boxes" (B, K, 4) as given, "scores" (B, K), "classes" (B, K)
+            int32 and "valid" (B,) int32, K = min(max_boxes · C, 1000), best first.
+        """
         max_total = min(self.max_boxes * self.num_classes, 1000)
         nms = tf.image.combined_non_max_suppression(
             tf.expand_dims(boxes, 2),
@@ -142,6 +144,31 @@ class YoloDecoder(keras.layers.Layer):
             "classes": tf.cast(nms.nmsed_classes, "int32"),
             "valid": tf.cast(nms.valid_detections, "int32"),
         }
+
+    def to_image_pixels(self, boxes, image_shapes):
+        """(B, K, 4) xyxy input pixels -> (B, K, 4) xyxy pixels of each original image, clipped to it."""
+        image_hw = ops.cast(image_shapes, "float32")[:, None, :]  # (B, 1, 2) as (h, w)
+        image_wh = ops.flip(image_hw, axis=-1)
+        size = float(self.input_size)
+        xyxy = boxes
+        if self.letterbox:
+            scale = ops.min(size / image_wh, axis=-1, keepdims=True)  # (B, 1, 1)
+            new_wh = ops.round(image_wh * scale)
+            offset = ops.floor((size - new_wh) / 2.0)
+            xyxy = (xyxy - ops.tile(offset, (1, 1, 2))) / scale
+        else:
+            xyxy = xyxy / ops.tile(size / image_wh, (1, 1, 2))
+        upper = ops.tile(image_wh, (1, 1, 2))
+        return ops.minimum(ops.maximum(xyxy, 0.0), upper)
+
+    def call(self, raw_outputs, image_shapes=None):
+        boxes, scores = self.decode_input_boxes(raw_outputs)
+        out = self.nms(boxes, scores)
+        if image_shapes is None:
+            out["boxes"] = ops.clip(out["boxes"], 0.0, float(self.input_size))
+        else:
+            out["boxes"] = self.to_image_pixels(out["boxes"], image_shapes)
+        return out
 
     def get_config(self):
         config = super().get_config()

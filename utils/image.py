@@ -183,6 +183,30 @@ def stretch(image, input_size):
     return cv2.resize(image, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
 
 
+def boxes_to_image(boxes, image_hw, input_size, letterboxed=True):
+    """Maps boxes from the network input back onto the original image, clipped to it.
+
+    The inverse of ``letterbox`` (or of ``stretch`` when ``letterboxed`` is False).
+
+    Args:
+        boxes: (N, 4) xyxy pixels of the S×S network input.
+        image_hw: (height, width) of the original image in pixels.
+        input_size: side S of the square network input.
+        letterboxed: whether the image was letterboxed (True) or stretched (False).
+
+    Returns:
+        float32 (N, 4) xyxy pixels of the original image.
+    """
+    h, w = image_hw
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if letterboxed:
+        scale, _, (top, left) = letterbox_geometry(image_hw, input_size)
+        mapped = (boxes - np.array([left, top, left, top], np.float32)) / np.float32(scale)
+    else:
+        mapped = boxes / np.array([input_size / w, input_size / h] * 2, np.float32)
+    return np.clip(mapped, 0.0, np.array([w, h, w, h], np.float32)).astype(np.float32)
+
+
 def list_images(folder):
     """All files in a folder (sorted, not recursive) with an image extension."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
