@@ -60,7 +60,8 @@ def build_parser():
     parser.add_argument("--mode", type=int, choices=sorted(MODES), default=0,
                         help="0 everything, 1 detections only, 2 ground truth only, 3 metrics from existing "
                              "files, 4 COCO metrics from existing files (default 0)")
-    parser.add_argument("--model", help="trained model checkpoint (needed by modes 0 and 1)")
+    parser.add_argument("--model", help="trained model checkpoint, or a model written by export.py (.onnx, .tflite, "
+                                        ".xml, SavedModel folder); needed by modes 0 and 1")
     parser.add_argument("--voc-root", default="VOCdevkit", help="VOCdevkit folder (default VOCdevkit)")
     parser.add_argument("--year", default="2007", help="VOC year, e.g. 2007 (default 2007)")
     parser.add_argument("--split", default="test",
@@ -107,10 +108,10 @@ def build_parser():
 
 
 def load_predictor(args):
-    """Builds the detector from --model and the prediction options."""
-    from utils.predict.predictor import Predictor
+    """Builds the detector from --model (a checkpoint or an export) and the prediction options."""
+    from utils.predict.runtimes import load_predictor as open_model
 
-    return Predictor.from_checkpoint(
+    return open_model(
         args.model,
         conf=args.conf,
         nms_iou=args.nms_iou,

@@ -73,7 +73,9 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True,
-                        help="trained checkpoint (.keras, or .weights.h5 with its .json beside it)")
+                        help="trained checkpoint (.keras, or .weights.h5 with its .json beside it), or a model "
+                             "written by export.py: .onnx (ONNX Runtime), .tflite (LiteRT), .xml (OpenVINO) or a "
+                             "SavedModel folder")
     parser.add_argument("--source", required=True,
                         help="an image file, a folder of images, a video file, or a webcam index (0, 1, ...)")
     parser.add_argument("--mode", choices=MODES, default="predict",
@@ -125,12 +127,12 @@ def build_parser():
 
 
 def load_predictor(args):
-    """The Predictor for --model and the prediction options; UsageError on bad files."""
+    """The predictor for --model (a checkpoint or an export) and the prediction options; UsageError on bad files."""
     from utils.checkpoint import CheckpointError
-    from utils.predict.predictor import Predictor
+    from utils.predict.runtimes import load_predictor as open_model
 
     try:
-        return Predictor.from_checkpoint(
+        return open_model(
             args.model,
             classes_path=args.classes,
             input_size=args.input_size,
