@@ -1,8 +1,8 @@
 """The package layering stays as utils/__init__.py describes it.
 
 Stages, bottom up: the shared modules of ``utils`` and ``nets``, then
-``utils.data``, ``utils.eval``, ``utils.predict``, ``utils.train`` and
-``utils.demo``. A module may import its own stage and the ones below it, never a
+``utils.data``, ``utils.eval``, ``utils.predict``, ``utils.export``,
+``utils.train`` and ``utils.demo``. A module may import its own stage and the ones below it, never a
 higher one; nothing in the product imports ``benchmarks`` or ``tests``.
 Imports inside functions count as much as those at the top of a file.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ("utils.data", "utils.eval", "utils.predict", "utils.train", "utils.demo")
+STAGES = ("utils.data", "utils.eval", "utils.predict", "utils.export", "utils.train", "utils.demo")
 FORBIDDEN_EVERYWHERE = ("benchmarks", "tests")
 
 

@@ -7,7 +7,10 @@ The stage packages, from the bottom up (each may import only the ones before it)
 * ``utils.eval``: mAP (VOC all-point, VOC07 11-point, COCO), the interchange files
   of ground truth and detections, and the evaluation plots.
 * ``utils.predict``: the in-graph predictor, input sources (images, folders, video,
-  webcam), drawing, and the prediction jobs behind ``predict.py``.
+  webcam), drawing, the prediction jobs behind ``predict.py``, and the runtimes
+  that run exported models (ONNX Runtime, LiteRT, TensorFlow, OpenVINO).
+* ``utils.export``: writing a trained model as ONNX, TFLite, SavedModel or
+  OpenVINO IR, int8 quantization, and the checks of an export against the model.
 * ``utils.train``: the training engine, its callbacks and learning-rate schedules.
 * ``utils.demo``: the synthetic shapes dataset and the ``make demo`` driver, which
   runs the scripts as a user would.

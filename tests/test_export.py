@@ -1,0 +1,474 @@
+"""export.py and the runtimes that run its artifacts, on a tiny model.
+
+One EfficientNet-B0 detector (input 64, three classes, random weights) is exported
+once per format for the module. A freshly initialized network answers almost the
+same for every image, so the fixture first sets the batch-norm statistics from a
+batch of images and scales the prediction layers until the scores spread out
+(without saturating); the comparisons with the Keras model then have many
+detections of distinct scores and boxes.
+
+Exporting costs tens of seconds per format on a small CPU, running a script as a
+subprocess about fifteen; the tests that run the scripts on every artifact are
+marked slow.
+"""
+
+import builtins
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from utils.predict.runtimes import ArtifactError, MissingRuntimeError, load_predictor
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ["cat", "traffic light", "dog"]
+SIZE = 64
+# Settings in the exported graphs; the Keras model is compared at the same ones.
+SETTINGS = dict(conf=0.1, nms_iou=0.3, max_boxes=20)
+FORMATS = ("onnx", "tflite", "saved_model", "openvino")
+# ONNX, the default, is checked in the quick run; the other exports take minutes more.
+EACH_FORMAT = [fmt if fmt == "onnx" else pytest.param(fmt, marks=pytest.mark.slow) for fmt in FORMATS]
+BOX_TOLERANCE = 0.5  # pixels of the original image
+SCORE_TOLERANCE = 1e-3
+
+
+def _images(count, seed=0):
+    from utils.export.exporter import synthetic_images
+
+    return [cv2.resize(im, (int(rng_w), int(rng_h)))
+            for im, (rng_w, rng_h) in zip(synthetic_images(count, seed),
+                                          np.random.default_rng(seed).integers(60, 200, (count, 2)))]
+
+
+def _varied_model():
+    """The tiny detector, with outputs that depend on the image."""
+    import keras
+
+    from nets.yolo import YoloV3, set_batchnorm_momentum
+    from utils.config import DEFAULT_ANCHORS
+    from utils.image import letterbox
+    from utils.model_data import load_anchors
+
+    keras.utils.set_random_seed(0)
+    anchors = load_anchors(DEFAULT_ANCHORS) * SIZE / 416
+    model = YoloV3(len(CLASSES), class_names=CLASSES, input_size=SIZE, anchors=anchors)
+    batch = np.stack([letterbox(im, SIZE) for im in _images(16, seed=1)]).astype("float32")
+    # Batch-norm statistics of real activations, the variances floored at their layer's
+    # mean: a channel nearly constant on these images must not blow up on others.
+    set_batchnorm_momentum(model, 0.0)
+    model(batch, training=True)
+    set_batchnorm_momentum(model, 0.97)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            variance = np.asarray(layer.moving_variance)
+            layer.moving_variance.assign(np.maximum(variance, variance.mean()))
+    for level, out in zip(("p5", "p4", "p3"), model(batch, training=False)):
+        layer = model.get_layer(f"head_{level}_pred")
+        spread = float(np.std(np.asarray(out) - np.asarray(layer.bias)))
+        # Logits of spread 1: scores spread over (0, 1) without saturating at 1.0,
+        # where ties would make the order of equal scores decide NMS.
+        layer.kernel.assign(np.asarray(layer.kernel) * (1.0 / spread))
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from utils.checkpoint import save_model
+
+    net = _varied_model()
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    save_model(net, path)
+    return net, path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Images of several sizes and an annotation file listing them."""
+    folder = tmp_path_factory.mktemp("data")
+    lines = []
+    for i, image in enumerate(_images(6, seed=3)):
+        path = folder / f"img{i}.jpg"
+        cv2.imwrite(str(path), image[..., ::-1])
+        h, w = image.shape[:2]
+        lines.append(f"{path} {w // 4},{h // 4},{w // 2},{h // 2},{i % 3} 5,5,{w - 5},{h - 5},{(i + 1) % 3}")
+    annotations = folder / "ann.txt"
+    annotations.write_text("\n".join(lines) + "\n")
+    return folder, annotations
+
+
+class _Exports(dict):
+    """Format -> artifact path, each format exported the first time a test asks for it."""
+
+    def __init__(self, model, folder):
+        super().__init__()
+        self.model, self.folder = model, folder
+
+    def __missing__(self, fmt):
+        from utils.export.exporter import ExportOptions, run_export
+
+        name = {"onnx": "m.onnx", "tflite": "m.tflite", "saved_model": "m_saved", "openvino": "m.xml"}[fmt]
+        options = ExportOptions(checkpoint=str(self.model[1]), format=fmt, check_images=2,
+                                out=str(self.folder / name), **SETTINGS)
+        self[fmt] = run_export(options)
+        return self[fmt]
+
+
+@pytest.fixture(scope="module")
+def artifacts(model, tmp_path_factory):
+    """Each format exported once, with the settings of SETTINGS, when first used."""
+    return _Exports(model, tmp_path_factory.mktemp("exports"))
+
+
+def _assert_same(reference, other, images):
+    from utils.export.verify import compare
+
+    result = compare(reference, other, images)
+    assert result.matched > 0
+    assert result.only_reference == result.only_other == 0, result.summary()
+    assert result.max_box_diff <= BOX_TOLERANCE, result.summary()
+    assert result.max_score_diff <= SCORE_TOLERANCE, result.summary()
+    return result
+
+
+# --- each format against the Keras model ------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", EACH_FORMAT)
+def test_export_reproduces_keras_detections(fmt, model, artifacts):
+    from utils.predict.predictor import Predictor
+
+    exported = load_predictor(artifacts[fmt], **SETTINGS)
+    assert exported.host_stage == ("nms" if fmt == "tflite" else "none")
+    images = _images(6, seed=5)
+    result = _assert_same(Predictor(model[0], **SETTINGS), exported, images)
+    assert result.matched >= 20
+
+
+@pytest.mark.parametrize("fmt", EACH_FORMAT)
+def test_exported_graph_has_exactly_one_image_input(fmt, artifacts):
+    path = artifacts[fmt]
+    if fmt == "onnx":
+        import onnx
+
+        graph = onnx.load(str(path)).graph
+        assert [(i.name, i.type.tensor_type.elem_type) for i in graph.input] == [("images", onnx.TensorProto.UINT8)]
+        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        assert dims[1:] == [SIZE, SIZE, 3]
+        assert [o.name for o in graph.output] == ["boxes", "scores", "classes", "count", "raw_s32", "raw_s16",
+                                                   "raw_s8"]
+    elif fmt == "tflite":
+        signatures = load_predictor(path).interpreter.get_signature_list()
+        assert signatures["serving_default"]["inputs"] == ["images"]
+    elif fmt == "saved_model":
+        import tensorflow as tf
+
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        args, kwargs = signature.structured_input_signature
+        assert args == () and list(kwargs) == ["images"] and kwargs["images"].dtype == tf.uint8
+    else:
+        import openvino as ov
+
+        ov_model = ov.Core().read_model(str(path))
+        assert [port.get_any_name() for port in ov_model.inputs] == ["images"]
+
+
+@pytest.mark.parametrize("fmt", EACH_FORMAT)
+def test_metadata_round_trips(fmt, model, artifacts):
+    exported = load_predictor(artifacts[fmt])
+    meta = exported.metadata
+    assert meta.class_names == CLASSES and exported.class_names == CLASSES
+    assert meta.input_size == SIZE == exported.input_size
+    np.testing.assert_allclose(meta.anchors, model[0].anchors, rtol=1e-6)
+    assert (meta.conf, meta.nms_iou, meta.max_boxes) == (SETTINGS["conf"], SETTINGS["nms_iou"], SETTINGS["max_boxes"])
+    assert meta.precision == "fp32" and meta.checkpoint == "tiny.keras"
+    assert meta.nms == ("host" if fmt == "tflite" else "graph")
+
+
+@pytest.mark.slow
+def test_other_settings_and_anchors_run_on_the_host(model, artifacts):
+    from utils.predict.predictor import Predictor
+    from utils.predict.runtimes import TFLitePredictor
+
+    images = _images(4, seed=7)
+    # Lower conf, another IoU: decoding and NMS on the host, as the Keras model does them.
+    evaluation = dict(conf=0.01, nms_iou=0.5, max_boxes=30)
+    exported = load_predictor(artifacts["onnx"], **evaluation)
+    assert exported.host_stage == "decode"
+    _assert_same(Predictor(model[0], **evaluation), exported, images)
+    # A higher conf than the export's is a filter on the graph's detections.
+    higher = dict(SETTINGS, conf=0.3)
+    exported = load_predictor(artifacts["openvino"], **higher)
+    assert exported.host_stage == "none"
+    _assert_same(Predictor(model[0], **higher), exported, images)
+    # Other anchors (and no letterbox) on TFLite, whose graph decodes with its own.
+    anchors = np.asarray(model[0].anchors) * 1.3
+    keras_predictor = Predictor(model[0], anchors=anchors, letterbox=False, **SETTINGS)
+    exported = TFLitePredictor(artifacts["tflite"], anchors=anchors, letterbox=False, **SETTINGS)
+    assert exported.host_stage == "decode"
+    _assert_same(keras_predictor, exported, images)
+
+
+@pytest.mark.slow
+def test_heatmap_heads_match(model, artifacts):
+    from utils.predict.predictor import Predictor
+
+    images = _images(2, seed=9)
+    reference = Predictor(model[0]).raw_outputs(images)
+    for fmt in FORMATS:
+        heads = load_predictor(artifacts[fmt]).raw_outputs(images)
+        for a, b in zip(reference, heads):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_raw_export_decodes_on_the_host(model, tmp_path):
+    from utils.export.exporter import ExportOptions, run_export
+    from utils.predict.predictor import Predictor
+
+    path = run_export(ExportOptions(checkpoint=str(model[1]), format="onnx", raw=True, check_images=1,
+                                    out=str(tmp_path / "raw.onnx")))
+    import onnx
+
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["raw_s32", "raw_s16", "raw_s8"]
+    exported = load_predictor(path, **SETTINGS)
+    assert exported.metadata.nms == "none" and exported.host_stage == "decode"
+    _assert_same(Predictor(model[0], **SETTINGS), exported, _images(3, seed=11))
+
+
+def test_input_size_other_than_the_exports_is_refused(artifacts):
+    with pytest.raises(ArtifactError, match="exported for input 64.*--input-size 96"):
+        load_predictor(artifacts["onnx"], input_size=96)
+
+
+# --- int8 ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_int8_onnx_and_openvino(model, data, tmp_path, capsys):
+    import onnx
+
+    from utils.export.exporter import ExportOptions, run_export
+
+    _, annotations = data
+    common = dict(checkpoint=str(model[1]), int8=True, calib=str(annotations), eval=str(annotations),
+                  check_images=2, **SETTINGS)
+    path = run_export(ExportOptions(format="onnx", out=str(tmp_path / "m_int8.onnx"), **common))
+    printed = capsys.readouterr().out
+    assert "mAP@0.5" in printed and "Keras" in printed and "onnx int8" in printed
+    graph = onnx.load(str(path)).graph
+    quantized = {node.name for node in graph.node if node.op_type == "QuantizeLinear"}
+    assert len(quantized) > 20
+    # Decoding and NMS stay in float: nothing after the raw heads is quantized.
+    assert any(node.op_type == "NonMaxSuppression" for node in graph.node)
+    heads = {"raw_s32", "raw_s16", "raw_s8"}
+    assert not any(node.op_type == "QuantizeLinear" and heads & set(node.input) for node in graph.node)
+    exported = load_predictor(path, **SETTINGS)
+    assert exported.metadata.precision == "int8" and exported.host_stage == "none"
+    assert len(exported.predict(_images(1)[0])) >= 0
+
+    common.pop("eval")
+    xml = run_export(ExportOptions(format="openvino", out=str(tmp_path / "m_int8.xml"), **common))
+    exported = load_predictor(xml, **SETTINGS)
+    assert exported.metadata.precision == "int8"
+    assert all(len(d) >= 0 for d in exported.predict_batch(_images(2)))
+
+
+def test_int8_needs_calibration_and_a_format_that_has_it(model, tmp_path, capsys):
+    import export
+
+    assert export.main(["--model", str(model[1]), "--format", "onnx", "--int8"]) == 2
+    assert "--int8 needs --calib" in capsys.readouterr().err
+    assert export.main(["--model", str(model[1]), "--format", "tflite", "--int8", "--calib", "x.txt"]) == 2
+    assert "--int8 is available for --format onnx and openvino" in capsys.readouterr().err
+    assert export.main(["--model", str(model[1]), "--format", "onnx", "--out", str(tmp_path / "m.tflite")]) == 2
+    assert "must end in .onnx" in capsys.readouterr().err
+    assert export.main(["--model", str(tmp_path / "missing.keras"), "--format", "onnx"]) == 2
+    assert "missing.keras" in capsys.readouterr().err
+
+
+def test_default_output_names():
+    from utils.export.exporter import default_output
+
+    assert default_output("logs/exp/best.keras", "onnx") == Path("logs/exp/best.onnx")
+    assert default_output("logs/exp/best.keras", "onnx", int8=True) == Path("logs/exp/best_int8.onnx")
+    assert default_output("logs/exp/last.weights.h5", "tflite", raw=True) == Path("logs/exp/last_raw.tflite")
+    assert default_output("best.keras", "saved_model") == Path("best_saved_model")
+    assert default_output("best.keras", "openvino", bf16=True) == Path("best_bf16.xml")
+
+
+# --- errors: missing runtimes, corrupt and foreign files --------------------------------
+
+
+def _hide_module(monkeypatch, name):
+    real_import = builtins.__import__
+
+    def fake_import(module, *args, **kwargs):
+        if module == name or module.startswith(name + "."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.mark.parametrize("fmt, module, pip", [
+    ("onnx", "onnxruntime", "pip install onnxruntime=="),
+    pytest.param("openvino", "openvino", "pip install openvino==", marks=pytest.mark.slow),
+])
+def test_missing_runtime_names_the_pip_line(fmt, module, pip, artifacts, monkeypatch):
+    _hide_module(monkeypatch, module)
+    with pytest.raises(MissingRuntimeError) as error:
+        load_predictor(artifacts[fmt])
+    assert pip in str(error.value) and str(artifacts[fmt]) in str(error.value)
+
+
+def test_missing_exporter_names_the_pip_line(model, tmp_path, monkeypatch, capsys):
+    import export
+
+    _hide_module(monkeypatch, "tf2onnx")
+    assert export.main(["--model", str(model[1]), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install tf2onnx==" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_corrupt_artifacts_name_the_file(tmp_path):
+    from utils.predict.runtimes import ExportMetadata
+
+    metadata = ExportMetadata(class_names=CLASSES, input_size=SIZE, anchors=np.ones((9, 2)).tolist()).to_json()
+    onnx_file = tmp_path / "bad.onnx"
+    onnx_file.write_bytes(b"\x08\x07 not a model")
+    tflite_file = tmp_path / "bad.tflite"
+    tflite_file.write_bytes(b"not a flatbuffer" * 4)
+    Path(str(tflite_file) + ".json").write_text(metadata)
+    xml_file = tmp_path / "bad.xml"
+    xml_file.write_text("<net><layers>")
+    saved = tmp_path / "bad_saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"garbage")
+    (saved / "effyolo.json").write_text(metadata)
+    bad_json = tmp_path / "badjson.tflite"
+    bad_json.write_bytes(b"x")
+    Path(str(bad_json) + ".json").write_text('{"format": "effyolo", "class_names": []}')
+    for path in (onnx_file, tflite_file, xml_file, saved, bad_json):
+        with pytest.raises(ArtifactError) as error:
+            load_predictor(path)
+        assert str(path) in str(error.value)
+    alone = tmp_path / "alone.tflite"
+    alone.write_bytes(b"x")
+    unknown = tmp_path / "model.pt"
+    unknown.write_bytes(b"x")
+    for path, message in ((alone, "alone.tflite.json is missing"), (unknown, "unknown model type"),
+                          (tmp_path, "not a SavedModel"), (tmp_path / "gone.onnx", "not found")):
+        with pytest.raises(ArtifactError, match=message):
+            load_predictor(path)
+
+
+def test_truncated_onnx_export_names_the_file(artifacts, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(Path(artifacts["onnx"]).read_bytes()[:5000])
+    with pytest.raises(ArtifactError, match="truncated.onnx: not a readable ONNX model"):
+        load_predictor(truncated)
+
+
+def test_onnx_without_metadata_is_refused(artifacts, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(artifacts["onnx"]))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    with pytest.raises(ArtifactError, match="only models written by export.py"):
+        load_predictor(foreign)
+
+
+def test_predict_cli_reports_a_corrupt_artifact(tmp_path, capsys):
+    import predict
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), _images(1)[0])
+    assert predict.main(["--model", str(bad), "--source", str(image), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err
+
+
+# --- the scripts on every artifact ------------------------------------------------------
+
+
+def _run(script, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    env.pop("DISPLAY", None)
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_predict_and_get_map_run_on_each_artifact(fmt, model, artifacts, data, tmp_path):
+    from utils.predict.predictor import Predictor
+
+    folder, annotations = data
+    image = folder / "img0.jpg"
+    result = _run("predict.py", "--model", artifacts[fmt], "--source", image, "--out", tmp_path / "pred",
+                  "--conf", SETTINGS["conf"], "--nms-iou", SETTINGS["nms_iou"], "--max-boxes", SETTINGS["max_boxes"],
+                  "--save-txt", "--count")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in (tmp_path / "pred" / "labels" / "img0.txt").read_text().splitlines()]
+    from utils.image import load_image
+
+    expected = Predictor(model[0], **SETTINGS).predict(load_image(image))
+    assert len(rows) == len(expected) > 0
+    assert sorted(float(r[1]) for r in rows) == pytest.approx(sorted(expected.scores.tolist()), abs=2e-3)
+
+    result = _run("get_map.py", "--model", artifacts[fmt], "--annotations", annotations, "--out", tmp_path / "map",
+                  "--no-plots")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "map" / "results.json").read_text())
+    assert summary["num_images"] == 6 and 0.0 <= summary["map"] <= 1.0
+    assert len(list((tmp_path / "map" / "detection-results").glob("*.txt"))) == 6
+
+
+@pytest.mark.slow
+def test_export_cli_prints_the_check(model, data, tmp_path):
+    _, annotations = data
+    out = tmp_path / "cli.onnx"
+    result = _run("export.py", "--model", model[1], "--format", "onnx", "--out", out, "--calib", annotations,
+                  "--conf", SETTINGS["conf"], "--check-images", 3)
+    assert result.returncode == 2 and "--calib is used with --int8 only" in result.stderr
+    result = _run("export.py", "--model", model[1], "--format", "onnx", "--out", out, "--eval", annotations,
+                  "--conf", SETTINGS["conf"], "--check-images", 3)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+    assert "Check on the first 3 images of" in result.stdout
+    assert "raw heads: largest difference" in result.stdout and "largest box difference" in result.stdout
+    assert "mAP@0.5" in result.stdout and "onnx fp32" in result.stdout
+
+
+# --- the shared map back to the image ---------------------------------------------------
+
+
+@pytest.mark.parametrize("letterboxed", [True, False])
+def test_boxes_to_image_matches_the_decoder(letterboxed):
+    import tensorflow as tf
+
+    from utils.decode import YoloDecoder
+    from utils.image import boxes_to_image
+
+    rng = np.random.default_rng(0)
+    anchors = rng.uniform(4, 60, (9, 2)).astype("float32")
+    heads = [rng.normal(0, 1.5, (2, SIZE // s, SIZE // s, 3 * 8)).astype("float32") for s in (32, 16, 8)]
+    shapes = np.array([[120, 200], [300, 90]], np.int32)
+    decoder = YoloDecoder(anchors, 3, SIZE, conf=0.2, letterbox=letterboxed)
+    in_image = decoder(heads, tf.constant(shapes))
+    in_input = decoder(heads)
+    for i, hw in enumerate(shapes):
+        n = int(in_image["valid"][i])
+        assert n == int(in_input["valid"][i]) > 0
+        mapped = boxes_to_image(np.asarray(in_input["boxes"][i, :n]), hw, SIZE, letterboxed)
+        np.testing.assert_allclose(mapped, np.asarray(in_image["boxes"][i, :n]), atol=1e-3)

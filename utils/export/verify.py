@@ -1,0 +1,150 @@
+"""Checking an export against the Keras model: detections side by side, and mAP.
+
+Detections of two predictors are matched per image and class (greedy by score, to
+the nearest box of the class if their IoU is at least 0.5 or no coordinate differs by
+more than a pixel); the comparison reports the largest box and score differences of the
+matched pairs and the detections only one side found.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from utils.data.annotation import read_annotation_file
+from utils.eval.metrics import ImageDetections, ImageGroundTruth, evaluate_voc
+from utils.image import ImageLoadError, load_image
+
+MATCH_IOU = 0.5
+MATCH_PIXELS = 1.0
+
+
+def _iou(box, boxes):
+    """IoU of one xyxy box with (N, 4) xyxy boxes."""
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+@dataclass
+class Comparison:
+    """How two predictors' detections differ over a set of images.
+
+    Attributes:
+        images: images compared.
+        matched: detection pairs found by both.
+        only_reference: detections only the reference found.
+        only_other: detections only the other predictor found.
+        max_box_diff: largest coordinate difference of a matched pair, pixels.
+        max_score_diff: largest score difference of a matched pair.
+        unmatched_max_score: highest score among the unmatched detections (0 if none);
+            near the threshold, a score difference flips a detection in or out.
+    """
+
+    images: int = 0
+    matched: int = 0
+    only_reference: int = 0
+    only_other: int = 0
+    max_box_diff: float = 0.0
+    max_score_diff: float = 0.0
+    unmatched_max_score: float = 0.0
+    box_diffs: list = field(default_factory=list, repr=False)
+
+    def add(self, reference, other):
+        """Adds one image: two Detections (boxes (N, 4) xyxy pixels, scores, classes)."""
+        self.images += 1
+        used = np.zeros(len(other), bool)
+        for i in np.argsort(-reference.scores, kind="stable"):
+            candidates = np.flatnonzero((other.classes == reference.classes[i]) & ~used)
+            best = None
+            if len(candidates):
+                # The nearest box of the class; boxes clipped to a sliver at the image
+                # border have no area, so a near-identical box also counts as a match.
+                distance = np.abs(other.boxes[candidates] - reference.boxes[i]).max(axis=1)
+                nearest = int(np.argmin(distance))
+                iou = _iou(reference.boxes[i], other.boxes[candidates[nearest : nearest + 1]])[0]
+                if iou >= MATCH_IOU or distance[nearest] <= MATCH_PIXELS:
+                    best = candidates[nearest]
+            if best is None:
+                self.only_reference += 1
+                self.unmatched_max_score = max(self.unmatched_max_score, float(reference.scores[i]))
+                continue
+            used[best] = True
+            self.matched += 1
+            box_diff = float(np.abs(reference.boxes[i] - other.boxes[best]).max())
+            self.box_diffs.append(box_diff)
+            self.max_box_diff = max(self.max_box_diff, box_diff)
+            self.max_score_diff = max(self.max_score_diff, float(abs(reference.scores[i] - other.scores[best])))
+        self.only_other += int((~used).sum())
+        if (~used).any():
+            self.unmatched_max_score = max(self.unmatched_max_score, float(other.scores[~used].max()))
+
+    def summary(self):
+        """One line for the console."""
+        line = (f"{self.images} images, {self.matched} detections matched: largest box difference "
+                f"{self.max_box_diff:.3f} px, largest score difference {self.max_score_diff:.2e}")
+        if self.only_reference or self.only_other:
+            line += (f"; unmatched: {self.only_reference} only in the Keras model, {self.only_other} only in the "
+                     f"export (highest score {self.unmatched_max_score:.3f})")
+        return line
+
+
+def compare(reference, other, images, batch_size=1):
+    """Runs two predictors on the same images and compares their detections.
+
+    Args:
+        reference: the predictor taken as the truth (the Keras model).
+        other: the predictor checked (an export).
+        images: RGB uint8 (H, W, 3) arrays.
+        batch_size: images per call.
+
+    Returns:
+        a Comparison.
+    """
+    result = Comparison()
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        for a, b in zip(reference.predict_batch(chunk), other.predict_batch(chunk)):
+            result.add(a, b)
+    return result
+
+
+def load_eval_set(annotation_path, class_names):
+    """The images of an annotation file with their ground truth, read into memory.
+
+    Args:
+        annotation_path: annotation-line file (``utils.data.annotation``).
+        class_names: the model's class names (boxes of other class ids are skipped).
+
+    Returns:
+        (images, ground_truth): lists of RGB arrays and of ImageGroundTruth, in
+        file order; unreadable images are left out.
+    """
+    annotations, _ = read_annotation_file(annotation_path, num_classes=len(class_names))
+    images, truth = [], []
+    for ann in annotations:
+        try:
+            images.append(load_image(ann.path))
+        except ImageLoadError:
+            continue
+        truth.append(ImageGroundTruth(ann.boxes.astype(np.float64), ann.classes.astype(np.int64),
+                                      ann.difficult.astype(bool)))
+    return images, truth
+
+
+def voc_map(predictor, images, ground_truth, batch_size=8):
+    """VOC all-point mAP@0.5 of a predictor on images with their ground truth.
+
+    The predictor should use the evaluation settings (conf 0.001, NMS IoU 0.5).
+
+    Returns:
+        the mAP in [0, 1] (NaN without ground truth).
+    """
+    detections = {}
+    for start in range(0, len(images), batch_size):
+        found = predictor.predict_batch(images[start : start + batch_size])
+        for offset, det in enumerate(found):
+            detections[start + offset] = ImageDetections(det.boxes, det.scores, det.classes)
+    truth = dict(enumerate(ground_truth))
+    return evaluate_voc(truth, detections, predictor.class_names)["map"]
