@@ -268,6 +268,10 @@ def test_int8_onnx_and_openvino(model, data, tmp_path, capsys):
     assert any(node.op_type == "NonMaxSuppression" for node in graph.node)
     heads = {"raw_s32", "raw_s16", "raw_s8"}
     assert not any(node.op_type == "QuantizeLinear" and heads & set(node.input) for node in graph.node)
+    # The prediction convolutions keep float weights: no DequantizeLinear feeds them.
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    predictions = [node for node in graph.node if node.op_type == "Conv" and "_pred" in node.name]
+    assert len(predictions) == 3 and not any(node.input[1] in dequantized for node in predictions)
     exported = load_predictor(path, **SETTINGS)
     assert exported.metadata.precision == "int8" and exported.host_stage == "none"
     assert len(exported.predict(_images(1)[0])) >= 0

@@ -255,6 +255,10 @@ def report(options, model, out, input_size, fp32_twin=None):
     print(f"  raw heads: largest difference {max(heads):.2e}")
     print(f"  detections (conf {options.conf}, NMS IoU {options.nms_iou}): "
           f"{compare(keras_predictor, exported, images).summary()}")
+    # At the evaluation settings too: far more boxes, NMS on the host unless exported so.
+    low = dict(conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU, max_boxes=options.max_boxes)
+    print(f"  detections (conf {EVAL_CONF}, NMS IoU {EVAL_NMS_IOU}): "
+          f"{compare(Predictor(model, input_size=input_size, **low), _open(out, **low), images).summary()}")
     if not options.eval:
         return
     print(f"mAP@0.5 (VOC all-point) on {options.eval} (conf {EVAL_CONF}, NMS IoU {EVAL_NMS_IOU}):")
