@@ -36,6 +36,7 @@ Examples:
   python predict.py --model logs/best.keras --source 0 --conf 0.4
   python predict.py --model logs/best.keras --source street.jpg --mode fps
   python predict.py --model logs/best.keras --source street.jpg --mode heatmap
+  python predict.py --model logs/best.onnx --source images/     # a model written by export.py
 """
 
 import argparse

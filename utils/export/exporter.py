@@ -251,7 +251,7 @@ def report(options, model, out, input_size, fp32_twin=None):
     images, where = check_images(options, options.check_images)
     heads = [np.abs(a - b).max() for a, b in zip(keras_predictor.raw_outputs(images[:2]),
                                                    exported.raw_outputs(images[:2]))]
-    print(f"Check on {where}, against the Keras model ({type(exported).__name__}):")
+    print(f"Check on {where}, {exported.runtime_name} against the Keras model:")
     print(f"  raw heads: largest difference {max(heads):.2e}")
     print(f"  detections (conf {options.conf}, NMS IoU {options.nms_iou}): "
           f"{compare(keras_predictor, exported, images).summary()}")

@@ -196,7 +196,7 @@ class ExportedPredictor(BasePredictor):
         conf, nms_iou, max_boxes, letterbox: as for ``Predictor``.
     """
 
-    runtime_name = "?"
+    runtime_name = "a runtime"
 
     def __init__(self, path, class_names=None, input_size=None, anchors=None, conf=DEFAULT_CONF,
                  nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True):
@@ -261,8 +261,9 @@ class ExportedPredictor(BasePredictor):
     def _run(self, batch, names):
         raise NotImplementedError
 
-    def _check_outputs(self, available):
-        needed = {"graph": DETECTION_OUTPUTS, "host": ("boxes", "scores"), "none": ()}[self.metadata.nms]
+    def _check_outputs(self, meta, available):
+        """ArtifactError unless the graph has the outputs ``meta`` promises."""
+        needed = {"graph": DETECTION_OUTPUTS, "host": ("boxes", "scores"), "none": ()}[meta.nms]
         missing = [name for name in (*needed, *RAW_OUTPUTS) if name not in available]
         if missing:
             raise ArtifactError(f"{self.path}: the graph lacks the outputs {missing} its metadata promises; "
@@ -303,8 +304,7 @@ class OnnxPredictor(ExportedPredictor):
         if text is None:
             raise _not_exported(self.path, "in its metadata_props")
         meta = ExportMetadata.from_json(text, self.path)
-        self.metadata = meta
-        self._check_outputs({o.name for o in self.session.get_outputs()})
+        self._check_outputs(meta, {o.name for o in self.session.get_outputs()})
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ArtifactError(f"{self.path}: the graph has {len(inputs)} inputs, expected one image input")
@@ -326,7 +326,6 @@ class TFLitePredictor(ExportedPredictor):
         if not meta_path.is_file():
             raise _not_exported(self.path, f"beside it ({meta_path.name} is missing)")
         meta = ExportMetadata.from_json(meta_path.read_text(encoding="utf-8"), meta_path)
-        self.metadata = meta
         interpreter_class = _litert_interpreter(self.path)
         try:
             self.interpreter = interpreter_class(model_path=str(self.path), num_threads=_threads())
@@ -334,7 +333,7 @@ class TFLitePredictor(ExportedPredictor):
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:300]})") from None
         details = self._runner.get_output_details()
-        self._check_outputs(set(details))
+        self._check_outputs(meta, set(details))
         if list(self._runner.get_input_details()) != [INPUT_NAME]:
             raise ArtifactError(f"{self.path}: expected one input named {INPUT_NAME!r}")
         return meta
@@ -373,14 +372,13 @@ class SavedModelPredictor(ExportedPredictor):
         if not meta_path.is_file():
             raise _not_exported(self.path, f"({SAVED_MODEL_METADATA} is missing from the folder)")
         meta = ExportMetadata.from_json(meta_path.read_text(encoding="utf-8"), meta_path)
-        self.metadata = meta
         try:
             self._loaded = tf.saved_model.load(str(self.path))
             self._signature = self._loaded.signatures["serving_default"]
         except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
             raise ArtifactError(f"{self.path}: not a readable SavedModel ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:300]})") from None
-        self._check_outputs(set(self._signature.structured_outputs))
+        self._check_outputs(meta, set(self._signature.structured_outputs))
         return meta
 
     def _run(self, batch, names):
@@ -413,8 +411,7 @@ class OpenVINOPredictor(ExportedPredictor):
         if not model.has_rt_info([METADATA_KEY]):
             raise _not_exported(self.path, "in its rt_info")
         meta = ExportMetadata.from_json(model.get_rt_info([METADATA_KEY]).astype(str), self.path)
-        self.metadata = meta
-        self._check_outputs({name for port in model.outputs for name in port.get_names()})
+        self._check_outputs(meta, {name for port in model.outputs for name in port.get_names()})
         precision = "bf16" if meta.precision == "bf16" else "f32"
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         try:
