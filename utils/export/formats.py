@@ -25,8 +25,6 @@ from utils.predict.predictor import DETECTION_OUTPUTS, RAW_OUTPUTS
 from utils.predict.runtimes import INPUT_NAME, METADATA_KEY, SAVED_MODEL_METADATA
 from utils.export.graph import frozen_function, frozen_graph
 
-log = logging.getLogger(__name__)
-
 FORMATS = ("onnx", "tflite", "saved_model", "openvino")
 # Where NMS runs for each format (see utils.predict.runtimes).
 NMS_PLACEMENT = {"onnx": "graph", "tflite": "host", "saved_model": "graph", "openvino": "graph"}
