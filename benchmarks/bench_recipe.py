@@ -67,7 +67,7 @@ def _train(args, recipe, run_root):
     return run_root / recipe, (time.time() - started) / 60.0
 
 
-def _epoch_minutes(run_dir, total_minutes, epochs):
+def _epoch_minutes(run_dir, epochs):
     """Minutes of training at the end of each epoch, from the checkpoint files' times."""
     stamps = {}
     for epoch in range(1, epochs + 1):
@@ -127,8 +127,8 @@ def main(argv=None):
     test_annotations = read_annotation_file(args.test)[0]
     rows = []
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
-        run_dir, minutes = _train(args, recipe, out)
-        at = _epoch_minutes(run_dir, minutes, args.epochs)
+        run_dir, _ = _train(args, recipe, out)
+        at = _epoch_minutes(run_dir, args.epochs)
         for epoch in sorted(at):
             value = _score(run_dir / f"epoch_{epoch:03d}.keras", test_annotations, class_names)
             rows.append({"recipe": recipe, "epoch": epoch, "minutes": round(at[epoch], 2), "map": value})

@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass
 
 from utils.config import BOX_RATIO, CLS_RATIO, DEFAULT_WEIGHT_DECAY, OBJ_RATIO
+from utils.train.ema import DEFAULT_DECAY as EMA_DECAY
+from utils.train.ema import DEFAULT_TAU as EMA_TAU
 
 AUTO_MAX_ITERATIONS = 10_000
 NOMINAL_BATCH = 64
@@ -108,8 +110,8 @@ RECIPES = {
         cls_gain=CLS_RATIO,
         loss_batch_scale=False,
         ema=False,
-        ema_decay=0.9999,
-        ema_tau=2000.0,
+        ema_decay=EMA_DECAY,
+        ema_tau=EMA_TAU,
         freeze_epochs=50,
         jitter=0.3,
         scale_min=0.25,
@@ -133,8 +135,8 @@ RECIPES = {
         cls_gain=0.5,
         loss_batch_scale=True,
         ema=True,
-        ema_decay=0.9999,
-        ema_tau=2000.0,
+        ema_decay=EMA_DECAY,
+        ema_tau=EMA_TAU,
         freeze_epochs=0,
         jitter=0.3,
         scale_min=0.25,
