@@ -75,6 +75,9 @@ def parse_args(argv=None):
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="class label smoothing")
     g.add_argument("--mosaic", action="store_true", help="Mosaic augmentation during the first --mosaic-ratio of epochs")
     g.add_argument("--mixup", action="store_true", help="MixUp augmentation during the first --mosaic-ratio of epochs")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment,
+                   help="augment the training images; --no-augment trains on letterboxed images only "
+                        "(no flip, HSV, placement, Mosaic or MixUp)")
     g = p.add_argument_group(
         "recipe",
         "A recipe sets every option of this group (python -m utils.train.recipes prints the table); "
@@ -130,6 +133,19 @@ def parse_args(argv=None):
                    help="devices to train on, e.g. '0,1' for two GPUs (MirroredStrategy) or 'cpu:0,cpu:1'")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue logs/<name> from its last checkpoint with its own configuration")
+    g = p.add_argument_group(
+        "several machines",
+        "Run the same command on every machine; each is one worker of a tf.distribute cluster "
+        "(MultiWorkerMirroredStrategy). The cluster comes from TF_CONFIG or from --cluster. --batch-size is the "
+        "global batch of all workers. Only the chief (worker 0) writes the run folder.",
+    )
+    g.add_argument("--cluster", default=None, metavar="FILE",
+                   help="JSON/YAML file listing the workers ('workers: [host:port, ...]', the chief first); "
+                        "sets TF_CONFIG")
+    g.add_argument("--worker-index", type=int, default=None, help="this machine's place in --cluster's workers")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch of all devices and workers (one all-reduce "
+                        "per layer and step; for small per-device batches)")
     return p.parse_args(argv)
 
 
@@ -152,12 +168,22 @@ def main(argv=None):
     from utils.train.callbacks import TrainingDiverged
     from utils.checkpoint import CheckpointError
 
+    from utils.train.cluster import ClusterError, use_cluster_file
+
+    try:
+        if args.cluster:
+            use_cluster_file(args.cluster, args.worker_index)
+        elif args.worker_index is not None:
+            raise ConfigError("--worker-index needs --cluster (or set TF_CONFIG instead of both)")
+    except (ClusterError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         cfg = config_from_args(args)
         from utils.train.trainer import train
 
         run_dir = train(cfg, resume_dir=args.resume)
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, CheckpointError, FileNotFoundError, BackboneWeightsError) as exc:
@@ -166,7 +192,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nInterrupted: the last finished epoch's checkpoint is kept; continue with --resume.", file=sys.stderr)
         return 130
-    print(f"Done. Run folder: {run_dir} (last.keras, best.keras, history.csv, loss.png)")
+    if run_dir is None:
+        print("Done. This worker's part is finished; the chief wrote the run folder.")
+    else:
+        print(f"Done. Run folder: {run_dir} (last.keras, best.keras, history.csv, loss.png)")
     return 0
 
 

@@ -7,6 +7,7 @@ does not grow with the batch size.
 """
 
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from utils.boxes import box_ciou_xywh, box_iou_xywh
@@ -72,7 +73,7 @@ class YoloLoss:
         box_ratio: weight of the box term.
         obj_ratio: weight of the objectness term at a 416x416 input.
         cls_ratio: weight of the class term at 80 classes.
-        batch_scale: multiply the loss (total and components) by the batch size,
+        batch_scale: multiply the loss (total and components) by the global batch size,
             as YOLOv5/v8 do, so that SGD steps grow with the batch; the reference
             loss is not scaled.
 
@@ -150,7 +151,9 @@ class YoloLoss:
             obj_loss = obj_loss + obj
             cls_loss = cls_loss + cls
         if self.batch_scale:
-            batch = ops.cast(ops.shape(gt_boxes)[0], "float32")
+            # The global batch: with several devices each one sees its share of it.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            batch = ops.cast(ops.shape(gt_boxes)[0] * replicas, "float32")
             box_loss, obj_loss, cls_loss = box_loss * batch, obj_loss * batch, cls_loss * batch
         total = box_loss + obj_loss + cls_loss
         return total, {"box": box_loss, "obj": obj_loss, "cls": cls_loss}

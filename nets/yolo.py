@@ -205,6 +205,52 @@ class YoloV3(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return total / replicas if replicas > 1 else total
 
+    # Keras 3 and MultiWorkerMirroredStrategy (tensorflow/tensorflow#72388): fit()
+    # reduces the first input batch over the workers to learn its shapes, which fails
+    # for a batch of several tensors, and reduces each scalar log along an axis it
+    # does not have. The shapes are read from this worker's own batch instead, and the
+    # logs are handed over as length-1 vectors, whose mean over workers is a scalar.
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or not _multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            break
+        local = tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+        return super()._maybe_symbolic_build(data_batch=local)
+
+    def train_step(self, data):
+        return _vector_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return _vector_logs(super().test_step(data))
+
+
+def _multi_worker(strategy):
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and getattr(strategy.extended, "_num_workers", 1) > 1)
+
+
+def _vector_logs(logs):
+    if not _multi_worker(tf.distribute.get_strategy()):
+        return logs
+    return {key: tf.reshape(value, [1]) if tf.is_tensor(value) and value.shape.rank == 0 else value
+            for key, value in logs.items()}
+
+
+def set_synchronized_batchnorm(model, synchronized=True):
+    """Makes every BatchNormalization layer compute its batch statistics over all
+    replicas (all devices and workers) instead of each replica's own share of the
+    batch: the statistics of the global batch, at the cost of one all-reduce per layer
+    and step. Not part of the saved model."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(synchronized)
+
 
 def set_batchnorm_momentum(model, momentum):
     """Sets the moving-statistics momentum of every BatchNormalization layer, nested ones too.

