@@ -3,6 +3,6 @@
 ``trainer`` validates the configuration, builds the model, the data pipelines and
 the optimizer and runs the epochs; ``callbacks`` write checkpoints, history, plots
 and validation mAP and make a run resumable; ``lr_schedule`` holds the warm-up,
-cosine and step schedules. The top stage: it may import every other stage
+cosine and step schedules; ``cluster`` makes one run span several machines. The top stage: it may import every other stage
 (the data pipeline, the evaluator and the predictor used for validation mAP).
 """

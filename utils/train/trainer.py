@@ -615,8 +615,10 @@ def _resume_state(cfg, run_dir):
 
     state_path = run_dir / STATE_FILE
     if not (run_dir / CONFIG_FILE).is_file() or not state_path.is_file() or not (run_dir / "last.keras").is_file():
+        shared = (" On a cluster every worker must see the chief's run folder at this path (shared storage)."
+                  if os.environ.get("TF_CONFIG") else "")
         raise ConfigError(f"--resume {run_dir}: no finished epoch to resume from (needs config.json, "
-                          f"{STATE_FILE} and last.keras)")
+                          f"{STATE_FILE} and last.keras).{shared}")
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
     epochs = max(cfg.epochs, saved["epochs"]) if cfg.epochs != TrainConfig.epochs else saved["epochs"]
     cfg = TrainConfig(**{**saved, "epochs": epochs})
