@@ -84,7 +84,7 @@ def _score(checkpoint, test_annotations, class_names):
     from utils.image import load_image
     from utils.predict.predictor import Predictor
 
-    predictor = Predictor(str(checkpoint), conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
+    predictor = Predictor.from_checkpoint(str(checkpoint), conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
     gts, dets = {}, {}
     for ann in test_annotations:
         det = predictor.predict(load_image(ann.path))
