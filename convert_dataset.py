@@ -14,11 +14,10 @@ every file, line or object that was skipped or changed and why; the full list go
 ``<out folder>/convert_dataset_report.txt``.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import int_at_least
+from utils.cli import docstring_parser, int_at_least
 from utils.data.convert import TARGETS, convert_dataset, format_class_table
 from utils.data.report import DatasetError
 from utils.data.sources import FORMAT_NAMES, FORMATS
@@ -27,11 +26,7 @@ REPORT_NAME = "convert_dataset_report.txt"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = docstring_parser(__doc__)
     parser.add_argument("--from", dest="source_format", choices=("auto", *FORMATS), default="auto",
                         help="source format: " + ", ".join(f"{k} ({v})" for k, v in FORMAT_NAMES.items())
                         + "; auto detects it from --input (default: %(default)s)")

@@ -26,11 +26,10 @@ Examples:
   python export.py --model logs/exp/best.keras --format onnx --raw
 """
 
-import argparse
 import logging
 import sys
 
-from utils.cli import fraction, input_size, int_at_least
+from utils.cli import docstring_parser, fraction, input_size, int_at_least
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
 
 
@@ -38,11 +37,7 @@ def build_parser():
     """The command-line parser (every option documented in --help)."""
     from utils.export.exporter import CHECK_IMAGES, DEFAULT_CALIB_IMAGES, FORMATS
 
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = docstring_parser(__doc__)
     parser.add_argument("--model", required=True,
                         help="trained checkpoint (.keras, or .weights.h5 with its .json beside it)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="artifact format")

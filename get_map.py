@@ -21,13 +21,12 @@ Examples:
   python get_map.py --mode 3 --out other_tool_out --classes-from-files
 """
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
-from utils.cli import fraction, input_size, int_at_least
+from utils.cli import docstring_parser, fraction, input_size, int_at_least
 from utils.config import (
     DEFAULT_CLASSES,
     DEFAULT_MAX_BOXES,
@@ -52,11 +51,7 @@ MODES = {
 
 def build_parser():
     """The command-line parser (every option documented in --help)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = docstring_parser(__doc__)
     parser.add_argument("--mode", type=int, choices=sorted(MODES), default=0,
                         help="0 everything, 1 detections only, 2 ground truth only, 3 metrics from existing "
                              "files, 4 COCO metrics from existing files (default 0)")

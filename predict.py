@@ -39,11 +39,10 @@ Examples:
   python predict.py --model logs/best.onnx --source images/     # a model written by export.py
 """
 
-import argparse
 import logging
 import sys
 
-from utils.cli import fraction, input_size, int_at_least
+from utils.cli import docstring_parser, fraction, input_size, int_at_least
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
 from utils.predict.job import (
     EXIT_INTERRUPTED,
@@ -63,16 +62,9 @@ from utils.predict.job import (
 log = logging.getLogger("predict")
 
 
-
-
-
 def build_parser():
     """The command-line parser (every option documented in --help)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = docstring_parser(__doc__)
     parser.add_argument("--model", required=True,
                         help="trained checkpoint (.keras, or .weights.h5 with its .json beside it), or a model "
                              "written by export.py: .onnx (ONNX Runtime), .tflite (LiteRT), .xml (OpenVINO) or a "

@@ -167,7 +167,6 @@ def main(argv=None):
     from nets.backbones import BackboneWeightsError
     from utils.train.callbacks import TrainingDiverged
     from utils.checkpoint import CheckpointError
-
     from utils.train.cluster import ClusterError, use_cluster_file
 
     try:

@@ -1,4 +1,5 @@
-"""Argument types shared by the command-line scripts (errors quote the value given)."""
+"""Argument types shared by the command-line scripts (errors quote the value given),
+and the parser made from a script's docstring."""
 
 import argparse
 
@@ -37,3 +38,11 @@ def input_size(text):
         return check_input_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def docstring_parser(doc):
+    """An ArgumentParser whose description is the first paragraph of ``doc`` (a
+    script's docstring) and whose epilog is the rest, kept as written."""
+    first, _, rest = doc.partition("\n\n")
+    return argparse.ArgumentParser(description=first, epilog=rest,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)

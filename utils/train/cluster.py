@@ -39,13 +39,11 @@ class ClusterInfo:
         workers: "host:port" of every task, the chief first.
         index: this process's position in ``workers``.
         task: the TF_CONFIG task, e.g. ("worker", 1) or ("chief", 0).
-        has_chief_job: whether the cluster has a "chief" job (else worker 0 is the chief).
     """
 
     workers: tuple
     index: int
     task: tuple
-    has_chief_job: bool = False
 
     @property
     def num_workers(self):
@@ -133,7 +131,7 @@ def parse_tf_config(config, source="TF_CONFIG"):
         count = len(workers)
         raise ClusterError(f"{source}: this process's task {kind}:{index} is not in the cluster "
                            f"(worker indices 0..{count - 1}{' and chief 0' if chief else ''})")
-    return ClusterInfo(tuple(addresses), tasks.index((kind, index)), (kind, index), bool(chief))
+    return ClusterInfo(tuple(addresses), tasks.index((kind, index)), (kind, index))
 
 
 def cluster_from_environment():

@@ -372,7 +372,7 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(
         ("seed / devices", f"{cfg.seed} / {cfg.devices or 'default'}"),
     ]
     if cluster is not None:
-        share = ", ".join(f"{p['batch'] // cluster.num_workers}" for p in phases)
+        share = ", ".join(dict.fromkeys(str(p["batch"] // cluster.num_workers) for p in phases))
         rows.append(("cluster", f"{cluster.describe()}; global batch as above, per worker {share}"
                                 f"{', synchronized BatchNorm' if cfg.sync_bn else ''}"))
     lines += [f"{k:<26} {v}" for k, v in rows]
@@ -497,7 +497,7 @@ def train(cfg, resume_dir=None):
     strategy = make_strategy(cluster) if cluster else setup_strategy(cfg.devices)
     anchors = load_anchors(cfg.anchors)
     data = load_data(cfg)
-    train_set, val_set, class_names = data.train, data.val, data.classes.names
+    train_set, class_names = data.train, data.classes.names
     _print_problems(data.problems)
     cfg = cfg.resolved(len(train_set), len(class_names))
     validate_recipe_values(cfg)
@@ -688,13 +688,7 @@ def _validation_dataset(cfg, val_set, class_names, anchors, strategy, cluster=No
     if cluster is not None:
         local = replicas // cluster.num_workers
         share = len(val_set) // cluster.num_workers
-        per_replica = min(max(cfg.batch_size // replicas, 1), share // local)
-        if per_replica:
-            images = shard(val_set, cluster, per_replica * local)
-            return strategy.distribute_datasets_from_function(
-                lambda _: build_dataset(images, len(class_names), cfg.input_size, anchors, per_replica,
-                                        training=False, drop_remainder=True))
-        val_batch = 0
+        val_batch = min(max(cfg.batch_size // replicas, 1), share // local)  # per replica
     else:
         val_batch, val_drop = validation_batch(len(val_set), cfg.batch_size, replicas)
     if not val_batch:
@@ -702,6 +696,11 @@ def _validation_dataset(cfg, val_set, class_names, anchors, strategy, cluster=No
                     "(best.keras follows the training loss; mAP still uses every validation image).",
                     len(val_set), replicas)
         return None
+    if cluster is not None:
+        images = shard(val_set, cluster, val_batch * local)
+        return strategy.distribute_datasets_from_function(
+            lambda _: build_dataset(images, len(class_names), cfg.input_size, anchors, val_batch, training=False,
+                                    drop_remainder=True))
     return build_dataset(val_set, len(class_names), cfg.input_size, anchors, val_batch, training=False,
                          drop_remainder=val_drop)
 
@@ -771,8 +770,6 @@ def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strate
     """The augmented training dataset of one phase, seeded by its first epoch. On a
     cluster each worker reads its own share of the images (``cluster.shard``) with
     its own seed, in batches of one replica's share of the global batch."""
-    import tensorflow as tf
-
     from utils.data.dataset import build_dataset
 
     def make(images, batch, seed):
@@ -788,8 +785,7 @@ def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strate
         local = strategy.num_replicas_in_sync // cluster.num_workers
         images = shard(train_set, cluster, per_replica * local)
         seed = worker_seed(cfg.seed + start, cluster)
-        options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
-        return strategy.distribute_datasets_from_function(lambda _: make(images, per_replica, seed), options)
+        return strategy.distribute_datasets_from_function(lambda _: make(images, per_replica, seed))
     train_ds = make(train_set, phase["batch"], cfg.seed + start)
     if strategy.num_replicas_in_sync > 1:
         train_ds = strategy.experimental_distribute_dataset(train_ds)
