@@ -68,6 +68,7 @@ def test_short_recipe_uses_adamw_with_class_count_lr():
     assert cfg.recipe == "short" and "nominal iterations" in cfg.recipe_reason
     assert cfg.optimizer == "adamw" and cfg.lr == pytest.approx(round(0.002 * 5 / 9, 6))
     assert cfg.ema and cfg.loss_batch_scale and cfg.min_lr == pytest.approx(cfg.lr / 100)
+    assert (cfg.freeze_epochs, cfg.jitter, cfg.scale_min, cfg.scale_max) == (3, 0.1, 0.75, 1.25)
     optimizer = make_optimizer(cfg)
     assert isinstance(optimizer, keras.optimizers.AdamW)
     assert optimizer.weight_decay == pytest.approx(5e-4) and optimizer.beta_1 == pytest.approx(0.9)
@@ -78,10 +79,11 @@ def test_every_flag_override_wins_over_the_recipe_and_reaches_config_json(tmp_pa
         "optimizer": "sgd", "lr": 0.02, "min_lr": 0.001, "lr_batch_scaling": True, "momentum": 0.8,
         "weight_decay": 1e-4, "warmup_epochs": 1.0, "warmup_min_steps": 7, "warmup_bias_lr": 0.05,
         "box_gain": 0.1, "obj_gain": 2.0, "cls_gain": 3.0, "loss_batch_scale": False, "ema": False,
-        "ema_decay": 0.99, "ema_tau": 10.0, "freeze_epochs": 2, "jitter": 0.1, "scale_min": 0.5,
+        "ema_decay": 0.99, "ema_tau": 10.0, "freeze_epochs": 2, "jitter": 0.2, "scale_min": 0.5,
         "scale_max": 1.5, "mosaic_ratio": 0.3,
     }
     assert set(overrides) >= set(RECIPE_FIELDS) - {"min_lr_ratio"}
+    assert all(getattr(RECIPES["short"], key) != value for key, value in overrides.items() if key in RECIPE_FIELDS)
     cfg = TrainConfig(recipe="short", **overrides).resolved(100, 5)
     for key, value in overrides.items():
         assert getattr(cfg, key) == value, key

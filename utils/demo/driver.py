@@ -102,13 +102,11 @@ def main(argv=None):
     # EfficientNet-Lite0 is the backbone whose ImageNet weights install from pip (B0-B7
     # need Keras' download). A few frozen epochs train the new neck and heads on the
     # ImageNet features, then all layers train; the recipe (auto: "short" for a run
-    # this size) does the rest. Lighter geometric augmentation than the default suits
-    # a schedule of a few CPU epochs.
+    # this size, with its light augmentation) does the rest.
     run([py, "train.py", "--train", train_file, "--val", val_file, "--classes", classes, "--anchors", anchors,
          "--backbone", "efficientnet-lite0", "--backbone-weights", "imagenet",
          "--input-size", args.input_size, "--epochs", args.epochs, "--freeze-epochs", args.freeze_epochs,
          "--batch-size", args.batch_size, "--freeze-batch-size", args.batch_size,
-         "--jitter", "0.1", "--scale-min", "0.75", "--scale-max", "1.25",
          "--eval-period", "5", "--save-period", "10", "--seed", args.seed,
          "--save-dir", args.save_dir, "--name", name], env)
     model = run_dir / "best.keras"
