@@ -64,7 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
     p.add_argument("--input-size", type=int, default=192, help="network input side (multiple of 32)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
-    p.add_argument("--freeze-epochs", type=int, default=3, help="first epochs with the backbone frozen")
+    p.add_argument("--freeze-epochs", type=int, default=None,
+                   help="first epochs with the backbone frozen (default %(default)s: the recipe's)")
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
     p.add_argument("--save-dir", default="logs", help="where the run folder (demo, demo2, …) is made")
     p.add_argument("--samples", type=int, default=6, help="test images annotated by predict.py")
@@ -105,10 +106,11 @@ def main(argv=None):
     # this size, with its light augmentation) does the rest.
     run([py, "train.py", "--train", train_file, "--val", val_file, "--classes", classes, "--anchors", anchors,
          "--backbone", "efficientnet-lite0", "--backbone-weights", "imagenet",
-         "--input-size", args.input_size, "--epochs", args.epochs, "--freeze-epochs", args.freeze_epochs,
+         "--input-size", args.input_size, "--epochs", args.epochs,
          "--batch-size", args.batch_size, "--freeze-batch-size", args.batch_size,
          "--eval-period", "5", "--save-period", "10", "--seed", args.seed,
-         "--save-dir", args.save_dir, "--name", name], env)
+         "--save-dir", args.save_dir, "--name", name,
+         *(["--freeze-epochs", args.freeze_epochs] if args.freeze_epochs is not None else [])], env)
     model = run_dir / "best.keras"
 
     map_out = run_dir / "map_out"
