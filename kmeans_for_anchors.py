@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from utils.cli import int_at_least
-from utils.config import ANCHOR_MASK, DEFAULT_INPUT_SIZE
-from utils.data.kmeans import INIT_METHODS, kmeans_anchors, load_box_sizes, mean_best_iou, round_anchors
+from utils.config import ANCHOR_MASK, ANCHOR_T, DEFAULT_INPUT_SIZE
+from utils.data.kmeans import INIT_METHODS, anchor_fit, kmeans_anchors, load_box_sizes, round_anchors
 from utils.model_data import save_anchors
 
 # The detector takes exactly this many anchors (three per output level).
@@ -130,7 +130,10 @@ def main(argv=None):
     print("anchors (width, height in input pixels, sorted by area):")
     for i, (w, h) in enumerate(anchors):
         print(f"  {i}: {int(w)},{int(h)}")
-    print(f"mean best IoU: {mean_best_iou(wh, anchors):.4f}")
+    fit = anchor_fit(wh, anchors, ANCHOR_T)
+    print(f"mean best IoU: {fit.mean_best_iou:.4f}")
+    print(f"best possible recall at ratio {ANCHOR_T:g}: {fit.best_possible_recall:.4f} "
+          f"({fit.anchors_per_box:.2f} anchors per box)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_anchors(args.out, anchors)
     print(f"wrote {args.out}")

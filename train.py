@@ -17,6 +17,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from utils.config import ASSIGNERS  # noqa: E402
 from utils.train.recipes import AUTO_MAX_ITERATIONS, RECIPE_CHOICES, RECIPE_FIELDS  # noqa: E402
 from utils.train.trainer import ConfigError, TrainConfig  # noqa: E402
 
@@ -53,6 +54,9 @@ def parse_args(argv=None):
                    help="class names file, one per line; '' takes the dataset's (COCO categories, YOLO names), "
                    "model_data/voc_classes.txt for annotation-line files; given, it must match the dataset's")
     g.add_argument("--anchors", default=d.anchors, help="anchors file (9 anchors 'w,h, ...' at the input size)")
+    g.add_argument("--auto-anchors", action="store_true",
+                   help="refit the anchors to the training boxes at --input-size (k-means) before training, when "
+                   "they fit better; they are saved in the run folder, its config.json and the checkpoints")
     g.add_argument("--cache", action="store_true", help="keep the encoded image files in memory")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default=d.backbone,
@@ -121,6 +125,15 @@ def parse_args(argv=None):
                    help="largest random scale of an image, relative to the input size")
     g.add_argument("--mosaic-ratio", type=float, default=None,
                    help="part of the epochs with Mosaic/MixUp on; they are off for the rest")
+    g.add_argument("--assigner", choices=ASSIGNERS, default=None,
+                   help="yolov3: each box trains its best anchor in the cell of its centre; yolov5: every anchor "
+                   "within --anchor-t of its shape, in its cell and the two nearest neighbours, with the YOLOv5 box "
+                   "coding (stored in the model)")
+    g.add_argument("--anchor-t", type=float, default=None,
+                   help="largest box/anchor width or height ratio of a yolov5 match and of the anchor check")
+    g.add_argument("--obj-iou-target", action=argparse.BooleanOptionalAction, default=None,
+                   help="objectness target of a positive = its box's IoU with the target (detached) instead of 1; "
+                   "the ignore threshold (IoU 0.5) applies to the yolov3 assigner only")
     g = p.add_argument_group("run")
     g.add_argument("--save-dir", default=d.save_dir, help="folder of run folders")
     g.add_argument("--name", default=d.name, help="run folder name (default exp, exp2, …; never reused)")

@@ -1,4 +1,5 @@
-"""The YOLOv3 training loss: CIoU box term, objectness with an ignore mask, class BCE.
+"""The YOLO training loss: CIoU box term, objectness (with an ignore mask for the
+yolov3 assigner), class BCE.
 
 Head outputs and targets come in ``STRIDES`` order (32, 16, 8). Every quantity is
 computed in float32, whatever the dtype of the raw head outputs, and the result is a
@@ -13,6 +14,7 @@ from keras import ops
 from utils.boxes import box_ciou_xywh, box_iou_xywh
 from utils.config import (
     ANCHOR_MASK,
+    ASSIGNERS,
     BOX_RATIO,
     CLS_RATIO,
     IGNORE_THRESHOLD,
@@ -54,9 +56,13 @@ class YoloLoss:
     * box: ``sum_pos(1 - CIoU(decoded, target)) * box_ratio / P``;
     * obj: binary cross-entropy on logits, averaged over the counted cells
       (positives and counted negatives, at least 1),
-      ``* balance[l] * obj_ratio * (H * W) / 416**2``. A negative cell is not
-      counted when its decoded box has IoU above ``ignore_threshold`` with any
-      ground-truth box of its image;
+      ``* balance[l] * obj_ratio * (H * W) / 416**2``. With the yolov3 assigner a
+      negative cell is not counted when its decoded box has IoU above
+      ``ignore_threshold`` with any ground-truth box of its image; the yolov5
+      assigner counts every cell (as YOLOv5 does: its neighbour cells already make
+      the near misses positives). The objectness target of a positive is 1, or with
+      ``obj_iou_target`` the CIoU of its decoded box with its target, detached from
+      the gradient and clamped at 0 (YOLOv5's), so that scores rank boxes by quality;
     * cls: binary cross-entropy on logits over positives,
       ``* cls_ratio * C / 80 / P / C``. With label smoothing ``ls`` the class targets
       are ``y * (1 - ls) + ls / C``: the smoothing mass is spread over the ``C``
@@ -76,13 +82,17 @@ class YoloLoss:
         batch_scale: multiply the loss (total and components) by the global batch size,
             as YOLOv5/v8 do, so that SGD steps grow with the batch; the reference
             loss is not scaled.
+        assigner: the assigner the targets were built with, "yolov3" or "yolov5"
+            (``utils.data.targets``); it fixes the box coding the heads are decoded
+            with and whether negatives are ignored.
+        obj_iou_target: use the detached CIoU as the positives' objectness target.
 
     Call:
         ``loss(y_true, y_pred) -> (total, components)``.
 
         y_true: ``(y_true_32, y_true_16, y_true_8, gt_boxes)``. ``y_true_l`` is
-            (B, H/stride, W/stride, 3, 5+C): xywh rel target box, objectness (1 on
-            positives), one-hot class. ``gt_boxes`` is (B, M, 4) xywh rel, every
+            (B, H/stride, W/stride, 3, 5+C): xywh rel target box, 1 on positives,
+            one-hot class. ``gt_boxes`` is (B, M, 4) xywh rel, every
             box of each image, zero rows (w = h = 0) as padding.
         y_pred: the three raw head outputs in ``STRIDES`` order, each
             (B, H/stride, W/stride, 3*(5+C)), any float dtype.
@@ -104,6 +114,8 @@ class YoloLoss:
         obj_ratio=OBJ_RATIO,
         cls_ratio=CLS_RATIO,
         batch_scale=False,
+        assigner="yolov3",
+        obj_iou_target=False,
     ):
         anchors = np.asarray(anchors, dtype="float32")
         num_anchors = sum(len(mask) for mask in ANCHOR_MASK)
@@ -120,7 +132,11 @@ class YoloLoss:
             raise ValueError(
                 f"balance needs one weight per level {STRIDES}, got {balance!r}."
             )
+        if assigner not in ASSIGNERS:
+            raise ValueError(f"assigner must be one of {', '.join(ASSIGNERS)}, got {assigner!r}.")
         self.anchors = anchors
+        self.assigner = assigner
+        self.obj_iou_target = bool(obj_iou_target)
         self.num_classes = int(num_classes)
         self.input_hw = _input_hw(input_size)
         self.label_smoothing = float(label_smoothing)
@@ -172,21 +188,30 @@ class YoloLoss:
         """
         y_true = ops.cast(y_true, "float32")
         anchors = self.anchors[list(ANCHOR_MASK[level])]
+        # The yolov5 assigner trains the yolov5 box coding (see utils.decode).
         boxes, obj_logits, cls_logits = decode_head(
-            ops.cast(raw, "float32"), anchors, self.num_classes, self.input_hw
+            ops.cast(raw, "float32"), anchors, self.num_classes, self.input_hw, self.assigner
         )
         target_boxes = y_true[..., 0:4]
-        obj_target = y_true[..., 4:5]
+        positive = y_true[..., 4:5]
         cls_target = y_true[..., 5:]
-        pos_count = ops.sum(obj_target)
+        pos_count = ops.sum(positive)
         num_pos = ops.maximum(pos_count, 1.0)
 
         ciou = box_ciou_xywh(boxes, target_boxes)
-        box_loss = ops.sum(obj_target[..., 0] * (1.0 - ciou)) * self.box_ratio / num_pos
+        box_loss = ops.sum(positive[..., 0] * (1.0 - ciou)) * self.box_ratio / num_pos
 
+        if self.obj_iou_target:
+            quality = ops.stop_gradient(ops.maximum(ciou, 0.0))[..., None]
+            obj_target = positive * quality
+        else:
+            obj_target = positive
         obj_bce = ops.binary_crossentropy(obj_target, obj_logits, from_logits=True)
-        counted_neg = (1.0 - obj_target) * self._not_ignored(boxes, gt_boxes)
-        obj_sum = ops.sum(obj_bce * (obj_target + counted_neg))
+        if self.assigner == "yolov5":
+            counted_neg = 1.0 - positive
+        else:
+            counted_neg = (1.0 - positive) * self._not_ignored(boxes, gt_boxes)
+        obj_sum = ops.sum(obj_bce * (positive + counted_neg))
         area = float(self.input_hw[0] * self.input_hw[1])
         obj_scale = self.balance[level] * self.obj_ratio * area / _REFERENCE_AREA
         # A true mean over the counted cells (not `num_pos + ...`), so that a level
@@ -198,7 +223,7 @@ class YoloLoss:
         smoothed = cls_target * (1.0 - ls) + ls / self.num_classes
         cls_bce = ops.binary_crossentropy(smoothed, cls_logits, from_logits=True)
         cls_scale = self.cls_ratio * self.num_classes / _REFERENCE_NUM_CLASSES
-        cls_loss = ops.sum(cls_bce * obj_target) * cls_scale / num_pos / self.num_classes
+        cls_loss = ops.sum(cls_bce * positive) * cls_scale / num_pos / self.num_classes
         return box_loss, obj_loss, cls_loss
 
     def _not_ignored(self, boxes, gt_boxes):

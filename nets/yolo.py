@@ -3,7 +3,8 @@
 Calling the model returns the raw head tensors, in ``STRIDES`` order (32, 16, 8),
 each (B, H/stride, W/stride, 3·(5+C)). Decoding and NMS live in ``utils.decode``.
 The model's config carries everything prediction needs (classes, backbone, input
-size, anchors), so a saved ``.keras`` archive is a complete artifact.
+size, anchors, the box coding of the heads), so a saved ``.keras`` archive is a
+complete artifact.
 """
 
 import keras
@@ -17,12 +18,14 @@ from utils.config import (
     CONV_INIT_STDDEV,
     DEFAULT_ANCHORS,
     DEFAULT_BACKBONE,
+    DEFAULT_BOX_CODING,
     DEFAULT_INPUT_SIZE,
     DEFAULT_WEIGHT_DECAY,
     LEAKY_SLOPE,
     NUM_ANCHORS_PER_LEVEL,
     STRIDES,
 )
+from utils.decode import check_box_coding
 from utils.model_data import load_anchors
 
 
@@ -112,6 +115,9 @@ class YoloV3(keras.Model):
         drop_connect_rate: stochastic-depth rate of an EfficientNet-family backbone
             (default 0.2); MobileNetV2 has none. Stored in the config, like ``alpha``,
             so a saved model is rebuilt with the same architecture.
+        box_coding: how the heads encode a box, "yolov3" or "yolov5" (set by the
+            assigner it is trained with; see ``utils.decode.decode_head``). A model
+            saved without it decodes as "yolov3".
         **kwargs: passed to keras.Model (e.g. name).
     """
 
@@ -127,6 +133,7 @@ class YoloV3(keras.Model):
         alpha=None,
         drop_connect_rate=None,
         category_ids=None,
+        box_coding=DEFAULT_BOX_CODING,
         **kwargs,
     ):
         num_classes = int(num_classes)
@@ -136,6 +143,7 @@ class YoloV3(keras.Model):
             raise ValueError(f"{len(class_names)} class names given for a model with {num_classes} classes.")
         if category_ids is not None and (len(category_ids) != num_classes or len(set(category_ids)) != num_classes):
             raise ValueError(f"category_ids must be {num_classes} distinct ids, one per class, got {category_ids!r}")
+        box_coding = check_box_coding(box_coding)
         anchors = load_anchors(DEFAULT_ANCHORS) if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2)
         # Fails early, with suggestions, for an unknown name or a bad option.
         spec = get_spec(backbone)
@@ -156,6 +164,7 @@ class YoloV3(keras.Model):
         self.input_size = int(input_size)
         self.anchors = anchors
         self.weight_decay = float(weight_decay)
+        self.box_coding = box_coding
         self.loss_fn = None
         init_head_biases(self)
         set_batchnorm_momentum(self, BN_MOMENTUM)
@@ -180,6 +189,7 @@ class YoloV3(keras.Model):
             "weight_decay": self.weight_decay,
             "alpha": self.backbone_alpha,
             "drop_connect_rate": self.drop_connect_rate,
+            "box_coding": self.box_coding,
         }
         if self.category_ids is not None:  # only then, so that other checkpoints stay as before
             config["category_ids"] = self.category_ids

@@ -241,6 +241,82 @@ def test_raw_export_decodes_on_the_host(model, tmp_path):
     _assert_same(Predictor(model[0], **SETTINGS), exported, _images(3, seed=11))
 
 
+def _with_box_coding(model, box_coding):
+    """The fixture's detector with its weights and another box coding."""
+    from nets.yolo import YoloV3
+
+    net = YoloV3.from_config({**model.get_config(), "box_coding": box_coding})
+    net.set_weights(model.get_weights())
+    return net
+
+
+def test_yolov5_box_coding_exports_and_decodes_like_keras(model, tmp_path):
+    from utils.checkpoint import save_model
+    from utils.export.exporter import ExportOptions, run_export
+    from utils.predict.predictor import Predictor
+
+    net = _with_box_coding(model[0], "yolov5")
+    checkpoint = tmp_path / "v5.keras"
+    save_model(net, checkpoint)
+    path = run_export(ExportOptions(checkpoint=str(checkpoint), format="onnx", check_images=1,
+                                    out=str(tmp_path / "v5.onnx"), **SETTINGS))
+    exported = load_predictor(path, **SETTINGS)
+    assert exported.metadata.box_coding == "yolov5" and exported.host_stage == "none"
+    images = _images(6, seed=5)
+    keras_v5 = Predictor(net, **SETTINGS)
+    result = _assert_same(keras_v5, exported, images)
+    assert result.matched >= 20
+    # The same weights decode to other boxes under the other coding: the coding is used.
+    v3 = Predictor(model[0], **SETTINGS).predict_batch(images)
+    v5 = keras_v5.predict_batch(images)
+    assert any(len(a) != len(b) or not np.allclose(a.boxes, b.boxes, atol=1.0) for a, b in zip(v3, v5))
+    # Decoding on the host (other NMS settings) uses the metadata's coding too.
+    evaluation = dict(conf=0.01, nms_iou=0.5, max_boxes=30)
+    on_host = load_predictor(path, **evaluation)
+    assert on_host.host_stage == "decode"
+    _assert_same(Predictor(net, **evaluation), on_host, images[:3])
+
+
+def _strip_box_coding(source, target):
+    """A copy of a .keras archive whose model config has no box coding, as archives
+    written before the coding existed."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["config"].pop("box_coding") == "yolov3"
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+
+
+def test_checkpoint_without_a_box_coding_decodes_as_before(model, tmp_path):
+    from utils.checkpoint import load_model
+    from utils.predict.predictor import Predictor
+    from utils.predict.runtimes import ExportMetadata
+
+    old = tmp_path / "old.keras"
+    _strip_box_coding(model[1], old)
+    loaded = load_model(old)
+    assert loaded.box_coding == "yolov3"
+    images = _images(4, seed=13)
+    for a, b in zip(Predictor(model[0], **SETTINGS).predict_batch(images),
+                    Predictor(loaded, **SETTINGS).predict_batch(images)):
+        np.testing.assert_array_equal(a.classes, b.classes)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    # Export metadata written before the coding existed reads as yolov3.
+    meta = ExportMetadata(class_names=CLASSES, input_size=SIZE, anchors=np.ones((9, 2)).tolist())
+    data = json.loads(meta.to_json())
+    del data["box_coding"]
+    assert ExportMetadata.from_json(json.dumps(data), "old.onnx").box_coding == "yolov3"
+    data["box_coding"] = "yolov9"
+    with pytest.raises(ArtifactError, match="old.onnx.*box coding"):
+        ExportMetadata.from_json(json.dumps(data), "old.onnx")
+
+
 def test_input_size_other_than_the_exports_is_refused(artifacts):
     with pytest.raises(ArtifactError, match="exported for input 64.*--input-size 96"):
         load_predictor(artifacts["onnx"], input_size=96)

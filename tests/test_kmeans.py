@@ -12,6 +12,7 @@ from PIL import Image
 from utils.data.annotation import Annotation, read_annotation_file, write_annotation_file
 from utils.config import DEFAULT_ANCHORS
 from utils.data.kmeans import (
+    anchor_fit,
     kmeans_anchors,
     letterbox_box_sizes,
     load_box_sizes,
@@ -188,3 +189,47 @@ def test_cli_help_documents_every_option():
     for option in ["--annotations", "--input-size", "--clusters", "--seed", "--out", "--iterations", "--restarts",
                    "--init"]:
         assert option in result.stdout
+
+
+def test_anchor_fit_matches_a_hand_count():
+    anchors = np.array([[10, 10], [40, 20], [100, 100]], np.float64)
+    wh = np.array([
+        [10, 10],   # ratio 1 to anchor 0; 4 and 2 to anchor 1 -> not (< 4 needed); 10 to anchor 2: 1 anchor
+        [30, 20],   # 3, 2 to anchor 0; 1.33, 1 to anchor 1; 3.33, 5 to anchor 2: 2 anchors
+        [60, 60],   # 6 to anchor 0; 1.5, 3 to anchor 1; 1.67 to anchor 2: 2 anchors
+        [3, 50],    # 3.3, 5 / 13.3 / 33: no anchor
+        [400, 90],  # 40 / 10 / 4 (not < 4): no anchor
+    ], np.float64)
+    fit = anchor_fit(wh, anchors, anchor_t=4.0)
+    assert fit.boxes == 5
+    assert fit.best_possible_recall == pytest.approx(3 / 5)
+    assert fit.anchors_per_box == pytest.approx((1 + 2 + 2 + 0 + 0) / 5)
+    assert fit.mean_best_iou == pytest.approx(mean_best_iou(wh, anchors))
+    assert anchor_fit(wh, anchors, anchor_t=5.0).best_possible_recall == pytest.approx(4 / 5)  # [400, 90]
+    assert anchor_fit(np.zeros((0, 2)), anchors).best_possible_recall == 1.0
+
+
+def test_anchor_check_warns_with_the_command_and_auto_anchors_refits(tmp_path):
+    from utils.train.trainer import TrainConfig, check_anchor_fit
+
+    # Boxes of three shapes letterboxed into a 128 input, and anchors made for 416.
+    image = tmp_path / "a.jpg"
+    Image.new("RGB", (128, 128)).save(image)
+    rng = np.random.default_rng(0)
+    annotations = []
+    for i in range(12):
+        w, h = TRUE_SHAPES[i % 3] * 0.2 * rng.uniform(0.95, 1.05, 2)
+        annotations.append(Annotation(str(image), np.array([[5, 5, 5 + w, 5 + h]]), np.array([0])))
+    cfg = TrainConfig(train="data.txt", input_size=128, anchor_t=4.0)
+    anchors = load_anchors(DEFAULT_ANCHORS) * 4.0  # far too large for these boxes
+    kept, lines = check_anchor_fit(cfg, annotations, anchors)
+    assert kept is anchors
+    assert "best possible recall 0.3333 at ratio 4" in lines[0] and "12 training boxes at input 128" in lines[0]
+    assert "python kmeans_for_anchors.py --annotations data.txt --input-size 128" in lines[1]
+    refitted, lines = check_anchor_fit(cfg, annotations, anchors, refit=True)
+    assert refitted.shape == (9, 2) and not np.allclose(refitted, anchors)
+    assert anchor_fit(refitted, refitted).boxes == 9
+    assert "--auto-anchors refitted them: best possible recall 1.0000" in lines[1]
+    # Anchors that already fit give no warning.
+    _, lines = check_anchor_fit(cfg, annotations, refitted)
+    assert len(lines) == 1

@@ -416,3 +416,73 @@ def test_loss_decreases_when_memorising_a_batch():
         positive = y_true[level][..., 4] > 0
         assert float(tf.reduce_min(tf.boolean_mask(obj, positive))) > 0.5, f"level {level}"
         assert float(tf.reduce_max(tf.boolean_mask(obj, ~positive))) < 0.5, f"level {level}"
+
+
+# --- the yolov5 assigner's loss -----------------------------------------------------------
+
+
+def _ignore_case_v5(gt_box, hot_logit):
+    """As ``_ignore_case``, with the yolov5 assigner (its coding decodes zeros to the same box)."""
+    loss_fn = YoloLoss(ANCHORS, 1, SIZE, assigner="yolov5")
+    y_true = _empty_targets(1, 1)
+    y_true[-1][0, 0] = gt_box
+    raws = _raw(1, 1, obj=-10.0)
+    _set(raws, 0, 0, 0, 1, [hot_logit], 1, start=4)
+    return float(loss_fn(y_true, raws)[1]["obj"])
+
+
+def test_yolov5_assigner_counts_every_negative():
+    gt = _hot_box()  # IoU 1 with the hot prediction: ignored by yolov3, counted by yolov5
+    cold, hot = _ignore_case_v5(gt, -10.0), _ignore_case_v5(gt, 5.0)
+    scale = LEVEL_BALANCE[0] * OBJ_RATIO * SIZE * SIZE / 416.0**2 / 12
+    np.testing.assert_allclose(hot - cold, (_bce(5.0, 0) - _bce(-10.0, 0)) * scale, rtol=1e-5)
+
+
+def test_yolov5_box_term_uses_the_yolov5_coding():
+    loss_fn = YoloLoss(ANCHORS, 1, SIZE, assigner="yolov5")
+    target = [0.7, 0.2, 0.6, 0.5]
+    y_true = _empty_targets(1, 1)
+    y_true[0][0, 0, 1, 2, :6] = target + [1.0, 1.0]
+    y_true[-1][0, 0] = target
+    raws = _raw(1, 1)
+    t = [0.3, -0.2, 0.1, -0.3]
+    _set(raws, 0, 0, 1, 2, t, 1)
+    anchor = ANCHORS[ANCHOR_MASK[0][2]]
+    decoded = [
+        (2 * _sigmoid(t[0]) - 0.5 + 1) / GRIDS[0],
+        (2 * _sigmoid(t[1]) - 0.5 + 0) / GRIDS[0],
+        (2 * _sigmoid(t[2])) ** 2 * anchor[0] / SIZE,
+        (2 * _sigmoid(t[3])) ** 2 * anchor[1] / SIZE,
+    ]
+    _, parts = loss_fn(y_true, raws)
+    np.testing.assert_allclose(float(parts["box"]), (1.0 - _ciou(decoded, target)) * BOX_RATIO, rtol=1e-5)
+
+
+@pytest.mark.parametrize("assigner", ["yolov3", "yolov5"])
+def test_objectness_target_is_the_detached_iou_when_asked(assigner):
+    target = [0.7, 0.2, 0.6, 0.5]
+    y_true = _empty_targets(1, 1)
+    y_true[0][0, 0, 1, 2, :6] = target + [1.0, 1.0]
+    y_true[-1][0, 0] = target
+    raws = _raw(1, 1, obj=-10.0)
+    t = [0.3, -0.2, 0.1, -0.3]
+    _set(raws, 0, 0, 1, 2, t + [0.7], 1)
+    boxes, _, _ = decode_head(raws[0], ANCHORS[list(ANCHOR_MASK[0])], 1, (SIZE, SIZE), assigner)
+    quality = max(_ciou(boxes[0, 0, 1, 2].numpy().tolist(), target), 0.0)
+    assert 0.05 < quality < 0.95
+    one = YoloLoss(ANCHORS, 1, SIZE, assigner=assigner)
+    iou = YoloLoss(ANCHORS, 1, SIZE, assigner=assigner, obj_iou_target=True)
+    # Only the positive's term differs: BCE(0.7, quality) instead of BCE(0.7, 1).
+    diff = float(iou(y_true, raws)[1]["obj"]) - float(one(y_true, raws)[1]["obj"])
+    per_cell = _bce(0.7, quality) - _bce(0.7, 1.0)
+    # The mean runs over the counted cells: all 12 of level 32 for yolov5; the positive and
+    # the negatives not ignored for yolov3.
+    counted = per_cell * LEVEL_BALANCE[0] * OBJ_RATIO * SIZE * SIZE / 416.0**2 / diff
+    assert abs(counted - round(counted)) < 1e-3 and 1 <= round(counted) <= 12
+    if assigner == "yolov5":
+        assert round(counted) == 12
+    # Detached: the target carries no gradient into the box channels.
+    total, _, grads = _loss_and_grads(YoloLoss(ANCHORS, 1, SIZE, assigner=assigner, obj_iou_target=True,
+                                               box_ratio=0.0, cls_ratio=0.0), y_true, raws)
+    box_grad = grads[0].numpy().reshape(1, GRIDS[0], GRIDS[0], 3, 6)[0, 0, 1, 2, :4]
+    np.testing.assert_array_equal(box_grad, 0.0)

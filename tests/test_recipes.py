@@ -80,7 +80,7 @@ def test_every_flag_override_wins_over_the_recipe_and_reaches_config_json(tmp_pa
         "weight_decay": 1e-4, "warmup_epochs": 1.0, "warmup_min_steps": 7, "warmup_bias_lr": 0.05,
         "box_gain": 0.1, "obj_gain": 2.0, "cls_gain": 3.0, "loss_batch_scale": False, "ema": False,
         "ema_decay": 0.99, "ema_tau": 10.0, "freeze_epochs": 2, "jitter": 0.2, "scale_min": 0.5,
-        "scale_max": 1.5, "mosaic_ratio": 0.3,
+        "scale_max": 1.5, "mosaic_ratio": 0.3, "assigner": "yolov3", "anchor_t": 3.0, "obj_iou_target": False,
     }
     assert set(overrides) >= set(RECIPE_FIELDS) - {"min_lr_ratio"}
     assert all(getattr(RECIPES["short"], key) != value for key, value in overrides.items() if key in RECIPE_FIELDS)

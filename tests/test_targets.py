@@ -131,3 +131,154 @@ def test_invalid_arguments_are_reported():
     with pytest.raises(ValueError, match="multiple of 32.*100"):
         grid_sizes(100)
     assert grid_sizes(416) == (13, 26, 52)
+
+
+# --- the yolov5 assigner ------------------------------------------------------------------
+
+# Nine anchors at a 128 input, sorted by area: a 20x20 box is within 4x of anchors 2
+# (6x6, stride 8), 3 (10x10) and 4 (30x30) (both stride 16), and of no other.
+V5_ANCHORS = np.array([[2, 2], [3, 3], [6, 6], [10, 10], [30, 30], [90, 90], [100, 100], [110, 110], [120, 120]],
+                      np.float32)
+
+
+def _positives(y_true):
+    """Sorted (level, row, col, slot) of every positive entry."""
+    return sorted((lv, *map(int, idx)) for lv, t in enumerate(y_true) for idx in np.argwhere(t[..., 4] > 0))
+
+
+def _encode_v5(boxes, classes, anchors=V5_ANCHORS):
+    return [t.numpy() for t in encode_targets(np.asarray(boxes, np.float32), np.asarray(classes), anchors, SIZE,
+                                              NUM_CLASSES, assigner="yolov5")]
+
+
+def _box(cx, cy, w, h):
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def test_yolov5_box_fitting_two_anchors_of_one_level_and_one_of_another_gets_all_three():
+    y_true = _encode_v5([_box(52.0, 52.0, 20, 20)], [1])  # at a cell corner of every level
+    matched = sorted({(lv, slot) for lv, _, _, slot in _positives(y_true)})
+    # Level 1 is stride 16 (anchors 3, 4, 5 -> slots 0, 1); level 2 stride 8 (anchor 2 -> slot 2).
+    assert matched == [(1, 0), (1, 1), (2, 2)]
+    assert not y_true[0].any()
+    for lv, row, col, slot in _positives(y_true):
+        vec = y_true[lv][row, col, slot]
+        np.testing.assert_allclose(vec[:4], np.array([52, 52, 20, 20]) / SIZE, rtol=1e-6)
+        np.testing.assert_array_equal(vec[4:], [1, 0, 1, 0, 0])
+
+
+def test_yolov3_gives_the_same_box_its_best_anchor_only():
+    y_true = [t.numpy() for t in encode_targets(np.array([_box(52.0, 52.0, 20, 20)], np.float32), np.array([1]),
+                                                V5_ANCHORS, SIZE, NUM_CLASSES)]
+    assert _positives(y_true) == [(1, 3, 3, 1)]
+
+
+@pytest.mark.parametrize("frac, expected_shift", [((0.2, 0.3), (-1, -1)), ((0.8, 0.7), (1, 1)),
+                                                  ((0.3, 0.9), (-1, 1)), ((0.6, 0.1), (1, -1))])
+def test_yolov5_neighbours_are_the_two_nearest_cells(frac, expected_shift):
+    stride, col, row = 8, 6, 9  # stride 8 is level 2; the 6x6-ish box matches anchor 2 only there
+    cx, cy = (col + frac[0]) * stride, (row + frac[1]) * stride
+    y_true = _encode_v5([_box(cx, cy, 6, 6)], [0])
+    cells = {(r, c) for lv, r, c, slot in _positives(y_true) if lv == 2 and slot == 2}
+    dx, dy = expected_shift
+    assert cells == {(row, col), (row, col + dx), (row + dy, col)}
+    assert (row, col - dx) not in cells and (row - dy, col) not in cells
+
+
+def test_yolov5_never_assigns_a_cell_outside_the_grid():
+    grid = SIZE // 8
+    corners = [_box(1.0, 1.0, 6, 6), _box(SIZE - 1.0, SIZE - 1.0, 6, 6), _box(1.0, SIZE - 1.0, 6, 6),
+               _box(SIZE + 3.0, -2.0, 6, 6)]
+    y_true = _encode_v5(corners, [0, 1, 2, 3])
+    level2 = [(r, c) for lv, r, c, slot in _positives(y_true) if lv == 2 and slot == 2]
+    assert all(0 <= r < grid and 0 <= c < grid for r, c in level2)
+    # Each corner keeps its own cell; both of its nearest neighbours are outside the grid.
+    assert sorted(level2) == sorted([(0, 0), (grid - 1, grid - 1), (grid - 1, 0), (0, grid - 1)])
+
+
+def test_yolov5_collisions_prefer_a_box_in_its_own_cell_then_the_later_box():
+    stride = 8
+    own = _box(5.5 * stride, 5.5 * stride, 6, 6)  # cell (5, 5), right/lower half: neighbours (5, 6), (6, 5)
+    neighbour = _box(6.2 * stride, 5.6 * stride, 6, 6)  # cell (5, 6), left half: neighbour (5, 5)
+    for order in ((own, neighbour), (neighbour, own)):
+        classes = [0, 1] if order[0] is own else [1, 0]
+        y8 = _encode_v5(list(order), classes)[2]
+        assert y8[5, 5, 2, 5 + 0] == 1 and y8[5, 6, 2, 5 + 1] == 1  # each keeps its own cell
+    twin = _box(5.6 * stride, 5.7 * stride, 6, 6)  # the same cells as `own`: the later box wins them all
+    y8 = _encode_v5([own, twin], [0, 3])[2]
+    for row, col in ((5, 5), (5, 6), (6, 5)):
+        np.testing.assert_array_equal(y8[row, col, 2, 4:], [1, 0, 0, 0, 1])
+
+
+def test_yolov3_targets_are_the_plain_loop_bit_for_bit():
+    rng = np.random.default_rng(11)
+    n = 60
+    # Centres on a coarse lattice, so that many boxes collide on one cell and anchor.
+    xy = np.round(rng.uniform(-5, SIZE + 5, (n, 2)) / 16) * 16 + rng.uniform(0, 3, (n, 2))
+    wh = rng.uniform(-3, SIZE * 0.9, (n, 2))
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1).astype(np.float32)
+    classes = rng.integers(0, NUM_CLASSES, n)
+    got = [t.numpy() for t in encode_targets(boxes, classes, ANCHORS, SIZE, NUM_CLASSES, assigner="yolov3")]
+    want = _reference_encode(boxes, classes, ANCHORS, SIZE, NUM_CLASSES)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+
+
+def test_yolov5_targets_decode_back_to_their_boxes():
+    """Every yolov5 target, neighbour cells included, is reachable by the yolov5 box
+    coding: the raw values that encode it at its cell and anchor decode to the box."""
+    from utils.decode import decode_head
+
+    rng = np.random.default_rng(3)
+    n = 12
+    xy = rng.uniform(4, SIZE - 4, (n, 2))
+    wh = rng.uniform(4, 60, (n, 2))
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1).astype(np.float32)
+    y_true = _encode_v5(boxes, rng.integers(0, NUM_CLASSES, n), ANCHORS)
+    checked = 0
+    for lv, target in enumerate(y_true):
+        grid = target.shape[0]
+        anchors = ANCHORS[list(ANCHOR_MASK[lv])]
+        raw = np.zeros(target.shape, np.float32)
+        for row, col, slot in np.argwhere(target[..., 4] > 0):
+            cx, cy, w, h = target[row, col, slot, :4]
+            sig_xy = (np.array([cx * grid - col, cy * grid - row]) + 0.5) / 2.0
+            sig_wh = np.sqrt(np.array([w, h]) * SIZE / anchors[slot]) / 2.0
+            assert np.all((sig_xy > 0) & (sig_xy < 1)) and np.all((sig_wh > 0) & (sig_wh < 1))
+            raw[row, col, slot, :4] = np.log(np.concatenate([sig_xy, sig_wh]) /
+                                             (1 - np.concatenate([sig_xy, sig_wh])))
+            checked += 1
+        decoded = np.asarray(decode_head(raw.reshape(1, grid, grid, -1), anchors, NUM_CLASSES, (SIZE, SIZE),
+                                         "yolov5")[0])[0]
+        mask = target[..., 4] > 0
+        np.testing.assert_allclose(decoded[mask], target[..., :4][mask], atol=1e-4)
+    assert checked > 3 * n
+
+
+def test_yolov3_targets_decode_back_to_their_boxes():
+    from utils.decode import decode_head
+
+    rng = np.random.default_rng(4)
+    n = 12
+    xy = rng.uniform(4, SIZE - 4, (n, 2))
+    wh = rng.uniform(4, 100, (n, 2))
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1).astype(np.float32)
+    y_true = [t.numpy() for t in encode_targets(boxes, rng.integers(0, NUM_CLASSES, n), ANCHORS, SIZE,
+                                                NUM_CLASSES)]
+    for lv, target in enumerate(y_true):
+        grid = target.shape[0]
+        anchors = ANCHORS[list(ANCHOR_MASK[lv])]
+        raw = np.zeros(target.shape, np.float32)
+        for row, col, slot in np.argwhere(target[..., 4] > 0):
+            cx, cy, w, h = target[row, col, slot, :4]
+            sig_xy = np.array([cx * grid - col, cy * grid - row])
+            raw[row, col, slot, :2] = np.log(sig_xy / (1 - sig_xy))
+            raw[row, col, slot, 2:4] = np.log(np.array([w, h]) * SIZE / anchors[slot])
+        decoded = np.asarray(decode_head(raw.reshape(1, grid, grid, -1), anchors, NUM_CLASSES, (SIZE, SIZE))[0])[0]
+        mask = target[..., 4] > 0
+        np.testing.assert_allclose(decoded[mask], target[..., :4][mask], atol=1e-4)
+
+
+def test_unknown_assigner_is_refused():
+    with pytest.raises(ValueError, match="yolov3, yolov5"):
+        encode_targets(np.zeros((0, 4)), np.zeros((0,), np.int32), ANCHORS, SIZE, NUM_CLASSES, assigner="atss")

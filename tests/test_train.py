@@ -146,7 +146,7 @@ def test_interrupted_training_resumes_where_it_stopped(data, tmp_path):
     state_path = run_dir / "train_state.json"
     log_path = tmp_path / "first.log"
     cmd = [sys.executable, TRAIN, *map(str, [*_data_args(data), *SMALL, "--epochs", "3", "--save-dir", logs,
-                                            "--name", "run"])]
+                                            "--name", "run", "--auto-anchors"])]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         killed_after = None
@@ -172,9 +172,23 @@ def test_interrupted_training_resumes_where_it_stopped(data, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert killed_after < 3, "the run finished before it could be interrupted"
 
+    # --auto-anchors refitted the anchors to the 64-pixel boxes and stored them with the run.
+    assert "--auto-anchors refitted them" in output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["anchors"] == str(run_dir / "anchors.txt") and config["auto_anchors"]
+    from utils.config import DEFAULT_ANCHORS
+    from utils.model_data import load_anchors
+
+    refitted = load_anchors(run_dir / "anchors.txt")
+    assert not np.allclose(refitted, load_anchors(DEFAULT_ANCHORS))
+
     proc = _run(["--resume", run_dir])
     _assert_ok(proc)
     assert f"after epoch {killed_after}" in proc.stdout
+    assert "refitted" not in proc.stdout  # resuming keeps the run's anchors
+    from utils.checkpoint import load_model
+
+    np.testing.assert_allclose(load_model(run_dir / "last.keras").anchors, refitted)
     class_names = data["classes"].read_text().split()
     _check_run_folder(run_dir, 3, class_names)
     assert sorted(os.listdir(logs)) == ["run"], "resuming must not start a new run folder"

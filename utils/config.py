@@ -12,6 +12,19 @@ STRIDES = (32, 16, 8)
 # Which of the nine anchors (sorted small to large) each head uses, in STRIDES order.
 ANCHOR_MASK = ((6, 7, 8), (3, 4, 5), (0, 1, 2))
 NUM_ANCHORS_PER_LEVEL = 3
+# How ground-truth boxes become training targets, and how the heads encode a box:
+# "yolov3" gives each box to its best anchor in the cell of its centre and decodes
+# sigmoid(t) + cell, exp(t) * anchor; "yolov5" gives it to every anchor within
+# ANCHOR_T of its shape, in its own cell and the two nearest neighbours, and decodes
+# 2 sigmoid(t) - 0.5 + cell, (2 sigmoid(t))^2 * anchor. The box coding is a property
+# of the model; a model saved without one decodes as "yolov3".
+ASSIGNERS = ("yolov3", "yolov5")
+BOX_CODINGS = ASSIGNERS
+DEFAULT_BOX_CODING = "yolov3"
+# Largest width or height ratio between a box and an anchor that still match (both ways).
+ANCHOR_T = 4.0
+# Below this best possible recall of the anchors, training warns (YOLOv5's AutoAnchor threshold).
+ANCHOR_MIN_BPR = 0.98
 # Every input side must be a multiple of the coarsest stride.
 INPUT_MULTIPLE = 32
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from utils.boxes import xywh_to_xyxy
-from utils.config import ANCHOR_MASK, DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
+from utils.config import ANCHOR_MASK, BOX_CODINGS, DEFAULT_BOX_CODING, DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
 
 
 def split_head(raw, num_classes):
@@ -24,14 +24,28 @@ def split_head(raw, num_classes):
     return ops.reshape(raw, (shape[0], shape[1], shape[2], -1, 5 + num_classes))
 
 
-def decode_head(raw, anchors, num_classes, input_hw):
+def check_box_coding(box_coding):
+    """Returns ``box_coding`` if it is one of ``BOX_CODINGS``; ValueError otherwise."""
+    if box_coding not in BOX_CODINGS:
+        raise ValueError(f"box coding must be one of {', '.join(BOX_CODINGS)}, got {box_coding!r}")
+    return box_coding
+
+
+def decode_head(raw, anchors, num_classes, input_hw, box_coding=DEFAULT_BOX_CODING):
     """Turns one raw head output into boxes relative to the network input.
+
+    With ``box_coding`` "yolov3" the centre is ``(sigmoid(t_xy) + cell) / G`` and the
+    size ``exp(t_wh) * anchor``; with "yolov5" the centre is
+    ``(2 sigmoid(t_xy) - 0.5 + cell) / G`` (it reaches half a cell beyond its own, so a
+    neighbouring cell can predict a box) and the size ``(2 sigmoid(t_wh))^2 * anchor``
+    (at most 4 anchors, matching ``ANCHOR_T``).
 
     Args:
         raw: (B, Gh, Gw, A*(5+C)) raw head output.
         anchors: (A, 2) anchor width, height in input pixels for this level.
         num_classes: C.
         input_hw: (height, width) of the network input in pixels.
+        box_coding: "yolov3" or "yolov5" (see ``utils.config.BOX_CODINGS``).
 
     Returns:
         boxes: (B, Gh, Gw, A, 4) xywh rel (0–1 of the input width/height).
@@ -51,9 +65,13 @@ def decode_head(raw, anchors, num_classes, input_hw):
     grid_size = ops.cast(ops.stack([gw, gh]), dtype)
     input_size = ops.cast(ops.convert_to_tensor([input_hw[1], input_hw[0]]), dtype)
     anchors = ops.cast(ops.reshape(ops.convert_to_tensor(anchors), (1, 1, 1, -1, 2)), dtype)
-    xy = (ops.sigmoid(feats[..., 0:2]) + grid) / grid_size
-    # Clip the exponent so an untrained or diverging head cannot overflow to inf.
-    wh = ops.exp(ops.minimum(feats[..., 2:4], 10.0)) * anchors / input_size
+    if check_box_coding(box_coding) == "yolov5":
+        xy = (2.0 * ops.sigmoid(feats[..., 0:2]) - 0.5 + grid) / grid_size
+        wh = ops.square(2.0 * ops.sigmoid(feats[..., 2:4])) * anchors / input_size
+    else:
+        xy = (ops.sigmoid(feats[..., 0:2]) + grid) / grid_size
+        # Clip the exponent so an untrained or diverging head cannot overflow to inf.
+        wh = ops.exp(ops.minimum(feats[..., 2:4], 10.0)) * anchors / input_size
     return ops.concatenate([xy, wh], axis=-1), feats[..., 4:5], feats[..., 5:]
 
 
@@ -75,6 +93,7 @@ class YoloDecoder(keras.layers.Layer):
         nms_iou: IoU above which a lower-scored box of the same class is suppressed.
         max_boxes: maximum boxes kept per class (and, times C, in total, up to 1000).
         letterbox: True if images were letterboxed, False if plainly resized.
+        box_coding: how the heads encode a box, "yolov3" or "yolov5" (``decode_head``).
 
     Call args:
         raw_outputs: list of raw heads in STRIDES order, (B, S/stride, S/stride, 3·(5+C)).
@@ -89,8 +108,9 @@ class YoloDecoder(keras.layers.Layer):
     """
 
     def __init__(self, anchors, num_classes, input_size, conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU,
-                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, **kwargs):
+                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, box_coding=DEFAULT_BOX_CODING, **kwargs):
         super().__init__(**kwargs)
+        self.box_coding = check_box_coding(box_coding)
         self.anchors = [[float(v) for v in a] for a in anchors]
         self.num_classes = int(num_classes)
         self.input_size = int(input_size)
@@ -106,7 +126,7 @@ class YoloDecoder(keras.layers.Layer):
         size = (self.input_size, self.input_size)
         for raw, mask in zip(raw_outputs, ANCHOR_MASK):
             xywh, obj, cls = decode_head(ops.cast(raw, "float32"), ops.take(anchors, list(mask), axis=0),
-                                         self.num_classes, size)
+                                         self.num_classes, size, self.box_coding)
             batch = ops.shape(xywh)[0]
             boxes.append(ops.reshape(xywh, (batch, -1, 4)))
             scores.append(ops.reshape(ops.sigmoid(obj) * ops.sigmoid(cls), (batch, -1, self.num_classes)))
@@ -174,6 +194,6 @@ class YoloDecoder(keras.layers.Layer):
         config = super().get_config()
         config.update(
             anchors=self.anchors, num_classes=self.num_classes, input_size=self.input_size, conf=self.conf,
-            nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox,
+            nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox, box_coding=self.box_coding,
         )
         return config

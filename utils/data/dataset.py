@@ -36,9 +36,9 @@ from PIL import Image
 
 from utils.data import augment
 from utils.data.annotation import Annotation
-from utils.config import MAX_GT_BOXES
-from utils.data.targets import build_targets, check_anchors, grid_sizes
-from utils.image import exif_orientation
+from utils.config import ANCHOR_T, MAX_GT_BOXES
+from utils.data.targets import build_targets, check_anchors, check_assigner, grid_sizes
+from utils.image import exif_orientation, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ MIXUP_PROB = 0.5
 def _image_header(path):
     """(width, height, format, EXIF orientation) from the file header, without
     decoding pixels; the size as stored, the orientation 1–8 (1 when absent or invalid)."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         return image.size[0], image.size[1], image.format, exif_orientation(image)
 
 
@@ -186,6 +186,8 @@ def build_dataset(
     jitter=augment.JITTER,
     scale_range=augment.SCALE_RANGE,
     augment_images=True,
+    assigner="yolov3",
+    anchor_t=ANCHOR_T,
 ):
     """Builds the batched training or validation dataset.
 
@@ -213,6 +215,8 @@ def build_dataset(
         scale_range: (low, high) scale of the training augmentation, relative to S.
         augment_images: False trains on letterboxed images as validation sees them
             (shuffled, but no augmentation, Mosaic or MixUp).
+        assigner: how boxes become targets, "yolov3" or "yolov5" (``utils.data.targets``).
+        anchor_t: largest box/anchor width or height ratio of a yolov5 match.
 
     Returns:
         tf.data.Dataset of ``(images, (y_true_32, y_true_16, y_true_8, gt_boxes))``:
@@ -228,6 +232,7 @@ def build_dataset(
         annotations, num_classes, input_size, batch_size, training, seed, mosaic, mixup
     )
     anchors = check_anchors(anchors)
+    check_assigner(assigner)
     shuffle = training if shuffle is None else bool(shuffle)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
     if drop_remainder and len(annotations) < batch_size:
@@ -244,7 +249,7 @@ def build_dataset(
     # source conversion cuts the dataset's build time several-fold.
     @tf.autograph.experimental.do_not_convert
     def encode(image, boxes, classes):
-        targets = build_targets(boxes, classes, anchors, size, num_classes, max_boxes)
+        targets = build_targets(boxes, classes, anchors, size, num_classes, max_boxes, assigner, anchor_t)
         return tf.ensure_shape(image, (size, size, 3)), targets
 
     indices = tf.data.Dataset.range(len(annotations))

@@ -51,6 +51,54 @@ def mean_best_iou(wh, anchors):
 
 
 @dataclass
+class AnchorFit:
+    """How well anchors fit a set of boxes (YOLOv5's AutoAnchor figures).
+
+    Attributes:
+        best_possible_recall: fraction of the boxes with at least one anchor whose
+            width and height are both within a factor ``anchor_t`` of the box's: the
+            boxes the yolov5 assigner can match by shape.
+        anchors_per_box: mean number of such anchors per box.
+        mean_best_iou: mean shape IoU of each box with its best anchor.
+        boxes: number of boxes.
+        anchor_t: the ratio used.
+    """
+
+    best_possible_recall: float
+    anchors_per_box: float
+    mean_best_iou: float
+    boxes: int
+    anchor_t: float
+
+
+def anchor_fit(wh, anchors, anchor_t=4.0):
+    """Measures how well ``anchors`` fit boxes of sizes ``wh``.
+
+    Args:
+        wh: (N, 2) box width, height in input pixels (N may be 0).
+        anchors: (K, 2) anchor width, height in the same pixels.
+        anchor_t: largest width or height ratio, either way, of a match.
+
+    Returns:
+        AnchorFit (recall 1 and IoU 1 for no boxes).
+    """
+    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
+    if not len(wh):
+        return AnchorFit(1.0, 0.0, 1.0, 0, float(anchor_t))
+    ratio = wh[:, None, :] / anchors[None, :, :]
+    worst = np.maximum(ratio, 1.0 / ratio).max(axis=-1)  # (N, K)
+    matched = worst < anchor_t
+    return AnchorFit(
+        best_possible_recall=float(matched.any(axis=1).mean()),
+        anchors_per_box=float(matched.sum(axis=1).mean()),
+        mean_best_iou=mean_best_iou(wh, anchors),
+        boxes=len(wh),
+        anchor_t=float(anchor_t),
+    )
+
+
+@dataclass
 class KMeansResult:
     """The best clustering found.
 

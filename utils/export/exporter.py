@@ -219,6 +219,7 @@ def run_export(options):
         class_names=list(model.class_names), input_size=input_size, anchors=np.asarray(model.anchors).tolist(),
         nms=nms, conf=options.conf, nms_iou=options.nms_iou, max_boxes=options.max_boxes, precision=precision,
         outputs=output_order(nms), backbone=model.backbone_name, checkpoint=Path(options.checkpoint).name,
+        box_coding=model.box_coding,
     )
     function = export_function(model, input_size, model.anchors, options.conf, options.nms_iou, options.max_boxes,
                                nms=nms)

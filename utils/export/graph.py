@@ -33,7 +33,8 @@ def export_function(model, input_size, anchors, conf, nms_iou, max_boxes, nms="g
     """
     if nms not in NMS_PLACEMENTS:
         raise ValueError(f"nms must be one of {NMS_PLACEMENTS}, got {nms!r}")
-    decoder = YoloDecoder(anchors, model.num_classes, input_size, conf=conf, nms_iou=nms_iou, max_boxes=max_boxes)
+    decoder = YoloDecoder(anchors, model.num_classes, input_size, conf=conf, nms_iou=nms_iou, max_boxes=max_boxes,
+                          box_coding=model.box_coding)
     spec = tf.TensorSpec((None, input_size, input_size, 3), tf.uint8, name=INPUT_NAME)
 
     def detect(images):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils.checkpoint import load_model
-from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU, STRIDES
+from utils.config import DEFAULT_BOX_CODING, DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU, STRIDES
 from utils.decode import YoloDecoder
 from utils.image import boxes_to_image, check_input_size, letterbox, stretch
 from utils.model_data import load_anchors, load_classes
@@ -91,10 +91,11 @@ class BasePredictor:
         nms_iou: NMS IoU threshold.
         max_boxes: boxes kept per class.
         letterbox: letterbox (True) or plain resize (False).
+        box_coding: how the heads encode a box, "yolov3" or "yolov5".
     """
 
     def __init__(self, class_names, input_size, anchors, conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU,
-                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True):
+                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, box_coding=DEFAULT_BOX_CODING):
         self.class_names = list(class_names)
         self.input_size = check_input_size(input_size)
         self.anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
@@ -103,7 +104,8 @@ class BasePredictor:
         self.max_boxes = int(max_boxes)
         self.letterbox = bool(letterbox)
         self.decoder = YoloDecoder(self.anchors, len(self.class_names), self.input_size, conf=self.conf,
-                                   nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox)
+                                   nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox,
+                                   box_coding=box_coding)
 
     @property
     def num_classes(self):
@@ -189,6 +191,7 @@ class Predictor(BasePredictor):
             input_size if input_size is not None else model.input_size,
             anchors if anchors is not None else model.anchors,
             conf=conf, nms_iou=nms_iou, max_boxes=max_boxes, letterbox=letterbox,
+            box_coding=getattr(model, "box_coding", DEFAULT_BOX_CODING),
         )
         self.model = model
         spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.uint8)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
+from utils.config import BOX_CODINGS, DEFAULT_BOX_CODING, DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
 from utils.image import check_input_size
 from utils.model_data import load_anchors, load_classes
 from utils.predict.predictor import DETECTION_OUTPUTS, RAW_OUTPUTS, BasePredictor, ClassCountError, Predictor
@@ -85,6 +85,8 @@ class ExportMetadata:
         outputs: names of the graph's outputs.
         backbone: the backbone name.
         checkpoint: file name of the checkpoint exported.
+        box_coding: how the heads encode a box ("yolov3" or "yolov5"), for decoding
+            on the host; metadata written without it is "yolov3".
     """
 
     class_names: list
@@ -98,6 +100,7 @@ class ExportMetadata:
     outputs: list = field(default_factory=list)
     backbone: str = ""
     checkpoint: str = ""
+    box_coding: str = DEFAULT_BOX_CODING
 
     def to_json(self):
         """The metadata as a JSON string, with its format name and version."""
@@ -120,6 +123,8 @@ class ExportMetadata:
             anchors = np.asarray(meta.anchors, np.float32)
             if anchors.shape != (9, 2) or len(meta.class_names) < 1 or meta.nms not in ("graph", "host", "none"):
                 raise ValueError("class names, anchors or nms field malformed")
+            if meta.box_coding not in BOX_CODINGS:
+                raise ValueError(f"box coding {meta.box_coding!r} is none of {', '.join(BOX_CODINGS)}")
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise ArtifactError(f"{path}: unreadable export metadata ({exc}); export the model again") from None
         return meta
@@ -214,7 +219,7 @@ class ExportedPredictor(BasePredictor):
             )
         super().__init__(class_names if class_names is not None else meta.class_names, meta.input_size,
                          anchors if anchors is not None else meta.anchors, conf=conf, nms_iou=nms_iou,
-                         max_boxes=max_boxes, letterbox=letterbox)
+                         max_boxes=max_boxes, letterbox=letterbox, box_coding=meta.box_coding)
         self.host_stage = self._choose_host_stage(anchors)
         if self.host_stage == "decode":
             self._host = tf.function(self.decoder, reduce_retracing=True)

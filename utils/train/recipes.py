@@ -31,7 +31,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from utils.config import BOX_RATIO, CLS_RATIO, DEFAULT_WEIGHT_DECAY, OBJ_RATIO
+from utils.config import ANCHOR_T, BOX_RATIO, CLS_RATIO, DEFAULT_WEIGHT_DECAY, OBJ_RATIO
 from utils.train.ema import DEFAULT_DECAY as EMA_DECAY
 from utils.train.ema import DEFAULT_TAU as EMA_TAU
 
@@ -68,6 +68,13 @@ class Recipe:
         freeze_epochs: first epochs with the backbone frozen (pretrained only).
         jitter, scale_min, scale_max: augmentation strength.
         mosaic_ratio: part of the epochs with Mosaic/MixUp (when asked for).
+        assigner: how boxes become targets, "yolov3" (one anchor, one cell) or
+            "yolov5" (every anchor within ``anchor_t``, three cells); it also fixes
+            the model's box coding (see utils.data.targets and utils.decode).
+        anchor_t: largest box/anchor width or height ratio of a yolov5 match, and the
+            ratio of the anchor check at the start of training.
+        obj_iou_target: the objectness target of a positive is its box's detached
+            CIoU with the target (instead of 1).
     """
 
     name: str
@@ -93,6 +100,9 @@ class Recipe:
     scale_min: float
     scale_max: float
     mosaic_ratio: float
+    assigner: str
+    anchor_t: float
+    obj_iou_target: bool
 
 
 RECIPES = {
@@ -120,6 +130,9 @@ RECIPES = {
         scale_min=0.25,
         scale_max=2.0,
         mosaic_ratio=0.7,
+        assigner="yolov3",
+        anchor_t=ANCHOR_T,
+        obj_iou_target=False,
     ),
     "short": Recipe(
         name="short",
@@ -145,6 +158,9 @@ RECIPES = {
         scale_min=0.75,
         scale_max=1.25,
         mosaic_ratio=0.9,
+        assigner="yolov5",
+        anchor_t=ANCHOR_T,
+        obj_iou_target=True,
     ),
 }
 # The long recipe is the short one's loss normalization and EMA on the reference's optimizer.

