@@ -8,10 +8,16 @@ Modes:
   4  COCO metrics from existing files
 
 Files written under --out: ground-truth/<image_id>.txt, detection-results/<image_id>.txt,
-results.json, problems.txt (when something was skipped) and, for the VOC metrics,
-pr_curves/<class>.png, ap_per_class.png and gt_counts.png; for the COCO metrics,
-coco_detections.json and coco_ground_truth.json with the dataset's category ids (and
-image ids, for a COCO --annotations file).
+results.json, problems.txt (one line per problem; empty when there was none) and, for
+the VOC metrics, pr_curves/<class>.png, ap_per_class.png and gt_counts.png; for the COCO
+metrics, coco_detections.json and coco_ground_truth.json with the dataset's category ids
+(and image ids, for a COCO --annotations file).
+
+Runs sharing --out: modes 0, 1 and 2 write their text files into a hidden folder of
+their own (--out/.get_map-*), compute the metrics from there, then move each text folder
+into place in one rename, replacing the earlier one as a whole; every other file is
+written under a temporary name and renamed. Two runs at once thus each compute their
+own metrics, and --out ends up with complete files of the run that finished last.
 
 Examples:
   python get_map.py --model logs/best.keras
@@ -23,7 +29,9 @@ Examples:
 
 import json
 import logging
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from utils.cli import docstring_parser, fraction, input_size, int_at_least
@@ -35,6 +43,7 @@ from utils.config import (
     EVAL_NMS_IOU,
     EVAL_SCORE_THRESHOLD,
 )
+from utils.run_dir import write_text_atomic
 
 logger = logging.getLogger("get_map")
 
@@ -168,15 +177,16 @@ def list_images(args, class_names, source=None):
     return map_files.images_from_voc(args.voc_root, year, args.split, class_names)
 
 
-def evaluate(args, class_names, out, ids=(None, None)):
-    """Reads the files under ``out`` and computes the metric; returns (result, problems).
+def evaluate(args, class_names, out, ids=(None, None), files_dir=None):
+    """Reads the text files and computes the metric; returns (result, problems).
 
-    ``ids`` are the (category ids, image ids) the COCO JSON files are written with.
+    The files are read from ``files_dir`` (default ``out``); the COCO JSON files go to
+    ``out``, written with ``ids``, the (category ids, image ids).
     """
     from utils.eval import map_files
     from utils.eval import metrics
 
-    files = map_files.read_map_files(out, class_names)
+    files = map_files.read_map_files(out if files_dir is None else files_dir, class_names)
     metric = "coco" if args.mode == 4 else args.metric
     if metric == "coco":
         result = metrics.evaluate_coco(files.ground_truth, files.detections, files.class_names)
@@ -220,7 +230,7 @@ def report(result, args, out, problems, made_detections):
         summary["detection_conf"] = args.conf
         summary["detection_nms_iou"] = args.nms_iou
         summary["detection_max_boxes"] = args.max_boxes
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
     if result["metric"] != "coco" and not args.no_plots:
         from utils.eval.plots import save_voc_plots
 
@@ -229,17 +239,44 @@ def report(result, args, out, problems, made_detections):
 
 
 def write_problems(problems, out, shown):
-    """Prints a summary of the problems and writes all of them to <out>/problems.txt."""
+    """Prints a summary of the problems and writes all of them to <out>/problems.txt (empty when none)."""
     from utils.eval.map_files import format_problems
 
     path = out / "problems.txt"
+    write_text_atomic(path, "".join(f"{problem}\n" for problem in problems))
     if problems:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(problems) + "\n", encoding="utf-8")
         print(format_problems(problems, limit=shown))
         print(f"All problems listed in {path}")
-    elif path.exists():
-        path.unlink()
+
+
+def text_folders(mode):
+    """The text folders a mode writes: detections (modes 0 and 1), ground truth (modes 0 and 2)."""
+    from utils.eval.map_files import DET_DIR, GT_DIR
+
+    return [name for name, modes in ((DET_DIR, (0, 1)), (GT_DIR, (0, 2))) if mode in modes]
+
+
+def write_text_files(args, predictor, images, class_names, work):
+    """Writes the text files of modes 0, 1 and 2 into the run's own folder ``work``.
+
+    Returns:
+        (counts, problems): the number of files written per text folder, and a
+        message per image that could not be read. Mode 0 writes the ground truth of
+        the images whose detections were made.
+    """
+    from utils.eval import map_files
+
+    counts, problems = {}, []
+    if args.mode in (0, 1):
+        written, problems = map_files.write_detection_files(predictor, images, work, args.batch_size)
+        counts[map_files.DET_DIR] = len(written)
+        if args.mode == 0:
+            done = set(written)
+            images = [image for image in images if image.image_id in done]
+    if args.mode in (0, 2):
+        map_files.write_ground_truth_files(images, class_names, work)
+        counts[map_files.GT_DIR] = len(images)
+    return counts, problems
 
 
 def run(args):
@@ -249,36 +286,44 @@ def run(args):
     out = Path(args.out)
     if args.mode in (0, 1) and not args.model:
         raise SystemExit(f"get_map.py: error: --mode {args.mode} needs --model")
+    for name in text_folders(args.mode):
+        map_files.check_text_folder(out / name)
     predictor = load_predictor(args) if args.mode in (0, 1) else None
     source = read_annotations(args, predictor) if args.annotations else None
     class_names = list(source.classes.names) if source is not None else resolve_classes(args, predictor)
-    problems = []
+    ids = coco_ids(source, predictor)
 
-    if args.mode in (0, 1, 2):
-        images, found = list_images(args, class_names, source)
-        problems += found
-        if not images:
-            write_problems(problems, out, args.problems_shown)
-            print("No image to evaluate.", file=sys.stderr)
-            return 1
-        if args.mode in (0, 1):
-            written, failed = map_files.write_detection_files(predictor, images, out, args.batch_size)
-            problems += failed
-            print(f"Wrote {len(written)} detection files to {out / map_files.DET_DIR}")
-            if args.mode == 0:
-                done = set(written)
-                images = [image for image in images if image.image_id in done]
-        if args.mode in (0, 2):
-            map_files.write_ground_truth_files(images, class_names, out)
-            print(f"Wrote {len(images)} ground-truth files to {out / map_files.GT_DIR}")
+    if args.mode in (3, 4):
+        result, problems = evaluate(args, class_names, out, ids)
+        write_problems(problems, out, args.problems_shown)
+        report(result, args, out, problems, made_detections=False)
+        return 0
 
-    if args.mode in (0, 3, 4):
-        result, found = evaluate(args, class_names, out, coco_ids(source, predictor))
+    images, problems = list_images(args, class_names, source)
+    out.mkdir(parents=True, exist_ok=True)
+    if not images:
+        write_problems(problems, out, args.problems_shown)
+        print("No image to evaluate.", file=sys.stderr)
+        return 1
+    # Everything this run writes and reads lies in its own folder until published, so
+    # that a run sharing --out neither reads nor deletes any of it.
+    work = Path(tempfile.mkdtemp(prefix=".get_map-", dir=out))
+    try:
+        counts, found = write_text_files(args, predictor, images, class_names, work)
         problems += found
+        if args.mode == 0:
+            result, found = evaluate(args, class_names, out, ids, files_dir=work)
+            # The messages name the files where they are published.
+            problems += [message.replace(str(work), str(out)) for message in found]
+        for name, count in counts.items():
+            map_files.publish_folder(work / name, out / name)
+            what = "detection" if name == map_files.DET_DIR else "ground-truth"
+            print(f"Wrote {count} {what} files to {out / name}")
         write_problems(problems, out, args.problems_shown)
-        report(result, args, out, problems, made_detections=args.mode == 0)
-    else:
-        write_problems(problems, out, args.problems_shown)
+        if args.mode == 0:
+            report(result, args, out, problems, made_detections=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -176,6 +176,12 @@ def _source_shape(keras_shape, axes):
     return tuple(shape)
 
 
+def source_shapes(model):
+    """The PyTorch shape of every tensor the model needs: ``{name: shape}``, for
+    ``read_state_dict(path, expected_shapes=...)`` to check before reading the data."""
+    return {name: _source_shape(tuple(variable.shape), axes) for name, variable, axes in _weight_plan(model)}
+
+
 def _check_state_dict(model, state_dict, plan, source):
     """Raises ValueError unless the state dict fits the model tensor for tensor."""
     checkpoint_blocks = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, state_dict) if m}
@@ -311,6 +317,7 @@ def imagenet_weights_file(variant, include_top=False, cache_dir=None):
     source = package_weights_file(variant)
     log.info("Converting the ImageNet weights of EfficientNet-%s from %s to %s", variant, source, path)
     model = EfficientNetLite(variant, include_top=include_top, drop_connect_rate=0.0, classes=IMAGENET_CLASSES)
-    load_imagenet_weights(model, read_state_dict(source), source=str(source))
+    state_dict = read_state_dict(source, expected_shapes=source_shapes(model))
+    load_imagenet_weights(model, state_dict, source=str(source))
     _save_atomically(model, path)
     return path

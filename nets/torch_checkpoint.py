@@ -19,6 +19,14 @@ unpickler that resolves only an allow-list of globals (``collections.OrderedDict
 the tensor rebuild functions, the storage types), each mapped to a local function
 or marker that only records its arguments; any other global is refused before it is
 looked up. Tensors come back as NumPy arrays.
+
+A few hundred bytes of pickle can declare a tensor far larger than the file (a
+stride of 0 repeats one stored element over any shape). So before any storage is
+read, every tensor is checked by name: its elements must lie inside its storage
+and be no more than the storage holds, the non-contiguous tensors (copied out of
+their storages; contiguous ones are views) must together hold no more elements
+than all storages, and, when the caller gives them, its shape must be the one the
+model expects.
 """
 
 import collections
@@ -132,13 +140,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     stride = _int_tuple(stride, "stride")
     if len(size) != len(stride):
         raise pickle.UnpicklingError(f"tensor size {size} and stride {stride} differ in length")
-    if 0 not in size:
-        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= storage.numel:
-            raise pickle.UnpicklingError(
-                f"tensor of size {size}, stride {stride} at offset {storage_offset} reaches past "
-                f"its storage of {storage.numel} elements"
-            )
+    # Whether the tensor fits its storage is checked by name, in _check_tensors.
     return _TensorRef(storage, storage_offset, size, stride)
 
 
@@ -245,15 +247,22 @@ def _read_storage(file, path, storage, bytes_left):
     return nbytes + _COUNT.size
 
 
+def _is_view(ref):
+    """Whether the tensor is a plain run of its storage (returned as a view, not copied)."""
+    if math.prod(ref.size) <= 1:
+        return True
+    step = 1
+    for n, s in zip(reversed(ref.size), reversed(ref.stride)):
+        if n != 1 and s != step:
+            return False
+        step *= n
+    return True
+
+
 def _to_array(ref):
     data = ref.view.storage.data[ref.view.offset : ref.view.offset + ref.view.numel]
     numel = math.prod(ref.size)
-    contiguous = []
-    step = 1
-    for n in reversed(ref.size):
-        contiguous.append(step)
-        step *= n
-    if tuple(reversed(contiguous)) == ref.stride or numel <= 1:
+    if _is_view(ref):
         return data[ref.offset : ref.offset + numel].reshape(ref.size)
     strided = np.lib.stride_tricks.as_strided(
         data[ref.offset :], shape=ref.size, strides=[s * data.itemsize for s in ref.stride], writeable=False
@@ -261,18 +270,71 @@ def _to_array(ref):
     return strided.copy()
 
 
-def _resolve(obj):
-    """Replaces every tensor reference in dicts, lists and tuples with its array."""
+def _named_tensors(obj, name=""):
+    """Yields (name, tensor reference) for every tensor that ``_resolve`` turns into an
+    array; a name joins dict keys with dots and list indices in brackets."""
     if isinstance(obj, _TensorRef):
-        return _to_array(obj)
+        yield name or "(the whole object)", obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _named_tensors(value, f"{name}.{key}" if name else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            yield from _named_tensors(value, f"{name}[{index}]")
+
+
+def _check_tensors(path, named, storages):
+    """Raises CheckpointFormatError, naming the tensor, unless every tensor fits its storage.
+
+    Runs on the declared sizes, before any storage is read or any array made: each
+    tensor's elements (offset, size and stride) must lie inside its storage and be
+    no more than the storage holds; the copies of the non-contiguous tensors must
+    together hold no more elements than all storages.
+    """
+    available = sum(storage.numel for storage in storages.values())
+    copied, seen = 0, set()
+    for name, ref in named:
+        numel = math.prod(ref.size)
+        if numel == 0:
+            continue
+        what = f"{path}: tensor {name!r} of size {ref.size}, stride {ref.stride} at offset {ref.offset}"
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+        if last >= ref.view.numel:
+            raise CheckpointFormatError(
+                f"{what} reaches element {last} of a storage of {ref.view.numel} elements; the file is damaged."
+            )
+        if numel > ref.view.numel:
+            raise CheckpointFormatError(
+                f"{what} would hold {numel:,} elements, more than the {ref.view.numel:,} of its storage (a stride "
+                "repeats stored elements); a saved state dict holds no such tensor. The file is damaged or made "
+                "to exhaust memory; nothing was read."
+            )
+        if not _is_view(ref) and ref not in seen:
+            seen.add(ref)
+            copied += numel
+            if copied > available:
+                raise CheckpointFormatError(
+                    f"{what}: the non-contiguous tensors up to this one would be copied into {copied:,} elements, "
+                    f"more than the {available:,} of all the file's storages. The file is damaged or made to "
+                    "exhaust memory; nothing was read."
+                )
+
+
+def _resolve(obj, arrays):
+    """Replaces every tensor reference in dicts, lists and tuples with its array;
+    ``arrays`` keeps one array per distinct reference."""
+    if isinstance(obj, _TensorRef):
+        if obj not in arrays:
+            arrays[obj] = _to_array(obj)
+        return arrays[obj]
     if isinstance(obj, collections.OrderedDict):
-        return collections.OrderedDict((k, _resolve(v)) for k, v in obj.items())
+        return collections.OrderedDict((k, _resolve(v, arrays)) for k, v in obj.items())
     if isinstance(obj, dict):
-        return {k: _resolve(v) for k, v in obj.items()}
+        return {k: _resolve(v, arrays) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_resolve(v) for v in obj]
+        return [_resolve(v, arrays) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_resolve(v) for v in obj)
+        return tuple(_resolve(v, arrays) for v in obj)
     return obj
 
 
@@ -329,9 +391,16 @@ def read_checkpoint(path):
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointFormatError: the file is not a legacy PyTorch checkpoint, is
-            truncated or damaged, or its pickle asks for a global outside the
-            allow-list (nothing is run; the message names the global).
+            truncated or damaged, declares a tensor that does not fit its storage
+            (the message names the tensor), or its pickle asks for a global outside
+            the allow-list (nothing is run; the message names the global).
     """
+    return _read(path)
+
+
+def _read(path, check=None):
+    """``read_checkpoint``, calling ``check(object)`` on the unpickled object (its
+    tensors still references) after the tensor checks and before any storage is read."""
     path = os.fspath(path)
     storages = {}
     with open(path, "rb") as file:
@@ -361,16 +430,28 @@ def read_checkpoint(path):
                 f"{path}: the storage key list does not match the tensors (unlisted: {missing[:5]}, "
                 f"never used: {unknown[:5]}); the file is damaged."
             )
+        try:
+            _check_tensors(path, _named_tensors(obj), storages)
+        except RecursionError:
+            raise CheckpointFormatError(f"{path}: the saved object is nested too deeply to be a state dict.") from None
+        if check is not None:
+            check(obj)
         bytes_left = size - file.tell()
         for key in keys:
             bytes_left -= _read_storage(file, path, storages[key], bytes_left)
     try:
-        return _resolve(obj)
+        return _resolve(obj, {})
     except (ValueError, MemoryError) as exc:
         raise CheckpointFormatError(f"{path}: a tensor does not fit its storage: {exc}") from None
 
 
-def read_state_dict(path):
+def _inner_state_dict(obj):
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"]
+    return obj
+
+
+def read_state_dict(path, expected_shapes=None):
     """Reads a legacy PyTorch state dict: parameter and buffer names to arrays.
 
     A checkpoint holding ``{"state_dict": {...}, ...}`` (as training scripts often
@@ -378,18 +459,35 @@ def read_state_dict(path):
 
     Args:
         path: the ``.pth`` file.
+        expected_shapes: optional ``{name: shape}`` the model needs (PyTorch
+            layout); a tensor of one of these names with another shape is refused
+            before any storage is read. Names absent from the file are left to the
+            caller.
 
     Returns:
         ``OrderedDict`` {name: np.ndarray} in the file's order.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointFormatError: as ``read_checkpoint``, or the file holds something
-            other than a mapping of names to tensors.
+        CheckpointFormatError: as ``read_checkpoint``, a tensor whose shape is not
+            the expected one (named), or the file holds something other than a
+            mapping of names to tensors.
     """
-    obj = read_checkpoint(path)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    path = os.fspath(path)
+
+    def check_shapes(obj):
+        state = _inner_state_dict(obj)
+        if not expected_shapes or not isinstance(state, dict):
+            return
+        for name, shape in expected_shapes.items():
+            ref = state.get(name)
+            if isinstance(ref, _TensorRef) and ref.size != tuple(shape):
+                raise CheckpointFormatError(
+                    f"{path}: tensor {name!r} has shape {ref.size}, but the model's layer expects "
+                    f"{tuple(shape)}; the file does not belong to this model. Nothing was read."
+                )
+
+    obj = _inner_state_dict(_read(path, check_shapes))
     if not isinstance(obj, dict):
         raise CheckpointFormatError(
             f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)."

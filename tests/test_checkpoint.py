@@ -209,3 +209,82 @@ def test_keras_archive_holds_the_optimizer_only_when_asked(model, tmp_path):
     # Momentum doubles the file when it is kept.
     assert (tmp_path / "without.keras").stat().st_size < 0.75 * (tmp_path / "with.keras").stat().st_size
     assert model.optimizer is optimizer, "saving must leave the model's optimizer attached"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["umask022", "umask027", "umask077"])
+def test_atomic_writes_give_the_mode_of_an_ordinary_write(tmp_path, umask):
+    from utils.export.formats import _replace_folder
+    from utils.run_dir import write_text_atomic
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "ordinary.csv").write_text("epoch\n")
+        atomic_write(tmp_path / "history.csv", lambda tmp: open(tmp, "w").write("epoch\n"), ".csv")
+        write_text_atomic(tmp_path / "results.json", "{}\n")
+        # A replaced file gets the same mode as a new one.
+        write_text_atomic(tmp_path / "results.json", "{}\n")
+        _replace_folder(tmp_path / "saved_model", lambda tmp: (tmp / "saved_model.pb").write_bytes(b"pb"))
+        os.mkdir(tmp_path / "ordinary_folder")
+    finally:
+        os.umask(old)
+
+    def mode(name):
+        return os.stat(tmp_path / name).st_mode & 0o777
+
+    assert mode("ordinary.csv") == 0o666 & ~umask
+    assert mode("history.csv") == mode("results.json") == mode("saved_model/saved_model.pb") == mode("ordinary.csv")
+    assert mode("saved_model") == mode("ordinary_folder") == 0o777 & ~umask
+    assert sorted(os.listdir(tmp_path)) == ["history.csv", "ordinary.csv", "ordinary_folder", "results.json",
+                                            "saved_model"]
+
+
+@pytest.fixture(scope="module")
+def foreign_model(tmp_path_factory):
+    """A valid .keras archive of a model that is not a detector: Input -> Dense."""
+    import keras
+
+    inputs = keras.Input((4,))
+    net = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="regressor")
+    path = tmp_path_factory.mktemp("foreign") / "regressor.keras"
+    net.save(path)
+    return path
+
+
+def test_a_keras_model_that_is_not_a_detector_is_a_checkpoint_error(foreign_model, tmp_path):
+    with pytest.raises(CheckpointError, match=r"regressor\.keras.*not a detector.*Functional.*train\.py"):
+        load_model(foreign_model)
+    with pytest.raises(CheckpointError, match=r"regressor\.keras.*not a detector"):
+        transfer_weights(YoloV3(3, input_size=SIZE), foreign_model)
+
+    weights = tmp_path / "regressor.weights.h5"
+    (tmp_path / "regressor.json").write_text('{"class_name": "Functional", "config": {"name": "regressor"}}')
+    weights.write_bytes(b"\x89HDF")
+    with pytest.raises(CheckpointError, match=r"regressor\.json.*'Functional', not YoloV3"):
+        load_model(weights)
+
+
+def test_scripts_name_a_keras_model_that_is_not_a_detector(foreign_model, tmp_path, capsys):
+    from PIL import Image
+
+    import export
+    import get_map
+    import predict
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 24)).save(image)
+    annotations = tmp_path / "test.txt"
+    annotations.write_text(f"{image} 1,1,10,10,0\n")
+    runs = {
+        "predict.py": lambda: predict.main(["--model", str(foreign_model), "--source", str(image),
+                                            "--out", str(tmp_path / "predict")]),
+        "export.py": lambda: export.main(["--model", str(foreign_model), "--format", "onnx",
+                                          "--out", str(tmp_path / "m.onnx")]),
+        "get_map.py": lambda: get_map.main(["--model", str(foreign_model), "--annotations", str(annotations),
+                                            "--out", str(tmp_path / "map")]),
+    }
+    for script, run in runs.items():
+        assert run() != 0, script
+        err = capsys.readouterr().err
+        assert f"{script}: error: {foreign_model}" in err and "not a detector of this project" in err, err
+        assert "Traceback" not in err and "AttributeError" not in err
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "test.txt"]  # no output folder or file begun

@@ -95,6 +95,7 @@ def test_every_bad_entry_is_reported_and_skipped(coco_file):
         coco.R_BAD_BOX: 3,
         coco.R_EMPTY_BOX: 2,
         coco.R_UNREADABLE_IMAGE: 0,
+        coco.R_OUTSIDE: 0,  # see test_file_names_leading_outside_the_images_folder_are_kept_and_reported
         coco.R_CLIPPED: 1,
         coco.R_CROWD: 1,
         coco.R_NEGATIVE: 1,
@@ -123,6 +124,34 @@ def test_relative_names_default_to_the_json_folder(tmp_path):
     assert data.annotations[0].path == str(tmp_path / "a.jpg")
     # Without a size in the JSON the box is kept as written (the pipeline clips it).
     np.testing.assert_allclose(data.annotations[0].boxes, [[1, 2, 301, 6]])
+
+
+def test_file_names_leading_outside_the_images_folder_are_kept_and_reported(tmp_path):
+    images = tmp_path / "dataset" / "images"
+    _image(images / "inside.jpg")
+    _image(images / "sub" / "deep.jpg")
+    _image(tmp_path / "elsewhere" / "outside.jpg")
+    _image(tmp_path / "absolute.jpg")
+    path = _write_json(tmp_path / "dataset" / "ann.json", {
+        "images": [{"id": 1, "file_name": "inside.jpg"},
+                   {"id": 2, "file_name": "sub/../sub/deep.jpg"},
+                   {"id": 3, "file_name": "../../elsewhere/outside.jpg"},
+                   {"id": 4, "file_name": str(tmp_path / "absolute.jpg")}],  # absolute: chosen, not a slip
+        "annotations": [{"image_id": i, "category_id": 1, "bbox": [1, 2, 30, 40]} for i in (1, 2, 3, 4)],
+        "categories": [{"id": 1, "name": "x"}],
+    })
+
+    source = read_dataset(path, images=images)
+    assert len(source.annotations) == 4  # every image kept
+    outside = [m for m in source.problems if "outside the images folder" in m]
+    assert len(outside) == 1, source.problems
+    assert "images[2] id 3 '../../elsewhere/outside.jpg'" in outside[0]
+    assert str(tmp_path / "elsewhere" / "outside.jpg") in outside[0] and str(images) in outside[0]
+    assert "1 problem(s)" in source.describe()
+
+    # The converter's summary lists it too.
+    data = read_coco(path, images=images)
+    assert data.report.count(coco.R_OUTSIDE) == 1 and coco.R_OUTSIDE in data.report.format()
 
 
 @pytest.mark.parametrize(

@@ -473,3 +473,171 @@ def test_yolo_data_yaml_split_gives_the_ground_truth(tmp_path):
     assert "val0.txt:2:" in proc.stdout  # the malformed label line, with file and line
     proc = run_cli("--mode", 2, "--annotations", data, "--out", out)  # default split: test
     assert proc.returncode == 1 and "no split 'test'" in proc.stderr
+
+
+# ------------------------------------------------------------- runs sharing one --out
+
+
+class MeetingPredictor(FakePredictor):
+    """FakePredictor whose every batch waits for the other run's, so that two runs
+    started together write and read their files at the same moments."""
+
+    def __init__(self, barrier=None, fail_at=None):
+        super().__init__()
+        self.barrier = barrier
+        self.fail_at = fail_at
+
+    def predict_batch(self, images):
+        if self.fail_at is not None and len(self.batches) == self.fail_at:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the detections
+        if self.barrier is not None:
+            self.barrier.wait(timeout=60)
+        return super().predict_batch(images)
+
+
+def _two_image_dataset(folder, size, boxes):
+    """Images im0.png and im1.png of ``size`` with one traffic light each; the same
+    file stems in every such dataset, so that shared text files would collide."""
+    from PIL import Image
+
+    lines = []
+    for i, box in enumerate(boxes):
+        path = folder / f"im{i}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (60 * i, 0, 0)).save(path)
+        lines.append(f"{path} {','.join(map(str, box))},0\n")
+    return write(folder / "test.txt", "".join(lines))
+
+
+def _evaluate(monkeypatch, annotations, out, predictor, results):
+    """get_map.main in mode 0 with ``predictor``; the metrics it reports go to ``results``."""
+    import get_map
+
+    monkeypatch.setattr(get_map, "load_predictor", lambda args: predictor[args.annotations])
+    status = get_map.main(["--model", "unused.keras", "--annotations", str(annotations), "--out", str(out),
+                           "--batch-size", "1", "--no-plots"])
+    assert status == 0
+    return results[str(annotations)]
+
+
+@pytest.fixture()
+def recorded_reports(monkeypatch):
+    """The mAP and per-class AP that each get_map.report call receives, by --annotations."""
+    import get_map
+
+    results, report = {}, get_map.report
+
+    def recording(result, args, out, problems, made_detections):
+        results[args.annotations] = (result["map"], [(c["name"], c["ap"]) for c in result["classes"] if c["num_gt"]])
+        report(result, args, out, problems, made_detections)
+
+    monkeypatch.setattr(get_map, "report", recording)
+    return results
+
+
+def test_two_runs_into_one_out_each_get_their_own_result(tmp_path, monkeypatch, recorded_reports):
+    import threading
+
+    first = _two_image_dataset(tmp_path / "A", (40, 30), [(0, 0, 20, 15), (20, 15, 40, 30)])  # mAP 1/2
+    second = _two_image_dataset(tmp_path / "B", (64, 48), [(0, 0, 32, 24), (0, 0, 32, 24)])  # mAP 1
+    datasets = [str(first), str(second)]
+    alone, alone_files, alone_json = {}, [], []
+    for name in datasets:
+        out = tmp_path / f"alone_{Path(name).parent.name}"
+        alone[name] = _evaluate(monkeypatch, name, out, {name: MeetingPredictor()}, recorded_reports)
+        alone_files.append({p.name: p.read_text() for p in (out / "ground-truth").iterdir()})
+        alone_json.append(json.loads((out / "results.json").read_text()))
+    assert alone[datasets[0]][0] == pytest.approx(0.5) and alone[datasets[1]][0] == pytest.approx(1.0)
+
+    shared = tmp_path / "shared"
+    write(shared / "notes.md", "someone else's file\n")
+    barrier = threading.Barrier(2)
+    predictors = {name: MeetingPredictor(barrier) for name in datasets}
+    recorded_reports.clear()
+    errors = []
+
+    def evaluate(name):
+        try:
+            _evaluate(monkeypatch, name, shared, predictors, recorded_reports)
+        except BaseException as exc:  # noqa: BLE001  reported by the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=evaluate, args=(name,)) for name in datasets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert [len(predictors[name].batches) for name in datasets] == [2, 2]  # they met at every batch
+    for name in datasets:
+        assert recorded_reports[name] == alone[name]
+    # The shared folder holds complete files of one of the runs, and nothing else was deleted.
+    assert {p.name: p.read_text() for p in (shared / "ground-truth").iterdir()} in alone_files
+    assert json.loads((shared / "results.json").read_text()) in alone_json
+    assert (shared / "notes.md").read_text() == "someone else's file\n"
+    assert not [p.name for p in shared.iterdir() if p.name.startswith(".")]
+
+
+def test_an_interrupted_run_leaves_the_published_files_as_they_were(tmp_path, monkeypatch, recorded_reports):
+    dataset = str(_two_image_dataset(tmp_path / "A", (40, 30), [(0, 0, 20, 15), (20, 15, 40, 30)]))
+    out = tmp_path / "out"
+    _evaluate(monkeypatch, dataset, out, {dataset: MeetingPredictor()}, recorded_reports)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(monkeypatch, dataset, out, {dataset: MeetingPredictor(fail_at=1)}, recorded_reports)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_text_folder_holding_other_files_is_not_replaced(tmp_path):
+    classes = write(tmp_path / "classes.txt", "cat\n")
+    annotations = write(tmp_path / "test.txt", "a.jpg 1,2,30,40,0\n")
+    out = tmp_path / "out"
+    write(out / "ground-truth" / "README.md", "notes kept with the files\n")
+    proc = run_cli("--mode", 2, "--annotations", annotations, "--classes", classes, "--out", out)
+    assert proc.returncode == 1
+    assert "README.md" in proc.stderr and "another --out" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in (out / "ground-truth").iterdir()) == ["README.md"]
+
+
+def test_the_problem_heading_does_not_call_a_clipped_box_skipped(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (100, 80)).save(tmp_path / "images" / "a.jpg")
+    coco_json = write(tmp_path / "instances.json", json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [90, 60, 20, 30]}],
+    }))
+    out = tmp_path / "out"
+    proc = run_cli("--mode", 2, "--annotations", coco_json, "--images", tmp_path / "images", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 problem(s) in the input, each with what was done (skipped, clipped or kept):" in proc.stdout
+    assert "affected lines or files skipped" not in proc.stdout
+    assert "(clipped to the image)" in (out / "problems.txt").read_text()
+    assert (out / "ground-truth" / "a.txt").read_text() == "cat 90 60 100 80\n"  # kept, clipped
+
+
+def test_two_processes_writing_ground_truth_into_one_out_leave_one_complete_set(tmp_path):
+    # Real processes started together; each dataset names the same 1,500 image stems
+    # with other boxes, so files of the two runs would be indistinguishable by name.
+    classes = write(tmp_path / "classes.txt", "cat\n")
+    sets = []
+    for k, annotations in enumerate((tmp_path / "a.txt", tmp_path / "b.txt")):
+        write(annotations, "".join(f"images/im{i:04d}.jpg {k},{k},{k + 10},{k + 10},0\n" for i in range(1500)))
+        sets.append({f"im{i:04d}.txt": f"cat {k} {k} {k + 10} {k + 10}\n" for i in range(1500)})
+    out = tmp_path / "shared"
+    runs = [
+        subprocess.Popen([sys.executable, "get_map.py", "--mode", "2", "--annotations", str(annotations),
+                          "--classes", str(classes), "--out", str(out)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for annotations in (tmp_path / "a.txt", tmp_path / "b.txt")
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    published = {p.name: p.read_text() for p in (out / "ground-truth").iterdir()}
+    assert published in sets
+    assert sorted(p.name for p in out.iterdir()) == ["ground-truth", "problems.txt"]

@@ -121,6 +121,38 @@ def test_non_image_and_missing_files_raise_naming_the_file(tmp_path):
     assert issubclass(ImageLoadError, ValueError)
 
 
+def test_an_image_over_pils_pixel_limit_is_read_and_reported_once(tmp_path, monkeypatch, caplog):
+    import logging
+    import warnings
+
+    from utils.data.annotation import Annotation
+    from utils.data.dataset import check_annotations
+    from utils.image import displayed_size, image_size
+
+    # 1,600 pixels against a limit of 1,000: warned about by PIL, under the 2,000 it refuses.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "large.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(path)
+    annotation = Annotation(str(path), np.array([[1, 1, 20, 20]], np.float32), np.zeros(1, np.int32),
+                            np.zeros(1, bool))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="utils.image"):
+        warnings.simplefilter("always")
+        usable, problems = check_annotations([annotation], 1)  # the training check reads the header
+        assert displayed_size(path) == image_size(path) == (40, 40)
+        _check_rgb(load_image(path), (40, 40))  # prediction and evaluation decode it
+        _check_rgb(load_image(path), (40, 40))
+    assert len(usable) == 1 and problems == []
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    said = [r.getMessage() for r in caplog.records if r.name == "utils.image"]
+    assert said == [f"{path}: 40x40 image (1,600 pixels), more than PIL's limit of 1,000 pixels against "
+                    "decompression bombs; it is read anyway, which takes much memory (images over 2,000 pixels "
+                    "are refused)"]
+
+    Image.new("RGB", (50, 50)).save(tmp_path / "bomb.png")
+    with pytest.raises(ImageLoadError, match=r"bomb\.png: image too large"):
+        load_image(tmp_path / "bomb.png")
+
+
 @pytest.mark.parametrize("bad", [100, 0, -32, 33.5, "abc", None])
 def test_check_input_size_rejects_with_the_value(bad):
     with pytest.raises(ValueError, match="multiple of 32") as info:

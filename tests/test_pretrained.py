@@ -282,6 +282,69 @@ def test_foreign_files_give_a_clear_error(tmp_path):
         read_state_dict(empty)
 
 
+def test_a_tensor_larger_than_its_storage_is_refused_by_name_before_any_array_is_made(tmp_path):
+    import tracemalloc
+
+    # 8192 x 8192 floats (256 MB) declared over one stored float by a stride of 0.
+    path = write_legacy_pth(tmp_path / "expanded.pth", {
+        "ok": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "bomb.weight": View("one", 0, (8192, 8192), (0, 0)),
+    }, storages={"one": np.ones(1, np.float32)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointFormatError,
+                           match=r"expanded\.pth: tensor 'bomb\.weight' of size \(8192, 8192\), stride \(0, 0\).*"
+                                 r"67,108,864 elements, more than the 1 of its storage"):
+            read_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+    past = write_legacy_pth(tmp_path / "past.pth", {"w": View("s", 8, (2, 2), (2, 1))},
+                            storages={"s": np.ones(10, np.float32)})
+    with pytest.raises(CheckpointFormatError, match=r"past\.pth: tensor 'w' .* reaches element 11 of a storage of 10"):
+        read_checkpoint(past)
+
+
+def test_many_strided_views_of_one_storage_are_refused(tmp_path):
+    # Each view holds half the storage, non-contiguously; together they would hold far more.
+    views = {f"view{k}": View("s", k, (2, 25), (1, 2)) for k in range(40)}
+    path = write_legacy_pth(tmp_path / "views.pth", views, storages={"s": np.arange(100, dtype=np.float32)})
+    with pytest.raises(CheckpointFormatError, match=r"tensor 'view2' .* copied into 150 elements, more than the 100"):
+        read_state_dict(path)
+    # Two transposed views of one storage, as torch saves w and w.T, are fine.
+    pair = write_legacy_pth(tmp_path / "pair.pth", {"w": View("s", 0, (10, 10), (10, 1)),
+                                                    "w_t": View("s", 0, (10, 10), (1, 10))},
+                            storages={"s": np.arange(100, dtype=np.float32)})
+    state = read_state_dict(pair)
+    np.testing.assert_array_equal(state["w_t"], state["w"].T)
+
+
+def test_expected_shapes_are_checked_before_the_data_is_read(tmp_path):
+    data = write_legacy_pth(tmp_path / "whole.pth", {"conv.weight": np.ones((3, 4), np.float32),
+                                                     "bn.bias": np.ones(3, np.float32)}).read_bytes()
+    path = tmp_path / "cut.pth"
+    path.write_bytes(data[:-4])  # the data ends early: reading it would fail as truncated
+    with pytest.raises(CheckpointFormatError, match="truncated"):
+        read_state_dict(path)
+    with pytest.raises(CheckpointFormatError,
+                       match=r"cut\.pth: tensor 'conv\.weight' has shape \(3, 4\), but the model's layer expects "
+                             r"\(4, 3\)"):
+        read_state_dict(path, expected_shapes={"conv.weight": (4, 3), "bn.bias": (3,), "absent": (1,)})
+
+
+def test_a_package_file_of_the_wrong_shapes_is_refused_naming_the_tensor(tmp_path, monkeypatch):
+    state, _ = torch_layout_state_dict(EfficientNetLite("lite0", include_top=False))
+    state["_blocks.3._depthwise_conv.weight"] = np.ones((7, 1, 3, 3), np.float32)
+    package_file = write_legacy_pth(tmp_path / "package_lite0.pth", state)
+    monkeypatch.setattr(pretrained, "package_weights_file", lambda variant: package_file)
+    with pytest.raises(CheckpointFormatError, match=r"tensor '_blocks\.3\._depthwise_conv\.weight' has shape "
+                                                    r"\(7, 1, 3, 3\), but the model's layer expects \(144, 1, 5, 5\)"):
+        imagenet_weights_file("lite0", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
 # --- the converter --------------------------------------------------------------------
 
 

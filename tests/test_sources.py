@@ -38,6 +38,23 @@ def test_train_and_val_splits_of_one_data_yaml(tmp_path):
     assert data.descriptions[1].startswith(f"--val {data_yaml} (YOLO txt, split val): 1 images")
 
 
+def test_the_data_read_line_counts_the_images_used_not_those_skipped(tmp_path):
+    lines = []
+    for i in range(4):
+        path = tmp_path / f"im{i}.jpg"
+        if i != 2:  # im2.jpg is listed but missing
+            _image(path)
+        lines.append(f"{path} 10,10,40,30,0{' 1,1,5,5,1' if i == 0 else ''}\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    (tmp_path / "train.txt").write_text("".join(lines))
+
+    data = read_training_data(tmp_path / "train.txt", classes=tmp_path / "classes.txt")
+    assert len(data.train) == 3
+    line = data.descriptions[0]
+    assert ": 3 images (0 without objects; 1 more listed but skipped), 4 objects;" in line, line
+    assert line.endswith("; 1 problem(s)") and any("im2.jpg" in p for p in data.problems)
+
+
 def test_validation_classes_must_agree_with_the_training_ones(tmp_path):
     data_yaml = _yolo(tmp_path / "ds")
     _image(tmp_path / "v.jpg")

@@ -20,6 +20,6 @@ The modules at this level are shared by every stage and import no stage package:
 (head outputs to boxes, used by the loss and by prediction), ``image`` (reading and
 letterboxing), ``checkpoint`` (saving and loading models), ``model_data`` (class and
 anchor files), ``model_stats`` (parameters, FLOPs, latency), ``cli`` (argument
-types) and ``run_dir`` (numbered output folders). ``nets`` (the networks and the
+types) and ``run_dir`` (numbered output folders, atomic writes). ``nets`` (the networks and the
 loss) may import these shared modules but no stage package.
 """

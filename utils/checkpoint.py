@@ -10,14 +10,14 @@ save leaves the previous file intact.
 
 import json
 import logging
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from utils.run_dir import atomic_write  # noqa: F401  the writers of the other modules import it from here
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +30,6 @@ def _sidecar(path):
     name = Path(path).name
     stem = name[: -len(".weights.h5")] if name.endswith(".weights.h5") else Path(path).stem
     return Path(path).with_name(stem + ".json")
-
-
-def atomic_write(path, writer, suffix):
-    """Calls ``writer(tmp_path)`` then renames tmp_path onto ``path``.
-
-    Args:
-        path: destination file.
-        writer: callable taking the temporary path (str) and writing the file.
-        suffix: suffix the temporary file needs (e.g. ".keras", Keras checks it).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_model(model, path, include_optimizer=True):
@@ -99,7 +78,8 @@ def load_model(path, compile=False):
         the YoloV3 model.
 
     Raises:
-        CheckpointError: missing, truncated or foreign file; names the file.
+        CheckpointError: missing, truncated or foreign file, or a valid Keras model
+            that is not a YoloV3 of this project; names the file.
     """
     import nets.yolo  # noqa: F401  registers YoloV3 for deserialization
 
@@ -113,11 +93,25 @@ def load_model(path, compile=False):
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a valid .keras archive (the file is truncated or corrupt)")
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise CheckpointError(f"{path}: the archive is truncated or corrupt ({type(exc).__name__}: {exc})") from None
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model from this archive: {exc}") from None
+    _check_detector(model, path)
+    return model
+
+
+def _check_detector(model, path):
+    """Raises CheckpointError unless ``model`` is a detector of this project (a YoloV3)."""
+    from nets.yolo import YoloV3
+
+    if not isinstance(model, YoloV3):
+        raise CheckpointError(
+            f"{path}: a valid Keras model, but not a detector of this project (it holds a "
+            f"{type(model).__name__} model named {getattr(model, 'name', '?')!r}, not a YoloV3 with its class "
+            "names, input size and anchors); pass a checkpoint written by train.py, e.g. logs/exp/best.keras"
+        )
 
 
 def _load_weights_artifact(path):
@@ -131,9 +125,18 @@ def _load_weights_artifact(path):
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        model = YoloV3.from_config(config.get("config", config))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_path}: unreadable model config ({exc})") from None
+    if not isinstance(config, dict) or config.get("class_name", YoloV3.__name__) != YoloV3.__name__:
+        found = config.get("class_name") if isinstance(config, dict) else f"a JSON {type(config).__name__}"
+        raise CheckpointError(
+            f"{config_path}: not the config of a detector of this project ({found!r}, not YoloV3); "
+            f"{path.name} needs the .json that train.py wrote beside it"
+        )
+    try:
+        model = YoloV3.from_config(config.get("config", config))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{config_path}: unreadable model config ({type(exc).__name__}: {exc})") from None
     try:
         model.load_weights(path)
     except (OSError, ValueError, KeyError) as exc:

@@ -2,8 +2,18 @@
 
 Every reader returns RGB uint8 (H, W, 3) with EXIF orientation applied, whatever the
 file holds (grayscale, RGBA, palette, 16-bit, CMYK).
+
+PIL guards against decompression bombs: above ``Image.MAX_IMAGE_PIXELS`` (about 89
+million pixels) it warns each time a file is opened, above twice that it refuses.
+Files are opened through ``open_image``, which reads such a large image but replaces
+PIL's repeated warning with one message per file, logged under ``utils.image``.
 """
 
+import contextlib
+import logging
+import os
+import threading
+import warnings
 from pathlib import Path
 
 import cv2
@@ -11,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utils.config import INPUT_MULTIPLE, PAD_VALUE
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # EXIF tag of the orientation: 1 as stored; 2–8 the flips and quarter turns that show
@@ -20,6 +32,51 @@ EXIF_ORIENTATION = 0x0112
 
 class ImageLoadError(ValueError):
     """An image file that cannot be read; the message names the file and why."""
+
+
+# Files already reported as above PIL's pixel limit, and the lock that keeps the
+# process-wide warning filters of concurrent opens from undoing each other.
+_REPORTED_LARGE = set()
+_OPEN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """``PIL.Image.open`` (header only, pixels read on demand), closed on exit.
+
+    An image above ``Image.MAX_IMAGE_PIXELS`` is opened without PIL's
+    ``DecompressionBombWarning``; instead the first open of each file logs one
+    warning that says the image is read anyway. Above twice the limit PIL still
+    raises ``Image.DecompressionBombError``.
+
+    Args:
+        path: image file path.
+
+    Yields:
+        the open ``PIL.Image.Image``.
+    """
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
+        _report_large(path, image.size)
+        yield image
+
+
+def _report_large(path, size):
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = size[0] * size[1]
+    if not limit or pixels <= limit:
+        return
+    key = os.path.abspath(path)
+    if key in _REPORTED_LARGE:
+        return
+    _REPORTED_LARGE.add(key)
+    logger.warning(
+        "%s: %dx%d image (%s pixels), more than PIL's limit of %s pixels against decompression bombs; it is "
+        "read anyway, which takes much memory (images over %s pixels are refused)",
+        path, size[0], size[1], f"{pixels:,}", f"{limit:,}", f"{2 * limit:,}",
+    )
 
 
 def to_rgb(image):
@@ -58,7 +115,7 @@ def load_image(path):
     if not path.is_file():
         raise ImageLoadError(f"{path}: file not found")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = to_rgb(image)
@@ -80,7 +137,7 @@ def image_size(path):
         OSError: the file is missing, not an image PIL can read, or too large.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return image.size
     except Image.DecompressionBombError as exc:
         raise OSError(str(exc)) from None
@@ -103,7 +160,7 @@ def displayed_size(path):
         OSError: the file is missing, not an image PIL can read, or too large.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             turned = exif_orientation(image) >= 5
     except Image.DecompressionBombError as exc:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.config import ANCHOR_MASK
+from utils.run_dir import write_text_atomic
 
 
 def load_classes(path):
@@ -78,5 +79,5 @@ def format_anchors(anchors):
 
 
 def save_anchors(path, anchors):
-    """Writes anchors (N, 2) in the anchors file format."""
-    Path(path).write_text(format_anchors(anchors), encoding="utf-8")
+    """Writes anchors (N, 2) in the anchors file format (atomically: complete or not at all)."""
+    write_text_atomic(path, format_anchors(anchors))

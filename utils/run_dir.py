@@ -1,10 +1,20 @@
-"""Choosing a fresh output folder for a run, so that no run overwrites an earlier one.
+"""Where the scripts write: fresh run folders, and files that appear only when complete.
 
-``runs/predict`` is used when it does not exist yet; otherwise ``runs/predict2``,
-``runs/predict3``, ... (the first free one). A name that already ends in a digit gets
-a dash before the number (``exp1`` -> ``exp1-2``) so that the numbers stay readable.
+``next_run_dir`` chooses a fresh output folder for a run, so that no run overwrites an
+earlier one: ``runs/predict`` is used when it does not exist yet; otherwise
+``runs/predict2``, ``runs/predict3``, ... (the first free one). A name that already ends
+in a digit gets a dash before the number (``exp1`` -> ``exp1-2``) so that the numbers
+stay readable.
+
+``atomic_write`` and ``write_text_atomic`` write a file under a temporary name in the
+same folder and rename it into place, so that a reader (or another run) finds either
+the previous file or the new one, never a part; an interrupted write leaves the
+previous file intact. The file gets the permissions an ordinary ``open(path, "w")``
+would give it (0o666 less the umask), not the private 0o600 of a temporary file.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 # Far more than any real series of runs; only reached if something keeps failing.
@@ -60,3 +70,54 @@ def next_run_dir(base, mkdir=True):
             continue  # taken by another process between the check and mkdir
         return candidate
     raise RuntimeError(f"No free folder name found after {base} ... {numbered_path(base, _MAX_TRIES - 1)}.")
+
+
+def _umask():
+    # The umask can only be read by setting it; the restrictive value in between
+    # keeps files that another thread creates meanwhile private rather than open.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode():
+    """The permission bits a new file gets from ``open(path, "w")``: 0o666 less the umask."""
+    return 0o666 & ~_umask()
+
+
+def new_folder_mode():
+    """The permission bits a new folder gets from ``os.mkdir``: 0o777 less the umask."""
+    return 0o777 & ~_umask()
+
+
+def atomic_write(path, writer, suffix):
+    """Calls ``writer(tmp_path)`` then renames tmp_path onto ``path``.
+
+    The temporary file lies in the same folder (a rename is atomic only within one
+    file system) under a unique hidden name, so that two runs writing the same
+    ``path`` at once each rename a complete file of their own; the last one stays.
+    Before the rename the file gets the mode of an ordinary write (``new_file_mode``).
+
+    Args:
+        path: destination file.
+        writer: callable taking the temporary path (str) and writing the file.
+        suffix: suffix the temporary file needs (e.g. ".keras", Keras checks it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path, text):
+    """Writes ``text`` (UTF-8) to ``path`` with ``atomic_write``."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), Path(path).suffix)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.run_dir import write_text_atomic
+
 _NUM = r"-?\d+(?:\.\d+)?"
 _BOX_RE = re.compile(rf"^{_NUM},{_NUM},{_NUM},{_NUM},\d+(?:,[01])?$")
 
@@ -154,7 +156,5 @@ def read_annotation_file(path, num_classes=None):
 
 
 def write_annotation_file(path, annotations):
-    """Writes Annotations one per line (UTF-8)."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for ann in annotations:
-            handle.write(format_line(ann) + "\n")
+    """Writes Annotations one per line (UTF-8), atomically: a reader finds the old file or the whole new one."""
+    write_text_atomic(path, "".join(format_line(ann) + "\n" for ann in annotations))

@@ -3,7 +3,9 @@
 A COCO file holds three lists:
 
 * ``images``: ``{"id", "file_name", "width", "height"}``; ``file_name`` is resolved
-  against an images folder (by default the JSON file's folder) unless absolute.
+  against an images folder (by default the JSON file's folder) unless absolute. A
+  relative name whose ``..`` leads outside that folder is kept but reported: a
+  dataset reaching outside its own folder is almost always a mistake.
 * ``categories``: ``{"id", "name"}``; ids need not be contiguous (COCO's own run
   1–90 with gaps). Class index k is the k-th category in increasing id order, and
   ``category_ids[k]`` gives the original id back, so that detections can be written
@@ -30,6 +32,7 @@ import numpy as np
 from utils.data.annotation import Annotation
 from utils.data.report import ConversionReport, DatasetError
 from utils.image import displayed_size
+from utils.run_dir import write_text_atomic
 
 R_BAD_IMAGE = "image entry without a usable id or file_name (image skipped)"
 R_DUPLICATE_IMAGE = "image id listed twice (repeat skipped)"
@@ -42,6 +45,7 @@ R_CROWD = "crowd region, iscrowd 1 (kept, flagged difficult: ignored in evaluati
 R_NEGATIVE = "image without annotations (kept as a negative image)"
 R_EMPTY_CATEGORY = "category without any object (kept as a class)"
 R_UNREADABLE_IMAGE = "image file missing or unreadable, size unknown (image skipped)"
+R_OUTSIDE = "relative file_name leads outside the images folder through '..' (image kept; check --images)"
 REASONS = (
     R_BAD_IMAGE,
     R_DUPLICATE_IMAGE,
@@ -50,6 +54,7 @@ REASONS = (
     R_BAD_BOX,
     R_EMPTY_BOX,
     R_UNREADABLE_IMAGE,
+    R_OUTSIDE,
     R_CLIPPED,
     R_CROWD,
     R_NEGATIVE,
@@ -90,6 +95,19 @@ def _is_number(value):
 
 def _is_id(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _leaves_folder(file_name):
+    """Whether a relative file name climbs out of the folder it is resolved against.
+
+    Judged on the name alone (``a/../../b.jpg`` does, ``a/../b.jpg`` does not), so a
+    folder reached through a symbolic link inside the images folder still counts as
+    inside.
+    """
+    if os.path.isabs(file_name):
+        return False
+    name = os.path.normpath(file_name)
+    return name == os.pardir or name.startswith(os.pardir + os.sep)
 
 
 def _load_json(path):
@@ -190,6 +208,9 @@ def read_coco(path, images=None):
         width, height = image.get("width"), image.get("height")
         size = (width, height) if _is_number(width) and _is_number(height) and width > 0 and height > 0 else None
         file_path = Path(file_name) if os.path.isabs(file_name) else base / file_name
+        if _leaves_folder(file_name):
+            report.add(R_OUTSIDE, f"{path.name}: images[{index}] id {image_id} {file_name!r} is read from "
+                                  f"{os.path.normpath(file_path)}, outside {base}")
         entries[image_id] = (file_path, size, file_name)
 
     objects = {image_id: [] for image_id in entries}
@@ -331,7 +352,5 @@ def write_coco(path, annotations, class_names, category_ids=None, report=None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_coco(annotations, class_names, path.parent, category_ids, report)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data) + "\n")
     return data

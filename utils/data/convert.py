@@ -22,6 +22,7 @@ import numpy as np
 from utils.data.annotation import Annotation, write_annotation_file
 from utils.data.report import ConversionReport, DatasetError
 from utils.data.sources import read_dataset
+from utils.run_dir import write_text_atomic
 
 TARGETS = ("lines", "coco", "yolo")
 
@@ -62,7 +63,7 @@ def write_lines(path, annotations, class_names):
     absolute = [Annotation(os.path.abspath(a.path), a.boxes, a.classes, a.difficult) for a in annotations]
     write_annotation_file(path, absolute)
     classes = classes_file_for(path)
-    classes.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+    write_text_atomic(classes, "".join(f"{name}\n" for name in class_names))
     return path, classes
 
 

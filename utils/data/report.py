@@ -9,7 +9,7 @@ the converters' summaries but not among the problems a training or evaluation ru
 lists.
 """
 
-from pathlib import Path
+from utils.run_dir import write_text_atomic
 
 
 class DatasetError(ValueError):
@@ -88,5 +88,5 @@ class ConversionReport:
         return "\n".join(lines)
 
     def write(self, path):
-        """Writes the full summary (every item) to a text file."""
-        Path(path).write_text(self.format() + "\n", encoding="utf-8")
+        """Writes the full summary (every item) to a text file, atomically."""
+        write_text_atomic(path, self.format() + "\n")

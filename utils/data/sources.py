@@ -77,16 +77,30 @@ class DatasetSource:
         """One message per skipped or changed line, box or image (notes left out)."""
         return self.report.messages()
 
-    def describe(self):
-        """One line for a run's summary: what was read, how much, and the classes."""
-        objects = sum(len(a) for a in self.annotations)
-        negatives = sum(1 for a in self.annotations if len(a) == 0)
-        difficult = int(sum(int(np.count_nonzero(a.difficult)) for a in self.annotations))
+    def describe(self, checked=None):
+        """One line for a run's summary: what was read, how much, and the classes.
+
+        Args:
+            checked: ``(usable, problems)`` from ``utils.data.dataset.check_annotations``
+                on these annotations; the line then counts the images and objects a
+                run uses, says how many listed images were skipped (missing or
+                unreadable files) and counts the check's problems too.
+
+        Returns:
+            str.
+        """
+        annotations, more_problems = (self.annotations, []) if checked is None else checked
+        objects = sum(len(a) for a in annotations)
+        negatives = sum(1 for a in annotations if len(a) == 0)
+        difficult = int(sum(int(np.count_nonzero(a.difficult)) for a in annotations))
         what = FORMAT_NAMES[self.format] + (f", split {self.split}" if self.split else "")
         flagged = f", {difficult} difficult/crowd" if difficult else ""
-        skipped = f"; {len(self.problems)} problem(s)" if self.problems else ""
+        dropped = len(self.annotations) - len(annotations)
+        dropped = f"; {dropped} more listed but skipped" if dropped else ""
+        problems = len(self.problems) + len(more_problems)
+        skipped = f"; {problems} problem(s)" if problems else ""
         return (
-            f"{self.path} ({what}): {len(self.annotations)} images ({negatives} without objects), "
+            f"{self.path} ({what}): {len(annotations)} images ({negatives} without objects{dropped}), "
             f"{objects} objects{flagged}; {len(self.classes.names)} classes from {self.classes.origin}{skipped}"
         )
 
@@ -325,7 +339,7 @@ def read_training_data(train, val=None, classes=None, images=None, val_images=No
         problems.extend(source.problems)
         usable, bad = check_annotations(source.annotations, len(source.classes.names))
         problems.extend(bad)
-        descriptions.append(f"{what} {source.describe()}")
+        descriptions.append(f"{what} {source.describe((usable, bad))}")
         if not usable:
             unit = "line" if source.format == "lines" else "image"
             raise DatasetError(

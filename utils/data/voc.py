@@ -28,6 +28,7 @@ import numpy as np
 from utils.data.annotation import Annotation, write_annotation_file
 from utils.data.report import ConversionReport
 from utils.image import image_size
+from utils.run_dir import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +326,7 @@ def write_splits(year_folder, splits):
         path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{i}\n" for i in ids)
         replaced = path.is_file() and path.read_text(encoding="utf-8") != text
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
         written.append((path, replaced))
     return written
 

@@ -37,6 +37,7 @@ from utils.data.annotation import Annotation
 from utils.data.report import ConversionReport, DatasetError
 from utils.image import IMAGE_EXTENSIONS, displayed_size
 from utils.model_data import load_classes
+from utils.run_dir import write_text_atomic
 
 DATA_YAML = "data.yaml"
 CLASSES_TXT = "classes.txt"
@@ -443,7 +444,7 @@ def _update_data_yaml(out_dir, split, class_names):
     data["names"] = {i: name for i, name in enumerate(class_names)}
     ordered = {k: data[k] for k in ("path", *SPLITS) if k in data}
     ordered.update({k: v for k, v in data.items() if k not in ordered})
-    path.write_text(yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True))
     return path
 
 

@@ -18,16 +18,25 @@ past the image border. Problems (lines that do not parse, numbers that are not f
 inverted boxes with right < left or bottom < top, unknown classes, detection files
 without a ground-truth file) are collected as messages naming the file and line; the
 affected line or file is skipped and the rest is used.
+
+A run writes its files into a folder of its own first (``get_map.py`` uses a fresh
+hidden folder inside ``<out>``) and reads them from there; ``publish_folder`` then
+puts each of its text folders in place with renames, so that ``<out>/ground-truth``
+and ``<out>/detection-results`` always hold one run's complete set and no run ever
+reads or deletes what another run is still writing.
 """
 
+import errno
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from utils.eval.metrics import ImageDetections, ImageGroundTruth, coco_datasets
+from utils.run_dir import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +183,59 @@ def clear_text_files(folder):
     if stale:
         logger.info("deleted %d old .txt files in %s", len(stale), folder)
     return len(stale)
+
+
+def check_text_folder(folder):
+    """Raises ValueError when ``folder`` holds anything but ``.txt`` files.
+
+    A run replaces its published text folders as a whole (``publish_folder``); a
+    folder that also holds other files or folders was not written by a run, and
+    replacing it would delete them.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; move it away or choose another --out")
+    foreign = sorted(p.name for p in folder.iterdir() if p.suffix != ".txt" or not p.is_file() or p.is_symlink())
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(
+            f"{folder} holds files that are not evaluation text files ({listed}); an evaluation replaces that "
+            "folder as a whole, so move them away or choose another --out"
+        )
+
+
+def publish_folder(folder, target):
+    """Puts the folder ``folder`` at ``target`` by renames, replacing the folder there.
+
+    ``target`` is at every moment absent (briefly) or one complete folder, never a
+    mix of two. The folder it replaced is moved beside ``folder`` (into the same
+    private work folder) as ``<name>.replaced<k>``, for the caller to delete with its
+    work folder; when two runs publish at once the later one stays.
+
+    Args:
+        folder: the run's complete folder, e.g. ``<work>/ground-truth``.
+        target: where it goes, e.g. ``<out>/ground-truth``, on the same file system.
+
+    Raises:
+        ValueError: ``target`` is a file, not a folder.
+    """
+    folder, target = Path(folder), Path(target)
+    for attempt in range(1, 1001):
+        try:
+            os.rename(folder, target)  # succeeds when target is absent or an empty folder
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                raise ValueError(f"{target} is not a folder; move it away or choose another --out") from None
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        try:
+            os.rename(target, folder.with_name(f"{folder.name}.replaced{attempt}"))
+        except FileNotFoundError:
+            pass  # another run moved it first; try again
+    raise RuntimeError(f"could not put {folder} at {target}: other runs keep replacing it")
 
 
 def write_ground_truth_files(images, class_names, out_dir):
@@ -580,8 +642,8 @@ def write_coco_files(out_dir, ground_truth, detections, class_names, category_id
     dataset, results = coco_datasets(ground_truth, detections, class_names, category_ids, image_ids)
     out_dir = Path(out_dir)
     gt_path, det_path = out_dir / COCO_GT_FILE, out_dir / COCO_DET_FILE
-    gt_path.write_text(json.dumps(dataset) + "\n", encoding="utf-8")
-    det_path.write_text(json.dumps(results) + "\n", encoding="utf-8")
+    write_text_atomic(gt_path, json.dumps(dataset) + "\n")
+    write_text_atomic(det_path, json.dumps(results) + "\n")
     return gt_path, det_path
 
 
@@ -593,7 +655,7 @@ def format_problems(problems, limit=20):
     """
     if not problems:
         return ""
-    lines = [f"{len(problems)} problem(s) in the input (affected lines or files skipped):"]
+    lines = [f"{len(problems)} problem(s) in the input, each with what was done (skipped, clipped or kept):"]
     lines += [f"  {p}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")

@@ -1,6 +1,7 @@
 """Plots of a VOC evaluation: precision-recall curves, AP per class, ground-truth counts.
 
-Figures are drawn with matplotlib's Agg backend (no display needed) and saved as PNG.
+Figures are drawn with matplotlib's Agg backend (no display needed) and saved as PNG,
+each written whole under a temporary name and renamed into place (``atomic_write``).
 """
 
 import math
@@ -8,6 +9,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from utils.run_dir import atomic_write
+
+
+def _save(fig, path):
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80), ".png")
 
 
 def _pyplot():
@@ -59,7 +66,7 @@ def plot_pr_curves(result, folder):
         ax.grid(alpha=0.3)
         path = folder / f"{safe_file_name(stats['name'])}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=80)
+        _save(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -80,7 +87,7 @@ def _bar_chart(names, values, title, xlabel, path, fmt):
         ax.text(v, y, " " + fmt(v), va="center", fontsize=8)
     ax.margins(x=0.15)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _save(fig, path)
     plt.close(fig)
     return Path(path)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from utils.checkpoint import atomic_write
+from utils.run_dir import new_folder_mode
 from utils.predict.predictor import DETECTION_OUTPUTS, RAW_OUTPUTS
 from utils.predict.runtimes import INPUT_NAME, METADATA_KEY, SAVED_MODEL_METADATA
 from utils.export.graph import frozen_function, frozen_graph
@@ -158,6 +159,8 @@ def _replace_folder(path, writer):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = None
     try:
+        # mkdtemp makes a private (0o700) folder; the result gets an ordinary folder's mode.
+        os.chmod(tmp, new_folder_mode())
         writer(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))

@@ -29,6 +29,7 @@ from PIL import Image
 
 from utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from utils.eval.map_files import class_token, format_detections
+from utils.run_dir import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +193,11 @@ def image_output_name(path, stem=None):
 
 
 def save_image(path, image):
-    """Writes an RGB uint8 image; the format follows the extension (JPEG quality 95)."""
+    """Writes an RGB uint8 image, whole or not at all; the format follows the extension (JPEG quality 95)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": JPEG_QUALITY} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(np.ascontiguousarray(image)).save(path, **options)
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    atomic_write(path, lambda tmp: picture.save(tmp, **options), path.suffix)
     return path
 
 
@@ -214,9 +215,7 @@ def save_labels(out_dir, stem, detections, class_names):
         the file's Path (written even when empty, so every input has one).
     """
     path = Path(out_dir) / LABELS_DIR / f"{stem}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_detections(detections.boxes, detections.scores, detections.classes, class_names),
-                    encoding="utf-8")
+    write_text_atomic(path, format_detections(detections.boxes, detections.scores, detections.classes, class_names))
     return path
 
 
