@@ -5,11 +5,13 @@ Formats used across the project:
     xywh: (cx, cy, w, h) centre and size.
 Units are given per function: "pixels" of an image, or "rel" (0–1, relative to the
 network input). The tensor functions use ``keras.ops`` and accept NumPy arrays or
-tensors; all broadcast over leading dimensions.
+tensors; the ``np_`` functions are their NumPy twins for code outside a graph (metrics,
+checks, data tools), in float64. All broadcast over leading dimensions.
 """
 
 import math
 
+import numpy as np
 from keras import ops
 
 _EPS = 1e-7
@@ -85,3 +87,44 @@ def shape_iou(wh_a, wh_b):
     return inter / ops.maximum(union, _EPS)
 
 
+
+
+def np_iou(a, b, inclusive=False):
+    """IoU of xyxy boxes in NumPy, broadcasting ``a`` against ``b``.
+
+    Args:
+        a: (..., 4) xyxy.
+        b: (..., 4) xyxy, broadcastable with ``a``; e.g. ``a[:, None]`` against
+            ``b[None]`` for every pair.
+        inclusive: the VOC devkit's inclusive-pixel convention (width = x2 - x1 + 1).
+
+    Returns:
+        float64 (...) IoU; 0 where the boxes do not overlap or both are empty.
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    one = 1.0 if inclusive else 0.0
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + one
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + one
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    area_a = np.maximum(a[..., 2] - a[..., 0] + one, 0.0) * np.maximum(a[..., 3] - a[..., 1] + one, 0.0)
+    area_b = np.maximum(b[..., 2] - b[..., 0] + one, 0.0) * np.maximum(b[..., 3] - b[..., 1] + one, 0.0)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def np_shape_iou(wh_a, wh_b):
+    """IoU of box shapes both centred at the origin, in NumPy (float64).
+
+    Args:
+        wh_a: (..., 2) widths and heights.
+        wh_b: (..., 2) widths and heights, broadcastable with ``wh_a``.
+
+    Returns:
+        float64 (...) IoU; 0 where both shapes are empty.
+    """
+    wh_a = np.asarray(wh_a, np.float64)
+    wh_b = np.asarray(wh_b, np.float64)
+    inter = np.minimum(wh_a[..., 0], wh_b[..., 0]) * np.minimum(wh_a[..., 1], wh_b[..., 1])
+    union = wh_a[..., 0] * wh_a[..., 1] + wh_b[..., 0] * wh_b[..., 1] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
