@@ -15,23 +15,14 @@ from pathlib import Path
 from utils.cli import fraction, int_at_least
 from utils.config import DEFAULT_CLASSES
 from utils.model_data import load_classes
-from utils.data.voc import (
-    MODE_ALL,
-    MODE_SPLITS_ONLY,
-    MODES,
-    REQUIRED_SPLITS,
-    VocDatasetError,
-    convert_voc,
-    empty_class_warnings,
-    format_tables,
-)
+from utils.data.voc_convert import MODE_ALL, MODE_SPLITS_ONLY, MODES, REQUIRED_SPLITS, VocDatasetError, convert_voc
+from utils.data.voc_tables import empty_class_warnings, format_tables
 
 REPORT_NAME = "voc_annotation_report.txt"
 
 
-
-
 def build_parser():
+    """The command-line parser; every option is documented in ``--help``."""
     parser = argparse.ArgumentParser(
         description=(
             "Make train/val/test splits of a Pascal VOC dataset and write annotation files "

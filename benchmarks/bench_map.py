@@ -19,9 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.eval.metrics import ImageDetections, ImageGroundTruth  # noqa: E402
 from utils.eval.map_files import DET_DIR, GT_DIR, format_detections, format_ground_truth, read_map_files  # noqa: E402
-from utils.eval.metrics import evaluate_voc  # noqa: E402
+from utils.eval.structures import ImageDetections, ImageGroundTruth  # noqa: E402
+from utils.eval.voc_metric import evaluate_voc  # noqa: E402
+# Loaded before the timing: the VOC metric imports utils.boxes (and with it Keras) on first use.
+import utils.boxes  # noqa: E402, F401
 
 
 def make_files(out_dir, num_images, num_classes, dets_per_image, seed):

@@ -94,18 +94,16 @@ def _epoch_minutes(run_dir, epochs):
 
 
 def _score(checkpoint, test_annotations, class_names):
+    """Test mAP@0.5 (VOC all-point) of a checkpoint at the evaluation settings."""
     from utils.config import EVAL_CONF, EVAL_NMS_IOU
-    from utils.eval.metrics import ImageDetections, ImageGroundTruth, evaluate_voc
-    from utils.image import load_image
+    from utils.eval.evaluator import Evaluator
     from utils.predict.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(str(checkpoint), conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
-    gts, dets = {}, {}
-    for ann in test_annotations:
-        det = predictor.predict(load_image(ann.path))
-        gts[ann.path] = ImageGroundTruth(ann.boxes, ann.classes, ann.difficult)
-        dets[ann.path] = ImageDetections(det.boxes, det.scores, det.classes)
-    return evaluate_voc(gts, dets, class_names)["map"]
+    evaluation = Evaluator.from_annotations(test_annotations, class_names, where="--test")(predictor)
+    for problem in evaluation.problems:
+        print(f"  {problem}", flush=True)
+    return evaluation.map
 
 
 def _plot(rows, path):

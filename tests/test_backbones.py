@@ -18,7 +18,6 @@ import pytest
 from utils.model_stats import count_flops, format_table, measure_latency, trace
 from nets.backbones import (
     MOBILENETV2_IMAGENET_ALPHAS,
-    _fold_efficientnet_imagenet_scaling,
     backbone_names,
     backbone_options,
     build_backbone,
@@ -29,6 +28,7 @@ from nets.efficientnet_lite import EfficientNetLite
 from nets.loss import YoloLoss
 from nets.yolo import YoloV3, build_neck_and_heads, freeze_backbone
 from utils.data.targets import build_targets
+from utils.weights.keras_imagenet import fold_efficientnet_imagenet_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
@@ -289,7 +289,7 @@ def test_efficientnet_imagenet_normalization_is_folded_once(tmp_path):
     np.testing.assert_allclose(np.asarray(folded(x)), expected, rtol=1e-5)
     # Weights that were already folded (e.g. saved from this backbone) stay as they are.
     variance = np.asarray(folded.adapt_variance)
-    _fold_efficientnet_imagenet_scaling(backbone)
+    fold_efficientnet_imagenet_scaling(backbone)
     np.testing.assert_array_equal(np.asarray(folded.adapt_variance), variance)
 
 

@@ -26,7 +26,7 @@ from utils.train.cluster import (
     shard,
     worker_seed,
 )
-from utils.train.trainer import steps_per_epoch
+from utils.train.devices import steps_per_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 # Wall-clock limit of one cluster run; both workers are killed past it.

@@ -50,6 +50,7 @@ def _varied_model():
     import keras
 
     from nets.yolo import YoloV3, set_batchnorm_momentum
+    from utils import keras_compat
     from utils.config import DEFAULT_ANCHORS
     from utils.image import letterbox
     from utils.model_data import load_anchors
@@ -63,7 +64,7 @@ def _varied_model():
     set_batchnorm_momentum(model, 0.0)
     model(batch, training=True)
     set_batchnorm_momentum(model, 0.97)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in keras_compat.nested_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             variance = np.asarray(layer.moving_variance)
             layer.moving_variance.assign(np.maximum(variance, variance.mean()))

@@ -1,4 +1,4 @@
-"""get_map.py run as a command on small hand-written inputs (modes 2, 3 and 4)."""
+"""get_map.py run as a command on small hand-written inputs, and its evaluation job (utils.eval.job)."""
 
 import json
 import subprocess
@@ -64,6 +64,21 @@ def test_help_documents_every_option():
         "--nms-iou", "--iou", "--score-threshold", "--metric", "--batch-size", "--input-size", "--mode",
     ):
         assert option in proc.stdout
+    text = " ".join(proc.stdout.split())  # as wrapped to any terminal width
+    for mode, number in (("all", 0), ("detections", 1), ("ground-truth", 2), ("score", 3), ("coco", 4)):
+        assert f"{mode} ({number})" in text
+
+
+def test_modes_have_names_and_keep_their_numbers():
+    import get_map
+
+    parser = get_map.build_parser()
+    assert parser.parse_args([]).mode == "all"
+    for number, name in enumerate(("all", "detections", "ground-truth", "score", "coco")):
+        assert parser.parse_args(["--mode", name]).mode == name
+        assert parser.parse_args(["--mode", str(number)]).mode == name
+    proc = run_cli("--mode", "5")
+    assert proc.returncode == 2 and "must be one of all, detections" in proc.stderr and "'5'" in proc.stderr
 
 
 def test_mode3_computes_voc_map_from_hand_written_files(map_out):
@@ -94,7 +109,7 @@ def test_mode3_computes_voc_map_from_hand_written_files(map_out):
 
 def test_mode3_voc07_with_class_names_from_files(map_out):
     out, _ = map_out
-    proc = run_cli("--mode", 3, "--out", out, "--metric", "voc07", "--classes-from-files", "--no-plots")
+    proc = run_cli("--mode", "score", "--out", out, "--metric", "voc07", "--classes-from-files", "--no-plots")
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["metric"] == "voc07"
@@ -105,7 +120,7 @@ def test_mode3_voc07_with_class_names_from_files(map_out):
 
 def test_mode4_prints_the_pycocotools_summary(map_out):
     out, classes = map_out
-    proc = run_cli("--mode", 4, "--out", out, "--classes", classes)
+    proc = run_cli("--mode", "coco", "--out", out, "--classes", classes)
     assert proc.returncode == 0, proc.stderr
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in proc.stdout
     results = json.loads((out / "results.json").read_text())
@@ -176,6 +191,30 @@ def test_mode2_reads_a_voc_split(tmp_path):
     assert "000002.xml" in proc.stdout and "'horse' x1" in proc.stdout
 
 
+def test_mode_all_reads_the_png_images_of_a_voc_split(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import get_map
+
+    base = tmp_path / "VOCdevkit" / "VOC2007"
+    write(base / "ImageSets" / "Main" / "test.txt", "000001\n000002\n")
+    for image_id, box in (("000001", (0, 0, 20, 15)), ("000002", (20, 15, 40, 30))):
+        xml = VOC_OBJECT.format(name="traffic light", difficult=0, b=box)
+        write(base / "Annotations" / f"{image_id}.xml", VOC_XML.format(id=image_id, objects=xml).replace(".jpg", ".png"))
+        (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30)).save(base / "JPEGImages" / f"{image_id}.png")
+    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    out = tmp_path / "out"
+    status = get_map.main(["--model", "unused.keras", "--voc-root", str(tmp_path / "VOCdevkit"), "--out", str(out),
+                           "--no-plots"])
+    assert status == 0
+    assert "problem" not in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "detection-results").iterdir()) == ["000001.txt", "000002.txt"]
+    assert (out / "ground-truth" / "000001.txt").read_text() == "traffic_light 0 0 20 15\n"
+    results = json.loads((out / "results.json").read_text())
+    assert results["map"] == pytest.approx(0.5) and results["problems"] == 0
+
+
 def test_modes_that_predict_need_a_model(tmp_path):
     proc = run_cli("--mode", 1, "--out", tmp_path / "out")
     assert proc.returncode != 0
@@ -197,7 +236,7 @@ class FakePredictor:
         self.batches = []
 
     def predict_batch(self, images):
-        from utils.eval.metrics import ImageDetections
+        from utils.eval.structures import ImageDetections
 
         self.batches.append(len(images))
         out = []
@@ -212,8 +251,9 @@ class FakePredictor:
 def test_detection_files_are_written_in_batches_and_unreadable_images_reported(tmp_path):
     from PIL import Image
 
-    from utils.eval.map_files import EvalImage, write_detection_files
-    from utils.eval.metrics import ImageGroundTruth
+    from utils.eval.images import EvalImage
+    from utils.eval.map_files import write_detection_files
+    from utils.eval.structures import ImageGroundTruth
 
     images = []
     for i, size in enumerate([(40, 30), (20, 10), (8, 8)]):
@@ -522,16 +562,16 @@ def _evaluate(monkeypatch, annotations, out, predictor, results):
 
 @pytest.fixture()
 def recorded_reports(monkeypatch):
-    """The mAP and per-class AP that each get_map.report call receives, by --annotations."""
-    import get_map
+    """The mAP and per-class AP that each report of the evaluation job receives, by --annotations."""
+    from utils.eval import job
 
-    results, report = {}, get_map.report
+    results, report = {}, job.report
 
     def recording(result, args, out, problems, made_detections):
         results[args.annotations] = (result["map"], [(c["name"], c["ap"]) for c in result["classes"] if c["num_gt"]])
         report(result, args, out, problems, made_detections)
 
-    monkeypatch.setattr(get_map, "report", recording)
+    monkeypatch.setattr(job, "report", recording)
     return results
 
 

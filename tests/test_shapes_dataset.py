@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.demo.shapes_dataset import (
-    BOX_COVERAGE,
-    CLASSES_FILENAME,
-    SHAPE_CLASSES,
-    ShapeOptions,
-    generate_dataset,
-    render_image,
-    split_ids,
-)
+from utils.demo.shapes_render import BOX_COVERAGE, SHAPE_CLASSES, ShapeOptions, render_image
+from utils.demo.shapes_voc import CLASSES_FILENAME, generate_dataset, split_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM_IMAGES = 200

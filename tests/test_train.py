@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from utils.train.callbacks import NanGuard, TrainingDiverged
-from utils.train.trainer import validation_batch
+from utils.train.devices import validation_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = str(ROOT / "train.py")

@@ -1,5 +1,6 @@
-"""Tests of utils/data/voc.py and the voc_annotation.py command line."""
+"""Tests of utils/data/voc.py, voc_convert.py, split.py and the voc_annotation.py command line."""
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,22 @@ import pytest
 from PIL import Image
 
 from utils.data.annotation import read_annotation_file
+from utils.data.split import ROUND_HALF_UP, hold_out, part_size, permuted, sampled, shuffled
 from utils.data.voc import (
+    BAD_XML,
+    MISSING_IMAGE,
+    MISSING_XML,
+    REPEATED_ID,
+    ImageIndex,
+    VocImage,
+    VocObject,
+    VocParseError,
+    make_splits,
+    parse_voc_xml,
+    read_voc_split,
+    voc_xml,
+)
+from utils.data.voc_convert import (
     R_CLIPPED,
     R_DIFFICULT,
     R_DIFFICULT_DROPPED,
@@ -21,10 +37,6 @@ from utils.data.voc import (
     R_NO_SIZE,
     R_NO_XML,
     R_UNKNOWN_CLASS,
-    ImageIndex,
-    VocParseError,
-    make_splits,
-    parse_voc_xml,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,6 +173,51 @@ def test_image_index_matches_extensions_case_insensitively(tmp_path):
     assert index.find("d") is None
     assert index.find("e", "OTHER NAME.jpeg") == tmp_path / "other name.jpeg"
     assert index.find("e", "missing.jpg") is None
+
+
+def test_hold_out_draws_reproduce_each_random_source():
+    items = [f"id{i}" for i in range(23)]
+    part, rest = hold_out(items, 0.3, sampled(random.Random(5)))
+    assert part == random.Random(5).sample(items, 7)
+    assert rest == [i for i in items if i not in part]  # the rest keeps the order given
+    order = list(range(23))
+    random.Random(5).shuffle(order)
+    assert hold_out(items, 0.3, shuffled(random.Random(5))) == ([items[i] for i in order[:7]], [items[i] for i in order[7:]])
+    perm = np.random.default_rng(5).permutation(23)
+    assert hold_out(items, 0.3, permuted(np.random.default_rng(5)))[0] == [items[i] for i in perm[:7]]
+    assert hold_out(items, 0.3) == (items[:7], items[7:])
+    # 0.5 * 5 = 2.5: halves to even by default, up on request; never more than all items.
+    assert part_size(5, 0.5) == 2 and part_size(5, 0.5, ROUND_HALF_UP) == 3
+    assert part_size(10, 0.01, minimum=1) == 1 and part_size(0, 0.5, minimum=1) == 0
+    with pytest.raises(ValueError, match="fraction must be between 0 and 1, got 1.5"):
+        hold_out(items, 1.5)
+    with pytest.raises(ValueError, match="rounding"):
+        part_size(5, 0.5, "down")
+
+
+def test_voc_xml_round_trips_through_the_reader(tmp_path):
+    written = VocImage("a.png", 64, 48, [VocObject("cat", 1, 2, 30, 40, False), VocObject("dog", 3.5, 4, 60, 48, True)])
+    path = tmp_path / "a.xml"
+    path.write_bytes(voc_xml(written, "VOC2007"))
+    assert parse_voc_xml(path) == written
+    assert b"<xmin>1</xmin>" in path.read_bytes() and b"<xmin>3.5</xmin>" in path.read_bytes()
+
+
+def test_read_voc_split_finds_images_by_files_then_filename(tmp_path):
+    year = tmp_path / "VOC2007"
+    (year / "Annotations").mkdir(parents=True)
+    (year / "JPEGImages").mkdir()
+    for image_id, filename in (("a", "a.jpg"), ("b", "b.jpg"), ("c", "photo_c.jpeg"), ("d", "d.jpg")):
+        (year / "Annotations" / f"{image_id}.xml").write_text(xml_text(filename, [("cat", 1, 1, 9, 9, 0)]))
+    (year / "Annotations" / "bad.xml").write_text("<annotation><object>")
+    for name in ("a.PNG", "b.bmp", "photo_c.jpeg"):
+        (year / "JPEGImages" / name).write_bytes(b"")
+    entries = read_voc_split(year, ["a", "b", "c", "d", "a", "missing", "bad"])
+    found = {e.image_id: e.image_path.name for e in entries if e.image_path is not None}
+    assert found == {"a": "a.PNG", "b": "b.bmp", "c": "photo_c.jpeg"}
+    assert [e.problem for e in entries] == [None, None, None, MISSING_IMAGE, REPEATED_ID, MISSING_XML, BAD_XML]
+    assert entries[3].voc.objects[0].name == "cat"
+    assert "malformed XML" in entries[6].error and str(entries[6].xml_path) not in entries[6].error
 
 
 def test_cli_mode0_writes_splits_and_annotations_and_reports_every_case(dataset):

@@ -20,6 +20,9 @@ The modules at this level are shared by every stage and import no stage package:
 (head outputs to boxes, used by the loss and by prediction), ``image`` (reading and
 letterboxing), ``checkpoint`` (saving and loading models), ``model_data`` (class and
 anchor files), ``model_stats`` (parameters, FLOPs, latency), ``cli`` (argument
-types) and ``run_dir`` (numbered output folders, atomic writes). ``nets`` (the networks and the
-loss) may import these shared modules but no stage package.
+types), ``run_dir`` (numbered output folders, atomic writes), ``keras_compat``
+(every use of private Keras and TensorFlow API, with the versions it was checked
+against) and ``weights`` (weight-file readers, conversions and their cache; it never
+imports ``nets``). ``nets`` (the networks and the loss) may import these shared
+modules but no stage package.
 """

@@ -12,19 +12,28 @@ checks, data tools), in float64. All broadcast over leading dimensions.
 import math
 
 import numpy as np
-from keras import ops
 
 _EPS = 1e-7
 
 
+def _ops():
+    """keras.ops, imported when a tensor function first runs: the NumPy functions
+    below serve tools (metrics, data checks) that should not pay for loading Keras."""
+    from keras import ops
+
+    return ops
+
+
 def xywh_to_xyxy(boxes):
     """(..., 4) xywh -> (..., 4) xyxy, same units."""
+    ops = _ops()
     xy, wh = boxes[..., :2], boxes[..., 2:4]
     return ops.concatenate([xy - wh / 2.0, xy + wh / 2.0], axis=-1)
 
 
 def xyxy_to_xywh(boxes):
     """(..., 4) xyxy -> (..., 4) xywh, same units."""
+    ops = _ops()
     p1, p2 = boxes[..., :2], boxes[..., 2:4]
     return ops.concatenate([(p1 + p2) / 2.0, p2 - p1], axis=-1)
 
@@ -39,6 +48,7 @@ def box_iou_xywh(a, b):
     Returns:
         (...) IoU in [0, 1]; 0 where both boxes are empty.
     """
+    ops = _ops()
     a_min, a_max = a[..., :2] - a[..., 2:4] / 2.0, a[..., :2] + a[..., 2:4] / 2.0
     b_min, b_max = b[..., :2] - b[..., 2:4] / 2.0, b[..., :2] + b[..., 2:4] / 2.0
     inter_wh = ops.maximum(ops.minimum(a_max, b_max) - ops.maximum(a_min, b_min), 0.0)
@@ -57,6 +67,7 @@ def box_ciou_xywh(a, b):
     Returns:
         (...) CIoU in [-1, 1]. Finite for zero-size boxes.
     """
+    ops = _ops()
     iou = box_iou_xywh(a, b)
     a_min, a_max = a[..., :2] - a[..., 2:4] / 2.0, a[..., :2] + a[..., 2:4] / 2.0
     b_min, b_max = b[..., :2] - b[..., 2:4] / 2.0, b[..., :2] + b[..., 2:4] / 2.0
@@ -82,6 +93,7 @@ def shape_iou(wh_a, wh_b):
     Returns:
         (...) IoU.
     """
+    ops = _ops()
     inter = ops.minimum(wh_a[..., 0], wh_b[..., 0]) * ops.minimum(wh_a[..., 1], wh_b[..., 1])
     union = wh_a[..., 0] * wh_a[..., 1] + wh_b[..., 0] * wh_b[..., 1] - inter
     return inter / ops.maximum(union, _EPS)

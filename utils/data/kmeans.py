@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.boxes import np_shape_iou
 from utils.data.annotation import read_annotation_file
 from utils.image import image_size
 
@@ -21,7 +22,8 @@ INIT_METHODS = ("kmeans++", "random")
 
 
 def shape_iou(wh, centres):
-    """IoU of box shapes centred at the origin.
+    """IoU of every box shape with every centre, both centred at the origin
+    (``utils.boxes.np_shape_iou`` over all pairs).
 
     Args:
         wh: (N, 2) box width, height (positive).
@@ -30,11 +32,7 @@ def shape_iou(wh, centres):
     Returns:
         float64 (N, K) IoU of every box with every centre.
     """
-    wh = np.asarray(wh, np.float64)[:, None, :]
-    centres = np.asarray(centres, np.float64)[None, :, :]
-    inter = np.minimum(wh[..., 0], centres[..., 0]) * np.minimum(wh[..., 1], centres[..., 1])
-    union = wh[..., 0] * wh[..., 1] + centres[..., 0] * centres[..., 1] - inter
-    return inter / union
+    return np_shape_iou(np.asarray(wh, np.float64)[:, None, :], np.asarray(centres, np.float64)[None, :, :])
 
 
 def mean_best_iou(wh, anchors):

@@ -10,7 +10,7 @@ Formats:
 * ``yolo``: a YOLO data YAML, or a folder with ``images/`` and ``labels/``
   (``utils.data.yolo_txt``).
 * ``voc``: a ``VOCdevkit`` folder or one ``VOC<year>`` folder, read through a split
-  file of ``ImageSets/Main`` (``utils.data.voc``).
+  file of ``ImageSets/Main`` (``utils.data.voc``, converted by ``utils.data.voc_convert``).
 
 Class names come from the dataset (COCO categories in id order, YOLO ``names``, the
 names found in VOC XML files, sorted) unless a classes file is given; a dataset that
@@ -255,8 +255,8 @@ def _voc_folders(path):
 
 
 def _read_voc(path, split, images, given):
-    from utils.data.voc import ImageIndex, VocParseError, convert_split, parse_voc_xml, read_split, split_path
-    from utils.data.voc import voc_report
+    from utils.data.voc import read_split, read_voc_split, split_path
+    from utils.data.voc_convert import convert_entries, voc_report
 
     folders = _voc_folders(path)
     if not split:
@@ -267,24 +267,17 @@ def _read_voc(path, split, images, given):
         if not list_file.is_file():
             raise DatasetError(f"{path}: split file {list_file} not found (make splits with voc_annotation.py)")
         ids[folder] = read_split(list_file)
+    entries = {folder: read_voc_split(folder, folder_ids) for folder, folder_ids in ids.items()}
     classes = given
     if classes is None:
-        found = set()
-        for folder, folder_ids in ids.items():
-            for image_id in folder_ids:
-                try:
-                    found.update(obj.name for obj in parse_voc_xml(folder / "Annotations" / f"{image_id}.xml").objects)
-                except (OSError, VocParseError):
-                    continue  # reported when the split is converted below
+        found = {obj.name for read in entries.values() for entry in read if entry.voc for obj in entry.voc.objects}
         if not found:
             raise DatasetError(f"{path}: no object in the {split} split's XML files; pass --classes")
         classes = ClassNames(sorted(found), origin=f"the object names in {path} (sorted)")
     report = voc_report()
     annotations = []
-    for folder, folder_ids in ids.items():
-        found, _ = convert_split(folder, folder_ids, classes.names, report, split, image_index=ImageIndex(
-            folder / "JPEGImages"))
-        annotations += found
+    for folder, read in entries.items():
+        annotations += convert_entries(read, classes.names, report, split, folder.name)[0]
     return DatasetSource(str(path), "voc", split, annotations, classes, report)
 
 

@@ -1,9 +1,14 @@
-"""Evaluation stage: scoring detections against ground truth.
+"""Evaluation stage: predicting images and scoring detections against ground truth.
 
-``metrics`` computes VOC (all-point and 11-point) and COCO mAP from in-memory
-ground truth and detections; ``map_files`` reads and writes the interchange text
-files (``ground-truth/``, ``detection-results/``) and results JSON; ``plots`` draws
-PR curves and bar charts. Imports the shared modules of ``utils`` and ``utils.data``
-(annotation lines, VOC XML), never the prediction or training stages: the model
-that produces detections is the caller's business.
+``evaluator`` is the one evaluation that training, export checks, benchmarks and
+``get_map.py`` share: it runs any predictor (Keras or exported, passed in by the
+caller) over a list of ``images`` in batches and scores the detections with
+``voc_metric`` (all-point and 11-point AP) or ``coco_metric`` (pycocotools), both
+taking the per-image ``structures``. ``tables`` formats the results; ``map_files``
+reads and writes the interchange text files (``ground-truth/``,
+``detection-results/``); ``job`` is get_map.py's evaluation job; ``plots`` draws PR
+curves and bar charts; ``metrics`` gathers the public names of the metric modules.
+Imports the shared modules of ``utils`` and ``utils.data`` (annotation lines, VOC
+XML), never the prediction or training stages: the model that produces detections
+is the caller's business.
 """

@@ -1,4 +1,4 @@
-"""The text files that evaluation reads and writes, and the image lists they come from.
+"""The interchange text files that evaluation writes and reads, and their publication.
 
 Layout under an output folder ``<out>``, one file per image named ``<image_id>.txt``
 where ``image_id`` is the image file's stem:
@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.eval.metrics import ImageDetections, ImageGroundTruth, coco_datasets
+from utils.eval.coco_metric import coco_datasets
+from utils.eval.evaluator import DEFAULT_BATCH_SIZE, predict_images
+from utils.eval.structures import ImageDetections, ImageGroundTruth
 from utils.run_dir import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,27 @@ logger = logging.getLogger(__name__)
 GT_DIR = "ground-truth"
 DET_DIR = "detection-results"
 DIFFICULT_TOKEN = "difficult"
+
+
+@dataclass(frozen=True)
+class _LineFormat:
+    """The lines of one kind of text file.
+
+    Attributes:
+        numbers: how many numbers end a line (after the class name).
+        expected: the line's form, for the messages.
+        numbers_name: what its numbers are, for the messages.
+        difficult: whether a line may end with the ``difficult`` token.
+    """
+
+    numbers: int
+    expected: str
+    numbers_name: str
+    difficult: bool
+
+
+GT_LINE = _LineFormat(4, "class left top right bottom [difficult]", "box coordinates", True)
+DET_LINE = _LineFormat(5, "class score left top right bottom", "score or box coordinates", False)
 
 
 def class_token(name):
@@ -102,23 +125,6 @@ class MapFiles:
     detections: dict
     class_names: list
     problems: list = field(default_factory=list)
-
-
-@dataclass
-class EvalImage:
-    """One image to evaluate.
-
-    Attributes:
-        image_id: the image file's stem, the name of its text files.
-        path: the image file path.
-        ground_truth: ImageGroundTruth, boxes (N, 4) xyxy pixels of the image.
-        source_id: the image's id in its dataset (COCO image id), or None.
-    """
-
-    image_id: str
-    path: Path
-    ground_truth: ImageGroundTruth
-    source_id: int = None
 
 
 def _fmt(value):
@@ -242,7 +248,7 @@ def write_ground_truth_files(images, class_names, out_dir):
     """Writes ``<out_dir>/ground-truth/<image_id>.txt`` for every image (replacing the folder's files).
 
     Args:
-        images: list of EvalImage.
+        images: list of ``utils.eval.images.EvalImage``.
         class_names: list of class names indexed by the class ids.
         out_dir: the output folder.
 
@@ -257,15 +263,13 @@ def write_ground_truth_files(images, class_names, out_dir):
     return folder
 
 
-def write_detection_files(predictor, images, out_dir, batch_size=8, progress=True):
+def write_detection_files(predictor, images, out_dir, batch_size=DEFAULT_BATCH_SIZE, progress=True):
     """Runs a predictor over images and writes ``<out_dir>/detection-results/<image_id>.txt``.
 
     Args:
-        predictor: object with ``class_names`` (list of str) and
-            ``predict_batch(list of RGB uint8 (H, W, 3) arrays) -> list`` of objects
-            with ``boxes`` (N, 4) xyxy pixels of the image, ``scores`` (N,) and
-            ``classes`` int (N,).
-        images: list of EvalImage.
+        predictor: object with ``class_names`` (list of str) and ``predict_batch``
+            (see ``utils.eval.evaluator.predict_images``).
+        images: list of ``utils.eval.images.EvalImage``.
         out_dir: the output folder; its detection files are replaced.
         batch_size: images per ``predict_batch`` call.
         progress: show a progress bar.
@@ -274,135 +278,22 @@ def write_detection_files(predictor, images, out_dir, batch_size=8, progress=Tru
         (written, problems): image ids whose file was written, and messages for the
         images that could not be read (skipped; they have no detection file).
     """
-    from utils.image import ImageLoadError, load_image
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     folder = Path(out_dir) / DET_DIR
     clear_text_files(folder)
     written, problems = [], []
-    batch = []
-
-    def flush():
-        results = predictor.predict_batch([array for _, array in batch])
-        for (image, _), det in zip(batch, results):
-            text = format_detections(det.boxes, det.scores, det.classes, predictor.class_names)
-            (folder / f"{image.image_id}.txt").write_text(text, encoding="utf-8")
-            written.append(image.image_id)
-        batch.clear()
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(images), desc="detections", unit="img")
-    for image in images:
-        try:
-            batch.append((image, load_image(image.path)))
-        except (ImageLoadError, OSError) as exc:
-            problems.append(f"{image.path}: image not readable ({exc}); image skipped")
-        if len(batch) >= batch_size:
-            flush()
-        if bar is not None:
-            bar.update(1)
-    if batch:
-        flush()
-    if bar is not None:
-        bar.close()
+    for image, det in predict_images(predictor, images, batch_size, problems, progress):
+        text = format_detections(det.boxes, det.scores, det.classes, predictor.class_names)
+        (folder / f"{image.image_id}.txt").write_text(text, encoding="utf-8")
+        written.append(image.image_id)
     return written, problems
 
 
-def images_from_source(source):
-    """Lists the images of a dataset with their ground truth.
-
-    Args:
-        source: ``utils.data.sources.DatasetSource`` (any format: annotation lines,
-            COCO JSON, YOLO txt, VOC); class ids index ``source.classes.names``;
-            difficult objects (VOC difficult, COCO crowd regions) are flagged.
-
-    Returns:
-        (images, problems): list of EvalImage in dataset order (``source_id`` set to
-        the COCO image id for a COCO source), and messages for the skipped lines,
-        boxes and repeated image ids.
-    """
-    problems = list(source.problems)
-    ids = source.image_ids if source.image_ids is not None else [None] * len(source.annotations)
-    images, seen = [], {}
-    for ann, source_id in zip(source.annotations, ids):
-        image_id = Path(ann.path).stem
-        if image_id in seen:
-            problems.append(
-                f"{source.path}: image {ann.path!r} has the same file stem {image_id!r} as {seen[image_id]!r}; "
-                "its files would collide, image skipped"
-            )
-            continue
-        seen[image_id] = ann.path
-        gt = ImageGroundTruth(ann.boxes.astype(np.float64), ann.classes.astype(np.int64), ann.difficult.astype(bool))
-        images.append(EvalImage(image_id, Path(ann.path), gt, source_id))
-    return images, problems
-
-
-def images_from_voc(voc_root, year, split, class_names):
-    """Lists the images of a VOC split with the ground truth of their XML files.
-
-    Reads ``<voc_root>/VOC<year>/ImageSets/Main/<split>.txt`` and, per id,
-    ``Annotations/<id>.xml``; the image is ``JPEGImages/<id>.jpg``.
-
-    Args:
-        voc_root: the VOCdevkit folder.
-        year: e.g. "2007".
-        split: e.g. "test".
-        class_names: list of class names; objects of other classes are skipped (counted
-            in one message).
-
-    Returns:
-        (images, problems): list of EvalImage (boxes as written in the XML, xyxy
-        pixels), and messages for the skipped ids and objects.
-
-    Raises:
-        FileNotFoundError: the split file does not exist.
-    """
-    from utils.data.voc import parse_voc_xml
-
-    base = Path(voc_root) / f"VOC{year}"
-    list_file = base / "ImageSets" / "Main" / f"{split}.txt"
-    if not list_file.is_file():
-        raise FileNotFoundError(f"VOC split file not found: {list_file}; check --voc-root, --year and --split.")
-    ids = [line.strip() for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    class_ids = {name: i for i, name in enumerate(class_names)}
-    images, problems, skipped_names, seen = [], [], {}, set()
-    for lineno, image_id in enumerate(ids, 1):
-        if image_id in seen:
-            problems.append(f"{list_file}:{lineno}: id {image_id!r} listed twice; repeat skipped")
-            continue
-        seen.add(image_id)
-        xml_path = base / "Annotations" / f"{image_id}.xml"
-        try:
-            voc = parse_voc_xml(xml_path)
-        except (OSError, ValueError) as exc:
-            problems.append(f"{xml_path}: {exc}; image skipped")
-            continue
-        boxes, classes, difficult = [], [], []
-        for obj in voc.objects:
-            if obj.name not in class_ids:
-                skipped_names[obj.name] = skipped_names.get(obj.name, 0) + 1
-                continue
-            boxes.append((obj.xmin, obj.ymin, obj.xmax, obj.ymax))
-            classes.append(class_ids[obj.name])
-            difficult.append(bool(obj.difficult))
-        gt = ImageGroundTruth(
-            np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64), np.asarray(difficult, bool)
-        )
-        images.append(EvalImage(image_id, base / "JPEGImages" / f"{image_id}.jpg", gt))
-    if skipped_names:
-        listed = ", ".join(f"{name!r} x{n}" for name, n in sorted(skipped_names.items()))
-        problems.append(f"{base / 'Annotations'}: objects of classes not in the class list skipped: {listed}")
-    return images, problems
-
-
-def _read_text(path, problems):
+def _read_lines(path, problems):
+    """The lines of a text file, or None (with a message in ``problems``) when it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{path}: cannot read ({exc}); file skipped")
         return None
@@ -442,6 +333,59 @@ def _check_boxes(path, numbers, linenos, lines, problems, first_box_col):
     return ~bad
 
 
+def _parse_row(parts, line_format, classes):
+    """Parses the fields of one line, ``class`` then numbers, reading the numbers from the right.
+
+    Args:
+        parts: the line's whitespace-separated fields, without a ``difficult`` token.
+        line_format: GT_LINE or DET_LINE.
+        classes: ClassIndex mapping names to ids.
+
+    Returns:
+        (list of floats, class id, None) for a line read, or (None, None, why the
+        line is skipped).
+    """
+    count = line_format.numbers
+    if len(parts) <= count:
+        return None, None, f"expected '{line_format.expected}'"
+    try:
+        numbers = [float(v) for v in parts[-count:]]
+    except ValueError:
+        return None, None, f"{line_format.numbers_name} are not numbers"
+    name = " ".join(parts[:-count])
+    cls = classes.lookup(name)
+    if cls is None:
+        return None, None, f"unknown class {name!r}"
+    return numbers, cls, None
+
+
+def _read_rows(path, lines, line_format, classes, problems):
+    """Parses the lines of a file one by one, reporting each line skipped.
+
+    Returns:
+        (numbers float64 (K, line_format.numbers), class ids int64 (K,), difficult
+        bool (K,), the K 1-based line numbers) of the lines read.
+    """
+    rows, ids, difficult, linenos = [], [], [], []
+    for lineno, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        diff = line_format.difficult and parts[-1] == DIFFICULT_TOKEN and len(parts) >= 6
+        if diff:
+            parts = parts[:-1]
+        numbers, cls, why = _parse_row(parts, line_format, classes)
+        if why:
+            problems.append(_line_problem(path, lineno, line, why))
+            continue
+        rows.append(numbers)
+        ids.append(cls)
+        difficult.append(diff)
+        linenos.append(lineno)
+    numbers = np.asarray(rows, np.float64).reshape(-1, line_format.numbers)
+    return numbers, np.asarray(ids, np.int64), np.asarray(difficult, bool), linenos
+
+
 def read_ground_truth_file(path, classes, problems):
     """Reads one ground-truth file.
 
@@ -453,67 +397,35 @@ def read_ground_truth_file(path, classes, problems):
     Returns:
         ImageGroundTruth (boxes float64 (N, 4) xyxy pixels), or None if unreadable.
     """
-    text = _read_text(path, problems)
-    if text is None:
+    lines = _read_lines(path, problems)
+    if lines is None:
         return None
-    lines = text.splitlines()
-    rows, ids, difficult, linenos = [], [], [], []
-    for lineno, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        diff = parts[-1] == DIFFICULT_TOKEN and len(parts) >= 6
-        if diff:
-            parts = parts[:-1]
-        if len(parts) < 5:
-            problems.append(_line_problem(path, lineno, line, "expected 'class left top right bottom [difficult]'"))
-            continue
-        try:
-            numbers = [float(v) for v in parts[-4:]]
-        except ValueError:
-            problems.append(_line_problem(path, lineno, line, "box coordinates are not numbers"))
-            continue
-        name = " ".join(parts[:-4])
-        cls = classes.lookup(name)
-        if cls is None:
-            problems.append(_line_problem(path, lineno, line, f"unknown class {name!r}"))
-            continue
-        rows.append(numbers)
-        ids.append(cls)
-        difficult.append(diff)
-        linenos.append(lineno)
-    numbers = np.asarray(rows, np.float64).reshape(-1, 4)
+    numbers, ids, difficult, linenos = _read_rows(path, lines, GT_LINE, classes, problems)
     keep = _check_boxes(path, numbers, linenos, lines, problems, 0)
-    return ImageGroundTruth(numbers[keep], np.asarray(ids, np.int64)[keep], np.asarray(difficult, bool)[keep])
+    return ImageGroundTruth(numbers[keep], ids[keep], difficult[keep])
 
 
 def read_detection_file(path, classes, problems):
-    """Reads one detection file.
-
-    Args:
-        path: the ``.txt`` file.
-        classes: ClassIndex mapping names to ids.
-        problems: list receiving a message per skipped line.
+    """Reads one detection file, with the arguments of ``read_ground_truth_file``.
 
     Returns:
         ImageDetections (boxes float64 (M, 4) xyxy pixels), or None if unreadable.
     """
-    text = _read_text(path, problems)
-    if text is None:
+    lines = _read_lines(path, problems)
+    if lines is None:
         return None
-    lines = text.splitlines()
-    split = [line.split() for line in lines]
-    fast = _read_detection_rows_fast(path, lines, split, classes, problems)
+    fast = _read_detection_rows_fast(path, lines, classes, problems)
     if fast is not None:
         numbers, ids, linenos = fast
     else:
-        numbers, ids, linenos = _read_detection_rows(path, lines, split, classes, problems)
+        numbers, ids, _, linenos = _read_rows(path, lines, DET_LINE, classes, problems)
     keep = _check_boxes(path, numbers, linenos, lines, problems, 1)
     return ImageDetections(numbers[keep, 1:], numbers[keep, 0], ids[keep])
 
 
-def _read_detection_rows_fast(path, lines, split, classes, problems):
+def _read_detection_rows_fast(path, lines, classes, problems):
     """Bulk parse of a file whose lines all have six fields; None when it does not apply."""
+    split = [line.split() for line in lines]
     lengths = set(map(len, split))
     if not lengths <= {0, 6}:
         return None
@@ -543,30 +455,6 @@ def _read_detection_rows_fast(path, lines, split, classes, problems):
     return numbers, ids, linenos
 
 
-def _read_detection_rows(path, lines, split, classes, problems):
-    rows, ids, linenos = [], [], []
-    for lineno, (line, parts) in enumerate(zip(lines, split), 1):
-        if not parts:
-            continue
-        if len(parts) < 6:
-            problems.append(_line_problem(path, lineno, line, "expected 'class score left top right bottom'"))
-            continue
-        try:
-            numbers = [float(v) for v in parts[-5:]]
-        except ValueError:
-            problems.append(_line_problem(path, lineno, line, "score or box coordinates are not numbers"))
-            continue
-        name = " ".join(parts[:-5])
-        cls = classes.lookup(name)
-        if cls is None:
-            problems.append(_line_problem(path, lineno, line, f"unknown class {name!r}"))
-            continue
-        rows.append(numbers)
-        ids.append(cls)
-        linenos.append(lineno)
-    return np.asarray(rows, np.float64).reshape(-1, 5), np.asarray(ids, np.int64), linenos
-
-
 def read_map_files(out_dir, class_names=None):
     """Reads the ground-truth and detection files of an output folder.
 
@@ -588,7 +476,9 @@ def read_map_files(out_dir, class_names=None):
     out_dir = Path(out_dir)
     gt_dir, det_dir = out_dir / GT_DIR, out_dir / DET_DIR
     if not gt_dir.is_dir():
-        raise FileNotFoundError(f"Ground-truth folder not found: {gt_dir}; write it first (--mode 2) or check --out.")
+        raise FileNotFoundError(
+            f"Ground-truth folder not found: {gt_dir}; write it first (--mode ground-truth) or check --out."
+        )
     classes = ClassIndex(class_names)
     problems = []
     ground_truth = {}
@@ -645,18 +535,3 @@ def write_coco_files(out_dir, ground_truth, detections, class_names, category_id
     write_text_atomic(gt_path, json.dumps(dataset) + "\n")
     write_text_atomic(det_path, json.dumps(results) + "\n")
     return gt_path, det_path
-
-
-def format_problems(problems, limit=20):
-    """Formats collected problem messages: a count, then at most ``limit`` of them.
-
-    Returns:
-        str; empty when there is no problem.
-    """
-    if not problems:
-        return ""
-    lines = [f"{len(problems)} problem(s) in the input, each with what was done (skipped, clipped or kept):"]
-    lines += [f"  {p}" for p in problems[:limit]]
-    if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more")
-    return "\n".join(lines)

@@ -37,7 +37,7 @@ def plot_pr_curves(result, folder):
     """Saves one precision-recall curve per class with ground truth: ``<folder>/<class>.png``.
 
     Args:
-        result: dict returned by ``utils.eval.metrics.evaluate_voc`` (uses ``curves``).
+        result: dict returned by ``utils.eval.voc_metric.evaluate_voc`` (uses ``curves``).
         folder: output folder (created if needed).
 
     Returns:
@@ -96,7 +96,7 @@ def plot_ap_per_class(result, path):
     """Saves a bar chart of the AP of each class with ground truth, mAP in the title.
 
     Args:
-        result: dict returned by ``utils.eval.metrics.evaluate_voc``.
+        result: dict returned by ``utils.eval.voc_metric.evaluate_voc``.
         path: output PNG path.
 
     Returns:
@@ -114,12 +114,7 @@ def plot_ap_per_class(result, path):
 def plot_gt_counts(result, path):
     """Saves a bar chart of the non-difficult ground-truth objects of each class.
 
-    Args:
-        result: dict returned by ``utils.eval.metrics.evaluate_voc``.
-        path: output PNG path.
-
-    Returns:
-        the path (Path).
+    Takes the arguments and returns the path as ``plot_ap_per_class`` does.
     """
     rows = result["classes"]
     title = f"Ground-truth objects ({result['num_images']} images, {result['totals']['num_gt']} objects)"
@@ -133,7 +128,7 @@ def save_voc_plots(result, out_dir):
     Writes ``pr_curves/<class>.png``, ``ap_per_class.png`` and ``gt_counts.png``.
 
     Args:
-        result: dict returned by ``utils.eval.metrics.evaluate_voc``.
+        result: dict returned by ``utils.eval.voc_metric.evaluate_voc``.
         out_dir: output folder.
 
     Returns:

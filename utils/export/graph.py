@@ -56,10 +56,10 @@ def _freeze(function):
     and variance) as captured tensors; a converter would turn each capture into one
     more graph input, so all captures are folded, leaving the image as the one input.
     """
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from utils.keras_compat import freeze_concrete_function
 
     concrete = function.get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = freeze_concrete_function(concrete)
     if len(frozen.inputs) != 1:
         raise RuntimeError(f"the frozen graph has {len(frozen.inputs)} inputs; expected the image alone")
     # Dicts flatten in sorted key order, as the frozen function lists its outputs.

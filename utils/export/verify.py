@@ -3,28 +3,21 @@
 Detections of two predictors are matched per image and class (greedy by score, to
 the nearest box of the class if their IoU is at least 0.5 or no coordinate differs by
 more than a pixel); the comparison reports the largest box and score differences of the
-matched pairs and the detections only one side found.
+matched pairs and the detections only one side found. The mAP is the one of
+``utils.eval.evaluator.Evaluator``, on images read into memory once and shared by the
+predictors compared.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from utils.data.annotation import read_annotation_file
-from utils.eval.metrics import ImageDetections, ImageGroundTruth, evaluate_voc
-from utils.image import ImageLoadError, load_image
+from utils.boxes import np_iou
+from utils.eval.evaluator import Evaluator
+from utils.eval.images import EvalImage, images_from_annotation_file, read_pixels
 
 MATCH_IOU = 0.5
 MATCH_PIXELS = 1.0
-
-
-def _iou(box, boxes):
-    """IoU of one xyxy box with (N, 4) xyxy boxes."""
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
 
 
 @dataclass
@@ -63,7 +56,7 @@ class Comparison:
                 # border have no area, so a near-identical box also counts as a match.
                 distance = np.abs(other.boxes[candidates] - reference.boxes[i]).max(axis=1)
                 nearest = int(np.argmin(distance))
-                iou = _iou(reference.boxes[i], other.boxes[candidates[nearest : nearest + 1]])[0]
+                iou = np_iou(reference.boxes[i], other.boxes[candidates[nearest]])
                 if iou >= MATCH_IOU or distance[nearest] <= MATCH_PIXELS:
                     best = candidates[nearest]
             if best is None:
@@ -121,15 +114,13 @@ def load_eval_set(annotation_path, class_names):
         (images, ground_truth): lists of RGB arrays and of ImageGroundTruth, in
         file order; unreadable images are left out.
     """
-    annotations, _ = read_annotation_file(annotation_path, num_classes=len(class_names))
+    listed, _ = images_from_annotation_file(annotation_path, class_names)
     images, truth = [], []
-    for ann in annotations:
-        try:
-            images.append(load_image(ann.path))
-        except ImageLoadError:
-            continue
-        truth.append(ImageGroundTruth(ann.boxes.astype(np.float64), ann.classes.astype(np.int64),
-                                      ann.difficult.astype(bool)))
+    for image in listed:
+        pixels = read_pixels(image, problems=[])
+        if pixels is not None:
+            images.append(pixels)
+            truth.append(image.ground_truth)
     return images, truth
 
 
@@ -138,13 +129,15 @@ def voc_map(predictor, images, ground_truth, batch_size=8):
 
     The predictor should use the evaluation settings (conf 0.001, NMS IoU 0.5).
 
+    Args:
+        predictor: a ``utils.predict.predictor.BasePredictor`` (Keras or exported).
+        images: RGB uint8 (H, W, 3) arrays.
+        ground_truth: ImageGroundTruth of each image.
+        batch_size: images per call.
+
     Returns:
         the mAP in [0, 1] (NaN without ground truth).
     """
-    detections = {}
-    for start in range(0, len(images), batch_size):
-        found = predictor.predict_batch(images[start : start + batch_size])
-        for offset, det in enumerate(found):
-            detections[start + offset] = ImageDetections(det.boxes, det.scores, det.classes)
-    truth = dict(enumerate(ground_truth))
-    return evaluate_voc(truth, detections, predictor.class_names)["map"]
+    pairs = enumerate(zip(images, ground_truth))
+    listed = [EvalImage(str(i), None, truth, pixels=pixels) for i, (pixels, truth) in pairs]
+    return Evaluator(listed, batch_size=batch_size)(predictor).map

@@ -7,6 +7,10 @@ Modes:
     fps:     times one image and reports per-stage latency (``run_fps``).
     heatmap: saves the objectness heat map of each image (``run_heatmap``).
 
+Predict mode on images or a video and heatmap mode share one frame loop
+(``frame_loop``): it calls the mode's handler on each batch of frames and owns the
+progress bar, the messages for skipped files, stopping early and Ctrl-C.
+
 Every ``run_*`` function writes under an output folder that already exists, prints
 its progress and summary, and returns the process exit status (``EXIT_*``). Problems
 with the user's input raise ``UsageError``, whose message is meant to be printed as
@@ -18,6 +22,7 @@ import logging
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -225,13 +230,131 @@ def _write_skipped(out, skipped):
         print(f"Skipped files listed in {path}")
 
 
-def _images_status(processed, skipped, interrupted):
-    if interrupted:
+# --- the frame loop --------------------------------------------------------------------
+
+
+@dataclass
+class LoopEnd:
+    """How a frame loop ended.
+
+    Attributes:
+        skipped: the ``Skipped`` inputs met, in order.
+        interrupted: the run was stopped with Ctrl-C.
+        stopped: the handler asked to stop (the viewer was closed, a frame limit reached).
+    """
+
+    skipped: list
+    interrupted: bool
+    stopped: bool
+
+
+def frame_loop(batches, handle, bar, close=()):
+    """Runs a mode's handler on each batch of frames until the input ends, the handler
+    asks to stop, or Ctrl-C.
+
+    Skipped inputs are written above the progress bar as they are met. The bar and
+    everything in ``close`` are closed however the loop ends.
+
+    Args:
+        batches: iterable of ``(items, skipped, done)``, as from
+            ``utils.predict.sources.iter_batches``: the items to handle, the
+            ``Skipped`` inputs met while reading them, and how many inputs they consumed
+            (the bar advances by that much).
+        handle: called with each non-empty ``items`` list; returns False to stop.
+        bar: a tqdm progress bar.
+        close: callables run at the end, in order (writer, reader, viewer).
+
+    Returns:
+        LoopEnd.
+    """
+    skipped, interrupted, stopped = [], False, False
+    try:
+        for items, batch_skipped, done in batches:
+            skipped += batch_skipped
+            _report_skips(batch_skipped, bar)
+            stopped = bool(items) and not handle(items)
+            bar.update(done)
+            if stopped:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        for closer in close:
+            closer()
+    return LoopEnd(skipped, interrupted, stopped)
+
+
+def _image_loop(source, paths, batch_size, handle, close=()):
+    """The frame loop over image files, with a progress bar for a folder."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(paths), unit="img", desc=str(source.path), disable=source.kind == "image")
+    return frame_loop(iter_batches(paths, batch_size), handle, bar, close)
+
+
+def _finish_images(out, single, processed, end, totals=None):
+    """Prints an image mode's summary, lists the skipped files, returns the exit status.
+
+    The summary line is printed for a folder, or for a single image that was skipped
+    or stopped; ``totals`` (a line) follows it for a folder.
+    """
+    if not single or end.skipped or end.interrupted or end.stopped:
+        print(_summary_line(processed, end.skipped) + (" Stopped early." if end.interrupted or end.stopped else ""))
+        if totals and not single:
+            print(totals)
+    _write_skipped(out, end.skipped)
+    if end.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_NOTHING_READ if skipped and not processed else EXIT_OK
+    return EXIT_NOTHING_READ if end.skipped and not processed else EXIT_OK
 
 
 # --- modes -----------------------------------------------------------------------------
+
+
+class _PredictionOutputs:
+    """What predict mode saves of each image or frame besides the annotated picture:
+    label files and crops as asked, and the per-class counts summed over the run."""
+
+    def __init__(self, predictor, out, save_txt, crop):
+        self.names, self.out, self.save_txt, self.crop = predictor.class_names, out, save_txt, crop
+        self.totals = Counter()
+
+    def save(self, stem, image, det):
+        """Writes the label file and crops asked for; returns the per-class counts of ``det``."""
+        if self.save_txt:
+            save_labels(self.out, stem, det, self.names)
+        if self.crop:
+            save_crops(self.out, stem, image, det, self.names)
+        counts = count_classes(det.classes, self.names)
+        self.totals.update(counts)
+        return counts
+
+
+class _PredictImages:
+    """Predict mode's handler for a batch of images: draws, saves and shows each one."""
+
+    def __init__(self, predictor, viewer, stems, single, outputs, *, count):
+        self.predictor, self.viewer, self.stems, self.single = predictor, viewer, stems, single
+        self.outputs, self.count = outputs, count
+        self.processed = 0
+
+    def __call__(self, loaded):
+        names = self.predictor.class_names
+        detections = self.predictor.predict_batch([image for _, image in loaded])
+        for (path, image), det in zip(loaded, detections):
+            annotated = draw_detections(image, det, names, counts=self.count)
+            stem = self.stems[path]
+            save_image(self.outputs.out / image_output_name(path, stem), annotated)
+            counts = self.outputs.save(stem, image, det)
+            self.processed += 1
+            if self.single:
+                print_detections(path.name, image, det, names)
+                if self.count:
+                    print(f"counts: {_format_counts(counts)}")
+            if not self.viewer.show(annotated, wait_ms=0):
+                return False
+        return True
 
 
 def run_predict_images(predictor, source, out, viewer, *, batch_size=1, save_txt=False, crop=False, count=False):
@@ -256,53 +379,44 @@ def run_predict_images(predictor, source, out, viewer, *, batch_size=1, save_txt
         ``EXIT_OK``; ``EXIT_NOTHING_READ`` if files were skipped and none was read;
         ``EXIT_INTERRUPTED`` after Ctrl-C (outputs written so far are kept).
     """
-    from tqdm import tqdm
-
-    names = predictor.class_names
     paths = _image_paths(source)
-    stems = unique_stems(paths)
     single = source.kind == "image"
-    processed, skipped, totals, interrupted, stopped = 0, [], Counter(), False, False
-    bar = tqdm(total=len(paths), unit="img", desc=str(source.path), disable=single)
-    try:
-        for loaded, batch_skipped, done in iter_batches(paths, batch_size):
-            skipped += batch_skipped
-            _report_skips(batch_skipped, bar)
-            if loaded:
-                detections = predictor.predict_batch([image for _, image in loaded])
-                for (path, image), det in zip(loaded, detections):
-                    annotated = draw_detections(image, det, names, counts=count)
-                    stem = stems[path]
-                    save_image(out / image_output_name(path, stem), annotated)
-                    if save_txt:
-                        save_labels(out, stem, det, names)
-                    if crop:
-                        save_crops(out, stem, image, det, names)
-                    counts = count_classes(det.classes, names)
-                    totals.update(counts)
-                    processed += 1
-                    if single:
-                        print_detections(path.name, image, det, names)
-                        if count:
-                            print(f"counts: {_format_counts(counts)}")
-                    if not viewer.show(annotated, wait_ms=0):
-                        stopped = True
-                        break
-            bar.update(done)
-            if stopped:
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-        viewer.close()
-    if not single or skipped or interrupted or stopped:
-        print(_summary_line(processed, skipped) + (" Stopped early." if interrupted or stopped else ""))
-        if count and not single:
-            in_class_order = {name: totals[name] for name in names if totals[name]}
-            print(f"Per-class totals: {_format_counts(in_class_order)}")
-    _write_skipped(out, skipped)
-    return _images_status(processed, skipped, interrupted)
+    outputs = _PredictionOutputs(predictor, out, save_txt, crop)
+    handler = _PredictImages(predictor, viewer, unique_stems(paths), single, outputs, count=count)
+    end = _image_loop(source, paths, batch_size, handler, close=(viewer.close,))
+    totals = None
+    if count:
+        in_class_order = {name: outputs.totals[name] for name in predictor.class_names if outputs.totals[name]}
+        totals = f"Per-class totals: {_format_counts(in_class_order)}"
+    return _finish_images(out, single, handler.processed, end, totals)
+
+
+class _PredictVideo:
+    """Predict mode's handler for one video frame: draws it with the frame rate, writes
+    it to the video and shows it."""
+
+    def __init__(self, predictor, viewer, writer, stem, bar, outputs, *, count, max_frames):
+        self.predictor, self.viewer, self.writer, self.stem, self.bar = predictor, viewer, writer, stem, bar
+        self.outputs, self.count, self.max_frames = outputs, count, max_frames
+        self.fps, self.last = None, None
+
+    def __call__(self, frames):
+        now = time.perf_counter()
+        if self.last is not None:
+            # Frame-to-frame time: reading, detecting, drawing, writing and showing.
+            current = 1.0 / max(now - self.last, 1e-9)
+            self.fps = current if self.fps is None else 0.9 * self.fps + 0.1 * current
+        self.last = now
+        frame = frames[0]
+        det = self.predictor.predict_batch([frame])[0]
+        annotated = draw_detections(frame, det, self.predictor.class_names, counts=self.count, fps=self.fps)
+        self.writer.write(annotated)
+        self.outputs.save(f"{self.stem}_{self.writer.frames - 1:06d}", frame, det)
+        if self.fps is not None:
+            self.bar.set_postfix(fps=f"{self.fps:.1f}", refresh=False)
+        if not self.viewer.show(annotated, wait_ms=1):
+            return False
+        return not (self.max_frames and self.writer.frames >= self.max_frames)
 
 
 def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=False, count=False, max_frames=None):
@@ -329,55 +443,27 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
     """
     from tqdm import tqdm
 
-    names = predictor.class_names
     source = reader.source
     total = reader.frame_count
     if max_frames:
         total = min(total, max_frames) if total else max_frames
     writer = VideoWriter(out / f"{source.stem}.mp4", reader.fps)
     bar = tqdm(total=total, unit="frame", desc=str(source))
-    totals, fps, last, interrupted, started = Counter(), None, None, False, time.perf_counter()
-    try:
-        for frame in reader:
-            now = time.perf_counter()
-            if last is not None:
-                # Frame-to-frame time: reading, detecting, drawing, writing and showing.
-                current = 1.0 / max(now - last, 1e-9)
-                fps = current if fps is None else 0.9 * fps + 0.1 * current
-            last = now
-            det = predictor.predict_batch([frame])[0]
-            annotated = draw_detections(frame, det, names, counts=count, fps=fps)
-            writer.write(annotated)
-            stem = f"{source.stem}_{writer.frames - 1:06d}"
-            if save_txt:
-                save_labels(out, stem, det, names)
-            if crop:
-                save_crops(out, stem, frame, det, names)
-            totals.update(count_classes(det.classes, names))
-            if fps is not None:
-                bar.set_postfix(fps=f"{fps:.1f}", refresh=False)
-            bar.update(1)
-            if not viewer.show(annotated, wait_ms=1):
-                break
-            if max_frames and writer.frames >= max_frames:
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-        writer.close()
-        reader.close()
-        viewer.close()
-    if writer.frames == 0 and not interrupted:
+    outputs = _PredictionOutputs(predictor, out, save_txt, crop)
+    handler = _PredictVideo(predictor, viewer, writer, source.stem, bar, outputs, count=count, max_frames=max_frames)
+    started = time.perf_counter()
+    frames = (([frame], [], 1) for frame in reader)
+    end = frame_loop(frames, handler, bar, close=(writer.close, reader.close, viewer.close))
+    if writer.frames == 0 and not end.interrupted:
         print(f"No frame could be read from {source}; no video written.", file=sys.stderr)
         return EXIT_NOTHING_READ
     elapsed = time.perf_counter() - started
     rate = writer.frames / elapsed if elapsed > 0 else 0.0
     print(f"Wrote {writer.frames} frames to {writer.path} ({rate:.1f} FPS overall)"
-          + (". Stopped with Ctrl-C." if interrupted else "."))
+          + (". Stopped with Ctrl-C." if end.interrupted else "."))
     if count:
-        print(f"Detections per class, summed over frames: {_format_counts(dict(totals))}")
-    if interrupted and source.kind != "webcam":
+        print(f"Detections per class, summed over frames: {_format_counts(dict(outputs.totals))}")
+    if end.interrupted and source.kind != "webcam":
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -449,6 +535,31 @@ def run_fps(predictor, path, image, out, *, runs=50, warmup=5, count=False):
     return EXIT_OK
 
 
+class _Heatmaps:
+    """Heatmap mode's handler for a batch of images: saves each one's objectness map."""
+
+    def __init__(self, predictor, out, stems, single, levels):
+        self.predictor, self.out, self.stems, self.single, self.levels = predictor, out, stems, single, levels
+        self.processed = 0
+
+    def __call__(self, loaded):
+        predictor = self.predictor
+        raw = predictor.raw_outputs([image for _, image in loaded])
+        for i, (path, image) in enumerate(loaded):
+            maps = [heat_to_image(objectness_map(level[i], predictor.num_classes), image.shape[:2],
+                                  predictor.input_size, letterboxed=predictor.letterbox) for level in raw]
+            heat = np.max(maps, axis=0)
+            stem = self.stems[path]
+            target = save_image(self.out / f"{stem}_heatmap.png", blend_heatmap(image, heat))
+            if self.levels:
+                for stride, level_map in zip(STRIDES, maps):
+                    save_image(self.out / f"{stem}_heatmap_s{stride}.png", blend_heatmap(image, level_map))
+            self.processed += 1
+            if self.single:
+                print(f"{path.name}: objectness max {heat.max():.3f}, mean {heat.mean():.3f} -> {target}")
+        return True
+
+
 def run_heatmap(predictor, source, out, *, batch_size=1, levels=False):
     """Heatmap mode on an image or a folder.
 
@@ -468,36 +579,8 @@ def run_heatmap(predictor, source, out, *, batch_size=1, levels=False):
         ``EXIT_OK``; ``EXIT_NOTHING_READ`` if files were skipped and none was read;
         ``EXIT_INTERRUPTED`` after Ctrl-C (outputs written so far are kept).
     """
-    from tqdm import tqdm
-
     paths = _image_paths(source)
-    stems = unique_stems(paths)
     single = source.kind == "image"
-    processed, skipped, interrupted = 0, [], False
-    bar = tqdm(total=len(paths), unit="img", desc=str(source.path), disable=single)
-    try:
-        for loaded, batch_skipped, done in iter_batches(paths, batch_size):
-            skipped += batch_skipped
-            _report_skips(batch_skipped, bar)
-            if loaded:
-                raw = predictor.raw_outputs([image for _, image in loaded])
-                for i, (path, image) in enumerate(loaded):
-                    maps = [heat_to_image(objectness_map(level[i], predictor.num_classes), image.shape[:2],
-                                          predictor.input_size, letterboxed=predictor.letterbox) for level in raw]
-                    heat = np.max(maps, axis=0)
-                    target = save_image(out / f"{stems[path]}_heatmap.png", blend_heatmap(image, heat))
-                    if levels:
-                        for stride, level_map in zip(STRIDES, maps):
-                            save_image(out / f"{stems[path]}_heatmap_s{stride}.png", blend_heatmap(image, level_map))
-                    processed += 1
-                    if single:
-                        print(f"{path.name}: objectness max {heat.max():.3f}, mean {heat.mean():.3f} -> {target}")
-            bar.update(done)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    if not single or skipped or interrupted:
-        print(_summary_line(processed, skipped) + (" Stopped early." if interrupted else ""))
-    _write_skipped(out, skipped)
-    return _images_status(processed, skipped, interrupted)
+    handler = _Heatmaps(predictor, out, unique_stems(paths), single, levels)
+    end = _image_loop(source, paths, batch_size, handler)
+    return _finish_images(out, single, handler.processed, end)

@@ -15,25 +15,27 @@ values used.
   ``optimizer=auto`` rule), decoupled weight decay, a per-step linear warm-up, the
   YOLOv5 loss gains (box 0.05, obj 1 at 640² i.e. 0.42 at 416², cls 0.5) with the
   loss multiplied by the batch size, an EMA of the weights, 3 epochs with a pretrained
-  backbone frozen, and light augmentation (aspect jitter 0.1, scale 0.75-1.25): a few
-  thousand steps are too few to learn through the reference's strong jitter.
+  backbone frozen, light augmentation (aspect jitter 0.1, scale 0.75-1.25): a few
+  thousand steps are too few to learn through the reference's strong jitter), and
+  the yolov5 assigner with the IoU as the objectness target: several positives per
+  object teach the class head many times more per step.
 * ``long``: for long runs on large datasets: the reference optimizer and schedule
   with the YOLOv5 loss normalization (gains as ``short``, loss × batch), a per-step
-  warm-up with a high bias learning rate, an EMA of the weights, and the reference's
-  frozen epochs and augmentation strength.
+  warm-up with a high bias learning rate, an EMA of the weights, the yolov5 assigner,
+  and the reference's frozen epochs and augmentation strength.
 
 ``--recipe auto`` (the default) picks ``short`` when the run takes at most
 ``AUTO_MAX_ITERATIONS`` nominal iterations, ``ceil(images / max(batch, 64)) · epochs``
 (the rule Ultralytics uses to choose AdamW), and ``long`` above that.
 """
 
-import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from utils.config import ANCHOR_T, BOX_RATIO, CLS_RATIO, DEFAULT_WEIGHT_DECAY, OBJ_RATIO
 from utils.train.ema import DEFAULT_DECAY as EMA_DECAY
 from utils.train.ema import DEFAULT_TAU as EMA_TAU
+from utils.train.settings import BY_NAME, RECIPE_SETTINGS
 
 AUTO_MAX_ITERATIONS = 10_000
 NOMINAL_BATCH = 64
@@ -43,74 +45,43 @@ _YOLOV5_OBJ_AT_416 = round(1.0 * (416.0 / 640.0) ** 2, 4)
 
 @dataclass(frozen=True)
 class Recipe:
-    """One recipe's constants. Fields named like TrainConfig fields are their defaults.
+    """One recipe: a value for every recipe setting of ``utils.train.settings``
+    (``RECIPE_SETTINGS``; their help texts say what each means). ``lr`` None is the
+    optimizer's default rate (sgd 1e-2, adam 1e-3, adamw 0.002 · 5 / (4 + classes)).
 
-    Attributes:
-        optimizer: "sgd" (momentum, Nesterov), "adam" or "adamw" (decoupled decay).
-        lr: initial learning rate; 0 means the optimizer's default
-            (sgd 1e-2, adam 1e-3, adamw 0.002 · 5 / (4 + classes)).
-        lr_batch_scaling: scale the learning rates by batch/64 and clip them to the
-            optimizer's bounds, as the reference does.
-        min_lr_ratio: the final learning rate as a fraction of ``lr``.
-        momentum: SGD momentum, or Adam's beta_1.
-        weight_decay: SGD/Adam: L2 factor on neck and head kernels; AdamW: the
-            decoupled decay of every kernel (biases and BatchNorm excluded).
-        warmup_epochs: per-step linear warm-up over this many epochs (at least
-            ``warmup_min_steps`` steps); a negative value keeps the reference's
-            per-epoch quadratic warm-up over 5% of the epochs.
-        warmup_min_steps: the shortest per-step warm-up.
-        warmup_bias_lr: starting learning rate of the biases during the warm-up,
-            falling to the schedule's rate (SGD only; 0: biases warm up like the rest).
-        box_gain, obj_gain, cls_gain: loss weights (see nets.loss.YoloLoss).
-        loss_batch_scale: multiply the loss by the batch size (YOLOv5/v8).
-        ema: keep an EMA of the weights for validation and checkpoints.
-        ema_decay, ema_tau: see utils.train.ema.
-        freeze_epochs: first epochs with the backbone frozen (pretrained only).
-        jitter, scale_min, scale_max: augmentation strength.
-        mosaic_ratio: part of the epochs with Mosaic/MixUp (when asked for).
-        assigner: how boxes become targets, "yolov3" (one anchor, one cell) or
-            "yolov5" (every anchor within ``anchor_t``, three cells); it also fixes
-            the model's box coding (see utils.data.targets and utils.decode).
-        anchor_t: largest box/anchor width or height ratio of a yolov5 match, and the
-            ratio of the anchor check at the start of training.
-        obj_iou_target: the objectness target of a positive is its box's detached
-            CIoU with the target (instead of 1).
+    Raises:
+        ValueError: a recipe setting without a value, an unknown one, or a value
+            outside the setting's range.
     """
 
     name: str
     summary: str
-    optimizer: str
-    lr: float
-    lr_batch_scaling: bool
-    min_lr_ratio: float
-    momentum: float
-    weight_decay: float
-    warmup_epochs: float
-    warmup_min_steps: int
-    warmup_bias_lr: float
-    box_gain: float
-    obj_gain: float
-    cls_gain: float
-    loss_batch_scale: bool
-    ema: bool
-    ema_decay: float
-    ema_tau: float
-    freeze_epochs: int
-    jitter: float
-    scale_min: float
-    scale_max: float
-    mosaic_ratio: float
-    assigner: str
-    anchor_t: float
-    obj_iou_target: bool
+    values: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [key for key in RECIPE_SETTINGS if key not in self.values]
+        unknown = [key for key in self.values if key not in RECIPE_SETTINGS]
+        if missing or unknown:
+            raise ValueError(f"recipe {self.name!r}: missing settings {missing}, unknown settings {unknown}")
+        for key, value in self.values.items():
+            if not BY_NAME[key].is_valid(value):
+                raise ValueError(f"recipe {self.name!r}: {key} must be {BY_NAME[key].range_text()}, got {value!r}")
+
+    def __getattr__(self, key):
+        values = self.__dict__.get("values", {})
+        if key in values:
+            return values[key]
+        raise AttributeError(key)
+
+    def replace(self, name, summary, **changes):
+        """A new recipe: this one with ``changes``."""
+        return Recipe(name, summary, {**self.values, **changes})
 
 
 RECIPES = {
-    "reference": Recipe(
-        name="reference",
-        summary="the reference design's recipe (SGD, reference loss, no EMA)",
+    "reference": Recipe("reference", "the reference design's recipe (SGD, reference loss, no EMA)", dict(
         optimizer="sgd",
-        lr=0.0,
+        lr=None,
         lr_batch_scaling=True,
         min_lr_ratio=0.01,
         momentum=0.937,
@@ -133,12 +104,10 @@ RECIPES = {
         assigner="yolov3",
         anchor_t=ANCHOR_T,
         obj_iou_target=False,
-    ),
-    "short": Recipe(
-        name="short",
-        summary="AdamW with a class-count learning rate, YOLOv5 loss gains, EMA",
+    )),
+    "short": Recipe("short", "AdamW with a class-count learning rate, YOLOv5 loss gains and assignment, EMA", dict(
         optimizer="adamw",
-        lr=0.0,
+        lr=None,
         lr_batch_scaling=False,
         min_lr_ratio=0.01,
         momentum=0.9,
@@ -161,13 +130,12 @@ RECIPES = {
         assigner="yolov5",
         anchor_t=ANCHOR_T,
         obj_iou_target=True,
-    ),
+    )),
 }
-# The long recipe is the short one's loss normalization and EMA on the reference's optimizer.
-RECIPES["long"] = dataclasses.replace(
-    RECIPES["short"],
-    name="long",
-    summary="SGD with YOLOv5 loss gains and batch scaling, bias warm-up, EMA",
+# The long recipe is the short one's loss normalization, assignment and EMA on the reference's optimizer.
+RECIPES["long"] = RECIPES["short"].replace(
+    "long",
+    "SGD with YOLOv5 loss gains, batch scaling and assignment, bias warm-up, EMA",
     optimizer="sgd",
     momentum=0.937,
     warmup_bias_lr=0.1,
@@ -177,8 +145,7 @@ RECIPES["long"] = dataclasses.replace(
     scale_max=2.0,
 )
 RECIPE_CHOICES = ("auto", *RECIPES)
-# The fields a recipe sets (its name and summary aside).
-RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "summary"))
+RECIPE_FIELDS = RECIPE_SETTINGS
 
 
 def nominal_iterations(num_images, batch_size, epochs):
@@ -225,14 +192,14 @@ def format_table(recipes=None):
     recipes = list(recipes or RECIPES.values())
     width = max(len(f) for f in RECIPE_FIELDS) + 2
     lines = [f"{'':<{width}}" + "".join(f"{r.name:>12}" for r in recipes)]
-    for field in RECIPE_FIELDS:
+    for name in RECIPE_FIELDS:
         cells = []
         for recipe in recipes:
-            value = getattr(recipe, field)
-            if field == "lr" and not value:
+            value = getattr(recipe, name)
+            if name == "lr" and value is None:
                 value = "auto"
             cells.append(f"{value!s:>12}" if not isinstance(value, float) else f"{value:>12g}")
-        lines.append(f"{field:<{width}}" + "".join(cells))
+        lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
 

