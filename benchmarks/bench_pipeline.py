@@ -5,10 +5,13 @@ then times the augmented training pipeline (``utils.data.dataset.build_dataset``
 without Mosaic + MixUp, and the validation letterbox pipeline, after a warm-up.
 With ``--train-step`` it also times the detector's training step on batches taken
 from the pipeline (held in memory, so the figure is the step alone) and prints the
-ratio pipeline / step: above 1 the pipeline keeps up with training.
+ratio pipeline / step: above 1 the pipeline keeps up with training. Each figure is
+measured for every assigner of ``--assigners`` (how boxes become targets, which also
+sets the loss's box coding), so the cost of the targets shows beside the rest.
 
 Usage:
     python benchmarks/bench_pipeline.py [--input-size 416] [--batch-size 8] [--train-step]
+        [--assigners yolov3,yolov5]
 """
 
 import argparse
@@ -67,32 +70,18 @@ def time_pipeline(dataset, warmup_batches, batches):
     return (time.perf_counter() - start) / batches, batch
 
 
-def make_training_model(num_classes, input_size, anchors, backbone):
-    """The detector, compiled with SGD, or None (with the reason) when nets.yolo is
-    not importable or exposes no known constructor."""
-    try:
-        import keras
+def make_training_model(num_classes, input_size, anchors, backbone, assigner):
+    """The detector with random weights and the loss of ``assigner``, compiled with SGD."""
+    import keras
 
-        from nets import yolo
-    except ImportError as exc:
-        return None, f"nets.yolo could not be imported ({exc})"
-    if hasattr(yolo, "build_yolo"):
-        model = yolo.build_yolo(
-            backbone=backbone, num_classes=num_classes, input_size=input_size, anchors=anchors, backbone_weights=None
-        )
-    elif hasattr(yolo, "YoloV3"):
-        try:
-            from nets.loss import YoloLoss
-        except ImportError as exc:
-            return None, f"nets.loss could not be imported ({exc})"
-        model = yolo.YoloV3(
-            num_classes, backbone=backbone, input_size=input_size, anchors=anchors, backbone_weights=None
-        )
-        model.loss_fn = YoloLoss(anchors, num_classes, input_size)
-    else:
-        return None, "nets.yolo has neither build_yolo nor YoloV3"
+    from nets.loss import YoloLoss
+    from nets.yolo import YoloV3
+
+    model = YoloV3(num_classes, backbone=backbone, input_size=input_size, anchors=anchors, backbone_weights=None,
+                   box_coding=assigner)
+    model.loss_fn = YoloLoss(anchors, num_classes, input_size, assigner=assigner)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-3, momentum=0.937, nesterov=True), jit_compile=False)
-    return model, ""
+    return model
 
 
 def time_train_step(model, batches, warmup, steps):
@@ -122,7 +111,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=4, help="training steps timed (after 2 warm-up steps)")
     parser.add_argument("--backbone", default="efficientnet-b0")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--assigners", default="yolov3,yolov5", help="comma-separated assigners to time")
     args = parser.parse_args(argv)
+    assigners = [a.strip() for a in args.assigners.split(",") if a.strip()]
 
     import tensorflow as tf
 
@@ -150,41 +141,38 @@ def main(argv=None):
             f"{batches * args.batch_size} images timed after {args.warmup} warm-up batches"
         )
 
-        configs = [
-            ("train: jitter+flip+HSV", dict(training=True)),
-            ("train: + mosaic + mixup", dict(training=True, mosaic=True, mixup=True)),
-            ("validation: letterbox", dict(training=False)),
-        ]
+        configs = []
+        for assigner in assigners:
+            configs += [
+                (f"train {assigner}: jitter+flip+HSV", dict(training=True, assigner=assigner)),
+                (f"train {assigner}: + mosaic + mixup", dict(training=True, mosaic=True, mixup=True,
+                                                             assigner=assigner)),
+            ]
+        configs.append(("validation: letterbox", dict(training=False)))
         rates = {}
-        last_batch = None
         for name, options in configs:
             start = time.perf_counter()
             dataset = build_dataset(
                 listed, args.num_classes, args.input_size, anchors, args.batch_size, seed=args.seed, **options
             )
             built = time.perf_counter() - start
-            per_batch, batch = time_pipeline(dataset, args.warmup, batches)
+            per_batch, _ = time_pipeline(dataset, args.warmup, batches)
             rates[name] = args.batch_size / per_batch
-            if options == dict(training=True):
-                last_batch = batch
-            print(f"  {name:32s} {rates[name]:8.1f} images/s   (dataset built in {built:.1f} s)")
+            print(f"  {name:36s} {rates[name]:8.1f} images/s   (dataset built in {built:.1f} s)")
 
         if not args.train_step:
             return 0
-        model, reason = make_training_model(args.num_classes, args.input_size, anchors, args.backbone)
-        if model is None:
-            print(f"Training step measurement skipped: {reason}.")
-            return 0
-        dataset = build_dataset(
-            listed, args.num_classes, args.input_size, anchors, args.batch_size, training=True, seed=args.seed
-        )
-        step_batches = [b for _, b in zip(range(3), dataset)] or [last_batch]
-        per_step = time_train_step(model, step_batches, warmup=2, steps=args.steps)
-        step_rate = args.batch_size / per_step
-        label = f"training step ({args.backbone})"
-        print(f"  {label:32s} {step_rate:8.1f} images/s   ({per_step:.2f} s/step)")
-        for name, _ in configs[:2]:
-            print(f"  ratio pipeline/step, {name:26s} {rates[name] / step_rate:8.2f}")
+        for assigner in assigners:
+            model = make_training_model(args.num_classes, args.input_size, anchors, args.backbone, assigner)
+            dataset = build_dataset(listed, args.num_classes, args.input_size, anchors, args.batch_size,
+                                    training=True, seed=args.seed, assigner=assigner)
+            step_batches = [b for _, b in zip(range(3), dataset)]
+            per_step = time_train_step(model, step_batches, warmup=2, steps=args.steps)
+            step_rate = args.batch_size / per_step
+            label = f"training step {assigner} ({args.backbone})"
+            print(f"  {label:36s} {step_rate:8.1f} images/s   ({per_step:.2f} s/step)")
+            for name in (n for n, options in configs if options.get("assigner") == assigner):
+                print(f"  ratio pipeline/step, {name:36s} {rates[name] / step_rate:8.2f}")
     return 0
 
 

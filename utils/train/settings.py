@@ -50,6 +50,8 @@ class Setting:
         switch: for a bool: "flag" (``--name`` turns it on) or "both" (``--name`` and
             ``--no-name``).
         summary: the run-summary row it is printed in ("" for none).
+        label: its words in that row before the value (None: the name with spaces;
+            "": the value alone).
         flag: False for a setting that has no command-line flag.
     """
 
@@ -66,6 +68,7 @@ class Setting:
     high_open: bool = False
     switch: str = "both"
     summary: str = ""
+    label: str = None
     flag: bool = True
 
     @property
@@ -125,21 +128,24 @@ SETTINGS = (
     _s("cache", bool, False, "keep the encoded image files in memory", "data", switch="flag"),
     # model
     _s("backbone", str, DEFAULT_BACKBONE, "backbone: efficientnet-b0…b7, efficientnetv2-b0…b3/s/m/l, "
-       "efficientnet-lite0…lite4, mobilenetv2 (python summary.py --list)", "model", summary="backbone"),
+       "efficientnet-lite0…lite4, mobilenetv2 (python summary.py --list)", "model", summary="backbone", label=""),
     _s("alpha", float, None, "MobileNetV2 width multiplier 0.35–1.4 (default 1.0)", "model", low=0.0, low_open=True),
     _s("drop_connect_rate", float, None, "stochastic-depth rate of EfficientNet/V2/Lite blocks (default 0.2)",
        "model", low=0.0, high=1.0, high_open=True),
     _s("input_size", int, DEFAULT_INPUT_SIZE, "square input side, a multiple of 32", "model", low=32,
-       summary="input size"),
+       summary="input size", label=""),
     _s("backbone_weights", str, "imagenet", "imagenet (downloaded by Keras), none (from scratch) or a local no-top "
-       ".h5 file", "model", summary="backbone"),
+       ".h5 file", "model", summary="backbone", label="weights"),
     _s("weights", str, "", "initialize from a checkpoint (.keras); layers matched by name and shape, others "
-       "reported", "model", summary="init from"),
+       "reported", "model", summary="init from", label=""),
     # schedule
-    _s("epochs", int, 300, "total epochs", "schedule", low=1, summary="epochs"),
-    _s("batch_size", int, 8, "batch size with all layers trained", "schedule", low=1, summary="batch"),
-    _s("freeze_batch_size", int, 16, "batch size while frozen", "schedule", low=1, summary="batch"),
-    _s("lr_schedule", str, "cos", "cosine, or step decay", "schedule", choices=("cos", "step"), summary="optimizer"),
+    _s("epochs", int, 300, "total epochs", "schedule", low=1, summary="epochs", label=""),
+    _s("batch_size", int, 8, "batch size with all layers trained", "schedule", low=1, summary="batch",
+       label="unfrozen"),
+    _s("freeze_batch_size", int, 16, "batch size while frozen", "schedule", low=1, summary="batch",
+       label="frozen"),
+    _s("lr_schedule", str, "cos", "cosine, or step decay", "schedule", choices=("cos", "step"), summary="optimizer",
+       label="schedule"),
     _s("label_smoothing", float, 0.0, "class label smoothing", "schedule", low=0.0, high=1.0, high_open=True,
        summary="loss"),
     _s("mosaic", bool, False, "Mosaic augmentation during the first --mosaic-ratio of epochs", "schedule",
@@ -147,14 +153,14 @@ SETTINGS = (
     _s("mixup", bool, False, "MixUp augmentation during the first --mosaic-ratio of epochs", "schedule",
        switch="flag", summary="mosaic / mixup"),
     _s("augment", bool, True, "augment the training images; --no-augment trains on letterboxed images only (no "
-       "flip, HSV, placement, Mosaic or MixUp)", "schedule", summary="augmentation"),
+       "flip, HSV, placement, Mosaic or MixUp)", "schedule", summary="augmentation", label="on"),
     # recipe
     _s("recipe", str, "auto", "reference: the reference design's SGD recipe; short: AdamW + EMA for short runs; "
        "long: SGD + EMA for longer ones; auto: short or long by the run's nominal iterations", "recipe"),
     _r("freeze_epochs", int, "first epochs with the backbone frozen (only with pretrained weights)", low=0,
-       summary="epochs"),
+       summary="epochs", label="frozen (pretrained only)"),
     _r("optimizer", str, "SGD (Nesterov), Adam, or AdamW (decoupled weight decay)", choices=("sgd", "adam", "adamw"),
-       summary="optimizer"),
+       summary="optimizer", label=""),
     _r("lr", float, "initial learning rate; not set: the optimizer's default: sgd 1e-2, adam 1e-3, "
        "adamw 0.002*5/(4+classes)", low=0.0, low_open=True, summary="optimizer"),
     _r("min_lr_ratio", float, "the final learning rate as a fraction of --lr", low=0.0, high=1.0, low_open=True,
@@ -177,13 +183,13 @@ SETTINGS = (
     _r("loss_batch_scale", bool, "multiply the loss by the batch size (YOLOv5/v8)", summary="loss"),
     _r("assigner", str, "yolov3: each box trains its best anchor in the cell of its centre; yolov5: every anchor "
        "within --anchor-t of its shape, in its cell and the two nearest neighbours, with the YOLOv5 box coding "
-       "(stored in the model)", choices=ASSIGNERS, summary="assigner"),
+       "(stored in the model)", choices=ASSIGNERS, summary="assigner", label=""),
     _r("anchor_t", float, "largest box/anchor width or height ratio of a yolov5 match and of the anchor check",
        low=1.0, low_open=True, summary="assigner"),
     _r("obj_iou_target", bool, "objectness target of a positive = its box's IoU with the target (detached) instead "
        "of 1; the ignore threshold (IoU 0.5) applies to the yolov3 assigner only", summary="assigner"),
     _r("ema", bool, "validate and save an exponential moving average of the weights (--no-ema: off)",
-       summary="EMA of weights"),
+       summary="EMA of weights", label="on"),
     _r("ema_decay", float, "final EMA decay", low=0.0, high=1.0, high_open=True, summary="EMA of weights"),
     _r("ema_tau", float, "updates over which the EMA decay ramps up", low=0.0, low_open=True,
        summary="EMA of weights"),
@@ -289,13 +295,12 @@ def _format(value):
 
 def summary_rows(cfg):
     """(label, text) rows of the run summary: each row lists the settings declared
-    for it, with their values; a setting named like its row shows its value alone."""
+    for it, each as its label and value."""
     rows = {}
     for s in SETTINGS:
         if not s.summary:
             continue
-        value = getattr(cfg, s.name)
-        text = _format(value) if s.name.replace("_", " ") == s.summary else f"{s.name.replace('_', ' ')} " \
-                                                                            f"{_format(value)}"
-        rows.setdefault(s.summary, []).append(text)
+        value = _format(getattr(cfg, s.name))
+        label = s.name.replace("_", " ") if s.label is None else s.label
+        rows.setdefault(s.summary, []).append(f"{label} {value}" if label else value)
     return [(label, ", ".join(parts)) for label, parts in rows.items()]
