@@ -8,10 +8,15 @@ Modes (--mode; the numbers 0-4 are accepted too):
   coco          (4) COCO metrics from existing files
 
 Files written under --out: ground-truth/<image_id>.txt, detection-results/<image_id>.txt,
-results.json, problems.txt (one line per problem; empty when there was none) and, for
-the VOC metrics, pr_curves/<class>.png, ap_per_class.png and gt_counts.png; for the COCO
-metrics, coco_detections.json and coco_ground_truth.json with the dataset's category ids
-(and image ids, for a COCO --annotations file).
+results.json, problems.txt (one line per problem; empty when there was none),
+confusion_matrix.png, confusion_matrix.csv and confusion_matrix_normalized.csv (at
+--confusion-conf and --confusion-iou, with a background row and column) and, for the VOC
+metrics, pr_curves/<class>.png, PR_curve.png (every class and the mean), F1_curve.png,
+P_curve.png and R_curve.png (against the confidence; the confidence of best F1 is
+printed, the threshold to use in predict.py --conf), ap_per_class.png and gt_counts.png;
+for the COCO metrics, coco_detections.json and coco_ground_truth.json with the dataset's
+category ids (and image ids, for a COCO --annotations file). --save-errors N adds
+errors/<rank>_<image>.jpg, the N images with the most errors.
 
 Runs sharing --out: the modes all, detections and ground-truth write their text files
 into a hidden folder of their own (--out/.get_map-*), compute the metrics from there,
@@ -26,6 +31,8 @@ Examples:
   python get_map.py --model logs/exp/best.keras --annotations instances_val.json --images val --metric coco
   python get_map.py --model logs/exp/best.keras --annotations data.yaml --split val
   python get_map.py --mode score --out other_tool_out --classes-from-files
+  python get_map.py --model logs/exp/best.keras --annotations 2007_test.txt --save-errors 20
+  python get_map.py --model logs/exp/best.keras --annotations aerial_test.txt --slice 416   # tiles, small objects
 """
 
 import logging
@@ -40,18 +47,27 @@ from utils.config import (
     EVAL_NMS_IOU,
     EVAL_SCORE_THRESHOLD,
 )
+from utils.eval.confusion import CONFUSION_CONF
 from utils.eval.evaluator import DEFAULT_BATCH_SIZE, METRICS
 from utils.eval.job import MODE_NUMBERS, MODES, parse_mode, run
+from utils.predict.slicing import add_slice_arguments, slicing_from_args
 
 
 def build_parser():
     """The command-line parser (every option documented in --help)."""
+    from utils.export.auto_runtime import RUNTIMES
+
     parser = docstring_parser(__doc__)
     parser.add_argument("--mode", type=parse_mode, default="all", metavar="{" + ",".join(MODES) + "}",
                         help="; ".join(f"{name} ({MODE_NUMBERS[name]}): {what}" for name, what in MODES.items())
                         + " (default all)")
     parser.add_argument("--model", help="trained model checkpoint, or a model written by export.py (.onnx, .tflite, "
                                         ".xml, SavedModel folder); needed by the modes all and detections")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="what runs a checkpoint, always in float32 so that the mAP is the Keras model's: auto "
+                             "(default) exports it once to the fastest runtime of this CPU (OpenVINO), checks the "
+                             "export against the Keras model and caches it beside the checkpoint; tf runs the Keras "
+                             "model on TensorFlow; onnxruntime, openvino and tflite export to that runtime")
     parser.add_argument("--voc-root", default="VOCdevkit", help="VOCdevkit folder (default VOCdevkit)")
     parser.add_argument("--year", default="2007", help="VOC year, e.g. 2007 (default 2007)")
     parser.add_argument("--split", default="test",
@@ -94,15 +110,25 @@ def build_parser():
     parser.add_argument("--problems-shown", type=int, default=20,
                         help="problems printed in the summary; all go to <out>/problems.txt (default 20)")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the VOC plots")
+    parser.add_argument("--confusion-conf", type=fraction, default=CONFUSION_CONF,
+                        help="confidence of the confusion matrix and the error gallery: detections scoring above "
+                             f"it count (default {CONFUSION_CONF})")
+    parser.add_argument("--confusion-iou", type=fraction, default=EVAL_MATCH_IOU,
+                        help=f"IoU of the confusion matrix and the error gallery (default {EVAL_MATCH_IOU})")
+    parser.add_argument("--save-errors", type=int_at_least(0), default=0, metavar="N",
+                        help="mode all: draw the N images with the most errors (false positives plus missed "
+                             "objects), each error labelled, into <out>/errors/ (default 0: none)")
+    add_slice_arguments(parser)
     return parser
 
 
 def load_predictor(args):
     """Builds the detector from --model (a checkpoint or an export) and the prediction options."""
-    from utils.predict.runtimes import load_predictor as open_model
+    from utils.export.auto_runtime import load_predictor as open_model
 
     settings = {name: getattr(args, name) for name in ("conf", "nms_iou", "max_boxes", "input_size")}
-    return open_model(args.model, classes_path=args.classes, **settings)
+    predictor = open_model(args.model, runtime=args.runtime, evaluation=True, classes_path=args.classes, **settings)
+    return slicing_from_args(predictor, args)
 
 
 def main(argv=None):

@@ -23,10 +23,29 @@ into: the first free one of runs/predict2, runs/predict3, ... is used instead, f
 "class_name score x1 y1 x2 y2" line per detection (pixels; spaces in class names
 become underscores); crops are <out>/crops/<class>/<stem>_<k>.jpg.
 
+Videos: frames are read, detected and drawn/written in three threads, and written
+in order. A webcam is read in its own thread and the detector always takes the
+newest frame, so the picture lags the camera by at most one detection; the frames
+it had no time for are counted as dropped, and the detector's and the camera's
+frame rates are drawn. q, Esc or closing the window stops (with --show).
+
+Tracking (--track; a video, a webcam, or a folder read as the frames of one video in
+name order): each box is labelled with its track ID, and --trail N draws its last N
+positions. <out>/<stem>_tracks.txt has one "frame,id,x,y,w,h,score,-1,-1,-1" line
+per tracked box (MOT challenge; frames and IDs from 1, pixels), and
+<out>/<stem>_summary.json the unique objects per class, the crossings of
+--count-line per class and direction, and the tracker's settings; the counts are
+also printed. The --track-* settings default to the trackers library's values.
+
+Sliced inference (--slice SIZE, images and videos): the detector runs on
+overlapping SIZE x SIZE tiles of each frame (one batch per frame) and the boxes are
+merged, for small objects in large images.
+
 Exit status: 0 done (files of a folder that cannot be read are reported, skipped
 and listed in <out>/skipped.txt); 1 no file of the folder, or no frame of the
 video, could be read; 2 bad arguments, model, classes or anchors file, or a source
-that cannot be opened; 130 stopped with Ctrl-C (outputs written so far are kept).
+that cannot be opened (--track on a single image, too); 130 stopped with Ctrl-C
+(outputs written so far are kept).
 A webcam, which has no end, stopped with Ctrl-C or q exits with 0.
 
 Examples:
@@ -37,6 +56,8 @@ Examples:
   python predict.py --model logs/best.keras --source street.jpg --mode fps
   python predict.py --model logs/best.keras --source street.jpg --mode heatmap
   python predict.py --model logs/best.onnx --source images/     # a model written by export.py
+  python predict.py --model logs/best.keras --source road.mp4 --track --trail 20 --count-line 0,0.6,1,0.6
+  python predict.py --model logs/best.keras --source aerial.jpg --slice 416 --slice-overlap 0.2
 """
 
 import logging
@@ -57,18 +78,28 @@ from utils.predict.job import (
     run_heatmap,
     run_predict_images,
     run_predict_video,
+    tracking_options,
 )
+from utils.predict.slicing import add_slice_arguments, slicing_from_args
+from utils.predict.tracking import add_tracking_arguments
 
 log = logging.getLogger("predict")
 
 
 def build_parser():
     """The command-line parser (every option documented in --help)."""
+    from utils.export.auto_runtime import RUNTIMES
+
     parser = docstring_parser(__doc__)
     parser.add_argument("--model", required=True,
                         help="trained checkpoint (.keras, or .weights.h5 with its .json beside it), or a model "
                              "written by export.py: .onnx (ONNX Runtime), .tflite (LiteRT), .xml (OpenVINO) or a "
                              "SavedModel folder")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="what runs a checkpoint: auto (default) exports it once to the fastest runtime of "
+                             "this CPU (OpenVINO, in bfloat16 where the CPU has it natively), checks the export "
+                             "against the Keras model and caches it beside the checkpoint; tf runs the Keras model "
+                             "on TensorFlow; onnxruntime, openvino and tflite export to that runtime")
     parser.add_argument("--source", required=True,
                         help="an image file, a folder of images, a video file, or a webcam index (0, 1, ...)")
     parser.add_argument("--mode", choices=MODES, default="predict",
@@ -83,8 +114,10 @@ def build_parser():
     parser.add_argument("--input-size", type=input_size,
                         help="network input side in pixels, a multiple of 32 (default: the checkpoint's)")
     parser.add_argument("--anchors", help="anchors file, one line 'w,h, w,h, ...' (default: the checkpoint's)")
-    parser.add_argument("--conf", type=fraction, default=DEFAULT_CONF,
-                        help=f"lowest score (objectness x class probability) kept (default {DEFAULT_CONF})")
+    parser.add_argument("--conf", type=fraction,
+                        help="lowest score (objectness x class probability) kept (default: the best-F1 confidence "
+                             "that training found for the checkpoint, in <model stem>.eval.json beside it; "
+                             f"{DEFAULT_CONF} without one)")
     parser.add_argument("--nms-iou", type=fraction, default=DEFAULT_NMS_IOU,
                         help="IoU above which NMS drops the weaker of two boxes of a class "
                              f"(default {DEFAULT_NMS_IOU})")
@@ -116,17 +149,20 @@ def build_parser():
                         help="fps mode: untimed runs first, to build the graph and warm caches (default 5)")
     parser.add_argument("--heatmap-levels", action="store_true",
                         help="heatmap mode: also save one map per output level, <stem>_heatmap_s<stride>.png")
+    add_tracking_arguments(parser)
+    add_slice_arguments(parser)
     return parser
 
 
 def load_predictor(args):
     """The predictor for --model (a checkpoint or an export) and the prediction options; UsageError on bad files."""
     from utils.checkpoint import CheckpointError
-    from utils.predict.runtimes import load_predictor as open_model
+    from utils.export.auto_runtime import load_predictor as open_model
 
     try:
         return open_model(
             args.model,
+            runtime=args.runtime,
             classes_path=args.classes,
             input_size=args.input_size,
             anchors_path=args.anchors,
@@ -149,16 +185,19 @@ def _warn_unused(args):
         log.warning("--heatmap-levels is used in heatmap mode only; ignored.")
     if args.mode == "fps" and args.show:
         log.warning("--show is not used in fps mode (a window would distort the timing); ignored.")
+    if args.mode == "heatmap" and args.slice:
+        log.warning("--slice is not used in heatmap mode (the map is of the whole image); ignored.")
 
 
 def run(args):
     """Runs one mode; returns the exit status."""
     _warn_unused(args)
     # The source is checked before the model is loaded, which takes far longer.
-    source, reader = open_source(args.source, args.mode)
+    tracking = tracking_options(args)
+    source, reader = open_source(args.source, args.mode, tracking)
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
-        predictor = load_predictor(args)
+        predictor = slicing_from_args(load_predictor(args), args)
         out = output_dir(args.out)
     except BaseException:
         if reader is not None:
@@ -172,17 +211,29 @@ def run(args):
         viewer = open_viewer(source, args.show)
         options = dict(save_txt=args.save_txt, crop=args.crop, count=args.count)
         if reader is not None:
-            status = run_predict_video(predictor, reader, out, viewer, max_frames=args.max_frames, **options)
+            status = run_predict_video(predictor, reader, out, viewer, max_frames=args.max_frames,
+                                       tracking=tracking, **options)
         else:
             status = run_predict_images(predictor, source, out, viewer, batch_size=args.batch_size, **options)
     print(f"Results saved to {out}")
     return status
 
 
+def default_conf(model):
+    """The --conf of a run that gives none: the model's best-F1 confidence, else DEFAULT_CONF; prints which."""
+    from utils.eval.operating_point import default_conf as model_conf
+
+    conf, origin = model_conf(model, DEFAULT_CONF)
+    print(f"--conf {conf:.3f}: {origin}")
+    return conf
+
+
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.conf is None:
+        args.conf = default_conf(args.model)
     try:
         return run(args)
     except UsageError as exc:

@@ -1,7 +1,9 @@
 """Times every export runtime beside TensorFlow: EfficientNet-B0 detector, 416x416, batch 1, CPU.
 
 Exports the model (an untrained B0 detector with 20 classes unless --model is given)
-in each variant of --variants, opens each with the runtime predict.py uses, and then,
+in each variant of --variants, opens each with the runtime predict.py uses (the
+"auto" variant as predict.py opens a checkpoint by default, export cache included),
+and then,
 after --warmup untimed rounds, times --runs rounds. Every round visits all runtimes
 in a rotating order, so that a slowdown of the machine falls on all of them alike,
 and times three calls per runtime:
@@ -12,17 +14,20 @@ and times three calls per runtime:
   end to end: from the JPEG file to boxes on the image: reading and decoding the
               file, letterboxing, the graph, and mapping the boxes back
               (Predictor.predict_batch after utils.image.load_image).
-It prints medians in ms, the end-to-end time relative to TensorFlow's in the same
-run, and with --eval the mAP@0.5 (VOC all-point) of every variant at the evaluation
-settings (conf 0.001, NMS IoU 0.5). int8 variants are calibrated on --calib (by
-default on drawn images, which is enough for timing but not for accuracy).
+It prints the CPU's bfloat16 and int8 instruction sets first (figures of machines
+without the same ones do not compare), then medians in ms, the end-to-end time
+relative to TensorFlow's in the same run, and with --eval the mAP@0.5 (VOC
+all-point) of every variant at the evaluation settings (conf 0.001, NMS IoU 0.5;
+"auto" at its own precision). int8 variants are calibrated on --calib (by default on
+drawn images, which is enough for timing but not for accuracy); openvino-int8 is
+quantized by NNCF.
 
-Variants: keras (TensorFlow, today's path), onnx, onnx-int8, openvino,
-openvino-bf16, openvino-int8, tflite, saved_model.
+Variants: keras (TensorFlow, predict.py --runtime tf), auto (predict.py's default),
+onnx, onnx-int8, openvino, openvino-bf16, openvino-int8, tflite, saved_model.
 
 Examples:
   python benchmarks/bench_runtimes.py
-  python benchmarks/bench_runtimes.py --variants keras,onnx,openvino-bf16 --runs 50
+  python benchmarks/bench_runtimes.py --variants keras,auto,openvino,openvino-int8 --runs 50
   python benchmarks/bench_runtimes.py --model logs/demo/best.keras --input-size 128 \\
       --calib demo_data/2007_train.txt --eval demo_data/2007_test.txt
 """
@@ -40,7 +45,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU timings, as documented
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-VARIANTS = ("keras", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "tflite", "saved_model")
+VARIANTS = ("keras", "auto", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "tflite",
+            "saved_model")
 NUM_CLASSES = 20
 
 
@@ -90,23 +96,45 @@ def drawn_files(folder, count=16):
 def export_variant(variant, checkpoint, folder, args, calib):
     """Exports one variant; returns the artifact path."""
     from utils.export.exporter import ExportOptions, run_export
+    from utils.predict.runtimes import FORMAT_SUFFIX
 
     fmt, _, extra = variant.partition("-")
-    suffix = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": "", "openvino": ".xml"}[fmt]
-    options = ExportOptions(checkpoint=str(checkpoint), format=fmt, out=str(Path(folder) / f"{variant}{suffix}"),
+    options = ExportOptions(checkpoint=str(checkpoint), format=fmt,
+                            out=str(Path(folder) / f"{variant}{FORMAT_SUFFIX.get(fmt, '')}"),
                             input_size=args.input_size, int8=extra == "int8", bf16=extra == "bf16",
                             calib=str(calib) if extra == "int8" else None, calib_images=args.calib_images,
                             check_images=4)
     return run_export(options)
 
 
-def open_variant(variant, checkpoint, artifact, input_size, **settings):
+def open_variant(variant, checkpoint, artifact, input_size, folder, **settings):
+    """The predictor of a variant; "auto" opens the checkpoint as predict.py does, its
+    export cached in ``folder``."""
+    from utils.export.auto_runtime import load_predictor as load_auto
     from utils.predict.predictor import Predictor
     from utils.predict.runtimes import load_predictor
 
     if variant == "keras":
         return Predictor.from_checkpoint(checkpoint, input_size=input_size, **settings)
+    if variant == "auto":
+        return load_auto(checkpoint, input_size=input_size, cache_dir=Path(folder) / "runtime_cache", **settings)
     return load_predictor(artifact, **settings)
+
+
+def cpu_header():
+    """One line: the CPU, its bfloat16 / int8 instruction sets and the cores used."""
+    from utils.export.auto_runtime import cpu_flags, native_bf16
+
+    name = "unknown CPU"
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = cpu_flags()
+    flags = "unknown" if flags is None else ", ".join(flags) or "none"
+    return (f"CPU: {name}, {len(os.sched_getaffinity(0))} cores; bf16/VNNI/AMX flags: {flags}; OpenVINO native "
+            f"bf16: {'yes' if native_bf16() else 'no'}")
 
 
 def time_round(predictor, batch, image_path, times):
@@ -146,17 +174,18 @@ def main(argv=None):
 
         artifacts = {}
         for variant in variants:
-            if variant != "keras":
+            if variant not in ("keras", "auto"):
                 print(f"\n== export {variant}")
                 artifacts[variant] = export_variant(variant, checkpoint, folder, args, calib)
 
-        predictors = {v: open_variant(v, checkpoint, artifacts.get(v), args.input_size) for v in variants}
+        predictors = {v: open_variant(v, checkpoint, artifacts.get(v), args.input_size, folder) for v in variants}
         from utils.image import load_image
 
         batch = predictors["keras"].batch([load_image(image_path)])
         times = {v: {"graph": [], "network": [], "e2e": []} for v in variants}
-        print(f"\nTiming {len(variants)} runtimes: {args.warmup} warm-up and {args.runs} timed rounds, "
-              f"input {args.input_size}, batch 1, {os.cpu_count()} CPUs, image {image_path.name}")
+        print(f"\n{cpu_header()}")
+        print(f"Timing {len(variants)} runtimes: {args.warmup} warm-up and {args.runs} timed rounds, "
+              f"input {args.input_size}, batch 1, image {image_path.name}")
         for round_index in range(args.warmup + args.runs):
             shift = round_index % len(variants)
             for variant in variants[shift:] + variants[:shift]:
@@ -167,7 +196,7 @@ def main(argv=None):
         if args.eval:
             images, truth = None, None
             for variant in variants:
-                evaluator = open_variant(variant, checkpoint, artifacts.get(variant), args.input_size,
+                evaluator = open_variant(variant, checkpoint, artifacts.get(variant), args.input_size, folder,
                                          conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
                 if images is None:
                     images, truth = load_eval_set(args.eval, evaluator.class_names)
@@ -180,7 +209,11 @@ def main(argv=None):
     for variant in variants:
         row = times[variant]
         medians = [1e3 * float(np.median(row[k])) for k in ("graph", "network", "e2e")]
-        line = (f"| {variant} | {medians[0]:.1f} | {medians[1]:.1f} | {medians[2]:.1f} | "
+        label = variant
+        if variant == "auto":  # what it chose: a runtime and precision, or TensorFlow after a failed check
+            chosen = predictors["auto"]
+            label += f" ({getattr(chosen, 'runtime_name', 'TensorFlow')} {getattr(chosen, 'precision', 'fp32')})"
+        line = (f"| {label} | {medians[0]:.1f} | {medians[1]:.1f} | {medians[2]:.1f} | "
                 f"{medians[2] / (1e3 * reference):.2f}x |")
         if maps:
             line += f" {100 * maps[variant]:.2f} |"

@@ -356,8 +356,18 @@ def test_int8_onnx_and_openvino(model, data, tmp_path, capsys):
     common.pop("eval")
     xml = run_export(ExportOptions(format="openvino", out=str(tmp_path / "m_int8.xml"), **common))
     exported = load_predictor(xml, **SETTINGS)
-    assert exported.metadata.precision == "int8"
+    assert exported.metadata.precision == "int8" and exported.precision == "int8"
     assert all(len(d) >= 0 for d in exported.predict_batch(_images(2)))
+    # NNCF's FakeQuantize operations, none on the prediction convolutions or after them.
+    import openvino as ov
+
+    ops = ov.Core().read_model(str(xml)).get_ordered_ops()
+    assert sum(op.get_type_name() == "FakeQuantize" for op in ops) > 20
+    float_ops = [op for op in ops if op.get_type_name() == "NonMaxSuppression"
+                 or (op.get_type_name() == "Convolution" and "_pred" in op.get_friendly_name())]
+    assert len(float_ops) == 4
+    for op in float_ops:
+        assert all(value.get_node().get_type_name() != "FakeQuantize" for value in op.input_values()), op
 
 
 def test_int8_needs_calibration_and_a_format_that_has_it(model, tmp_path, capsys):
@@ -529,6 +539,175 @@ def test_export_cli_prints_the_check(model, data, tmp_path):
     assert "Check on the first 3 images of" in result.stdout
     assert "raw heads: largest difference" in result.stdout and "largest box difference" in result.stdout
     assert "mAP@0.5" in result.stdout and "onnx fp32" in result.stdout
+
+
+# --- --runtime: a checkpoint on the fastest runtime, its export cached -------------------
+
+
+@pytest.fixture(scope="module")
+def auto_checkpoint(model, tmp_path_factory):
+    """A copy of the tiny checkpoint in a folder of its own, whose export cache the
+    tests below share."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("auto") / "tiny.keras"
+    shutil.copy(model[1], path)
+    return path
+
+
+@pytest.fixture
+def exports_made(monkeypatch):
+    """A list that receives the artifact path of every export ``--runtime`` makes."""
+    from utils.export import auto_runtime
+
+    made, real = [], auto_runtime.write_export
+
+    def write_export(options, model, out, work):
+        made.append(out)
+        return real(options, model, out, work)
+
+    monkeypatch.setattr(auto_runtime, "write_export", write_export)
+    return made
+
+
+def test_auto_exports_once_then_reuses_and_detects_like_keras(model, auto_checkpoint, exports_made, capsys):
+    from utils.export.auto_runtime import CACHE_FOLDER, choose_precision, load_predictor as load_auto
+    from utils.export.verify import TOLERANCES, check_export
+    from utils.predict.predictor import Predictor
+    from utils.predict.runtimes import OpenVINOPredictor
+
+    evaluating = load_auto(auto_checkpoint, evaluation=True, **SETTINGS)
+    assert isinstance(evaluating, OpenVINOPredictor) and evaluating.precision == "fp32"
+    assert len(exports_made) == 1
+    assert evaluating.path.parent.parent == auto_checkpoint.parent / CACHE_FOLDER
+    out = capsys.readouterr().out
+    assert "Runtime: OpenVINO fp32 (auto; float32 for evaluation), exported in" in out
+    # Within the tolerances export.py's checks hold float exports to.
+    images = _images(6, seed=5)
+    keras_predictor = Predictor(model[0], **SETTINGS)
+    assert _assert_same(keras_predictor, evaluating, images).matched >= 20
+
+    # Prediction runs at the precision auto picks for this CPU, from the same export.
+    predicting = load_auto(auto_checkpoint, **SETTINGS)
+    assert len(exports_made) == 1
+    assert predicting.precision == choose_precision("openvino", evaluation=False)[0]
+    assert f"Runtime: OpenVINO {predicting.precision} (auto;" in capsys.readouterr().out
+    _, problem = check_export(keras_predictor, predicting, images, TOLERANCES[predicting.precision], SETTINGS["conf"])
+    assert problem is None
+
+
+def test_auto_falls_back_to_tensorflow_and_says_why(auto_checkpoint, monkeypatch, caplog, capsys):
+    from utils.export import auto_runtime, verify
+    from utils.export.auto_runtime import RuntimeChoiceError, load_predictor as load_auto
+    from utils.predict.predictor import Predictor
+
+    # An export that fails its check (the one of the test above, from the cache).
+    monkeypatch.setitem(verify.TOLERANCES, "fp32", verify.Tolerance(heads=0.0, box=0.0, score=0.0))
+    monkeypatch.setattr(auto_runtime, "TOLERANCES", verify.TOLERANCES)
+    with caplog.at_level("WARNING"):
+        assert type(load_auto(auto_checkpoint, evaluation=True, **SETTINGS)) is Predictor
+    assert "failed its check against the Keras model on 8 drawn images (raw heads differ" in caplog.text
+    assert "running the Keras model on TensorFlow instead" in caplog.text
+    monkeypatch.undo()
+
+    caplog.clear()
+    _hide_module(monkeypatch, "openvino")
+    with caplog.at_level("WARNING"):
+        assert type(load_auto(auto_checkpoint, **SETTINGS)) is Predictor
+    assert len([r for r in caplog.records if r.getMessage().startswith("Runtime:")]) == 1
+    assert "openvino is not installed (pip install openvino==" in caplog.text and "TensorFlow" in caplog.text
+    # Named explicitly, a missing runtime is an error.
+    with pytest.raises(RuntimeChoiceError, match="--runtime openvino: openvino is not installed"):
+        load_auto(auto_checkpoint, runtime="openvino", **SETTINGS)
+    assert "Runtime: TensorFlow fp32 (--runtime tf)" not in capsys.readouterr().out
+    assert type(load_auto(auto_checkpoint, runtime="tf")) is Predictor
+    assert "Runtime: TensorFlow fp32 (--runtime tf)" in capsys.readouterr().out
+
+
+def test_runtime_of_an_export_is_its_own(artifacts, capsys):
+    from utils.export.auto_runtime import RuntimeChoiceError, load_predictor as load_auto
+
+    assert load_auto(artifacts["onnx"], runtime="onnxruntime").runtime_name == "ONNX Runtime"
+    assert "Runtime: ONNX Runtime fp32 (as exported)" in capsys.readouterr().out
+    with pytest.raises(RuntimeChoiceError, match="m.onnx is a model written by export.py and runs on ONNX Runtime"):
+        load_auto(artifacts["onnx"], runtime="openvino")
+
+
+def _block_folder(folder):
+    """Makes ``folder`` unwritable; as root, whom permissions do not stop, the cache
+    folder's name is taken by a file instead."""
+    from utils.export.auto_runtime import CACHE_FOLDER
+
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        folder.chmod(0o755)
+        (folder / CACHE_FOLDER).write_text("not a folder")
+
+
+@pytest.mark.slow
+def test_changed_or_corrupt_exports_are_made_again(model, tmp_path, exports_made, monkeypatch, caplog, capsys):
+    import shutil
+
+    from utils.checkpoint import save_model
+    from utils.export.auto_runtime import CACHE_FOLDER, load_predictor as load_auto
+    from utils.predict.predictor import Predictor
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    checkpoint = folder / "tiny.keras"
+    shutil.copy(model[1], checkpoint)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
+    _block_folder(folder)
+    # ONNX Runtime: the cache is the same for every format, and ONNX exports fastest.
+    first = load_auto(checkpoint, runtime="onnxruntime", **SETTINGS)
+    assert len(exports_made) == 1 and (tmp_path / "user_cache") in first.path.parents
+    assert "cannot be written" in capsys.readouterr().out
+    assert load_auto(checkpoint, runtime="onnxruntime", **SETTINGS).path == first.path
+    assert len(exports_made) == 1
+
+    # A damaged file is not trusted: the entry is exported again.
+    data = bytearray(first.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        again = load_auto(checkpoint, runtime="onnxruntime", **SETTINGS)
+    assert len(exports_made) == 2 and again.path == first.path
+    assert "incomplete or altered; exporting again" in caplog.text
+
+    # The folder writable again and the checkpoint trained further: a new export beside
+    # it, and the entry of the earlier content is removed.
+    folder.chmod(0o755)
+    if (folder / CACHE_FOLDER).is_file():
+        (folder / CACHE_FOLDER).unlink()
+    net = model[0]
+    layer = net.get_layer("head_p3_pred")
+    bias = np.asarray(layer.bias)
+    layer.bias.assign(bias + 0.5)
+    try:
+        save_model(net, checkpoint)
+        later = load_auto(checkpoint, runtime="onnxruntime", **SETTINGS)
+        _assert_same(Predictor(net, **SETTINGS), later, _images(3, seed=5))
+    finally:
+        layer.bias.assign(bias)
+    assert len(exports_made) == 3 and later.path.parent.parent == folder / CACHE_FOLDER
+    assert not first.path.parent.exists()
+
+
+@pytest.mark.slow
+def test_predict_and_get_map_run_a_checkpoint_on_the_fast_runtime(auto_checkpoint, data, tmp_path):
+    folder, annotations = data
+    # The settings of the export cached above: both scripts reuse it.
+    settings = ["--conf", SETTINGS["conf"], "--nms-iou", SETTINGS["nms_iou"], "--max-boxes", SETTINGS["max_boxes"]]
+    result = _run("predict.py", "--model", auto_checkpoint, "--source", folder / "img0.jpg", "--out",
+                  tmp_path / "pred", "--save-txt", *settings)
+    assert result.returncode == 0, result.stderr
+    assert "Runtime: OpenVINO" in result.stdout and "matches the Keras model on 8 drawn images" in result.stdout
+    assert (tmp_path / "pred" / "labels" / "img0.txt").is_file()
+    result = _run("get_map.py", "--model", auto_checkpoint, "--annotations", annotations, "--out", tmp_path / "map",
+                  "--no-plots", *settings)
+    assert result.returncode == 0, result.stderr
+    assert "Runtime: OpenVINO fp32 (auto; float32 for evaluation)" in result.stdout
+    assert json.loads((tmp_path / "map" / "results.json").read_text())["num_images"] == 6
 
 
 # --- the shared map back to the image ---------------------------------------------------

@@ -681,3 +681,34 @@ def test_two_processes_writing_ground_truth_into_one_out_leave_one_complete_set(
     published = {p.name: p.read_text() for p in (out / "ground-truth").iterdir()}
     assert published in sets
     assert sorted(p.name for p in out.iterdir()) == ["ground-truth", "problems.txt"]
+
+
+def test_mode_all_writes_the_diagnostics_and_the_error_gallery(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import get_map
+
+    for name in ("a", "b"):
+        Image.new("RGB", (40, 30)).save(tmp_path / f"{name}.png")
+    # The stand-in finds image a's object (top-left quarter); on b it detects the
+    # background and misses the object.
+    annotations = write(tmp_path / "test.txt", f"{tmp_path / 'a.png'} 0,0,20,15,0\n{tmp_path / 'b.png'} 20,15,40,30,0\n")
+    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    out = tmp_path / "out"
+    assert get_map.main(["--model", "unused.keras", "--annotations", str(annotations), "--out", str(out),
+                         "--save-errors", "5"]) == 0
+    printed = capsys.readouterr().out
+    # One traffic light of two found, one detection of two right: F1 1/2, from confidence 0 on.
+    assert "Best F1 0.500 (precision 0.500, recall 0.500" in printed and "at confidence 0.000" in printed
+    assert "1 found, 0 found as another class, 1 missed, 1 detections on no object" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_f1"]["conf"] == 0.0 and results["best_f1"]["f1"] == pytest.approx(0.5)
+    matrix = results["confusion_matrix"]
+    assert matrix["labels"] == ["traffic light", "cat", "background"]
+    assert matrix["counts"] == [[1, 0, 1], [0, 0, 0], [1, 0, 0]]
+    assert results["errors"]["false positive"] == 1 and results["errors"]["missed"] == 1
+    assert set(results["sizes"]) == {"small", "medium", "large"}
+    for name in ("confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    assert (out / "confusion_matrix.csv").read_text().splitlines()[1] == "traffic light,1,0,1"
+    assert [p.name for p in (out / "errors").iterdir()] == ["01_b.jpg"]  # image a has no error

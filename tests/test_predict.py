@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.video_fakes import read_frames
 from utils.run_dir import next_run_dir, numbered_path
 from utils.predict.sources import (
     SourceError,
@@ -242,25 +243,12 @@ def _write_video(path, frames, size=(96, 80), fps=5.0):
     return path
 
 
-def _count_frames(path):
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened()
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
-
-
 def test_video_annotated_frame_for_frame(main_with, model, tmp_path, capsys):
     video = _write_video(tmp_path / "clip.mp4", frames=6)
     out = tmp_path / "out"
     assert main_with("--model", model[1], "--source", video, "--out", out, "--count", "--save-txt") == 0
     captured = capsys.readouterr()
-    frames = _count_frames(out / "clip.mp4")
+    frames = read_frames(out / "clip.mp4")
     assert len(frames) == 6 and frames[0].shape == (80, 96, 3)
     assert len(list((out / "labels").glob("clip_*.txt"))) == 6
     assert "Wrote 6 frames to" in captured.out and "FPS" in captured.out
@@ -269,7 +257,7 @@ def test_video_annotated_frame_for_frame(main_with, model, tmp_path, capsys):
 
     # --max-frames stops early; the file written so far is complete.
     assert main_with("--model", model[1], "--source", video, "--out", out, "--max-frames", 3) == 0
-    assert len(_count_frames(tmp_path / "out2" / "clip.mp4")) == 3
+    assert len(read_frames(tmp_path / "out2" / "clip.mp4")) == 3
 
 
 def test_video_interrupted_keeps_frames(main_with, model, predictor, tmp_path, monkeypatch, capsys):
@@ -285,7 +273,7 @@ def test_video_interrupted_keeps_frames(main_with, model, predictor, tmp_path, m
 
     monkeypatch.setattr(predictor, "predict_batch", interrupt_on_third)
     assert main_with("--model", model[1], "--source", video, "--out", tmp_path / "out") == 130
-    assert len(_count_frames(tmp_path / "out" / "clip.mp4")) == 2
+    assert len(read_frames(tmp_path / "out" / "clip.mp4")) == 2
     assert "Stopped with Ctrl-C" in capsys.readouterr().out
 
 
@@ -483,7 +471,7 @@ def test_video_reader_and_writer_round_trip(tmp_path):
             for frame in reader:
                 assert frame.shape == (80, 96, 3)
                 writer.write(frame)
-    assert writer.frames == 4 and len(_count_frames(tmp_path / "out.mp4")) == 4
+    assert writer.frames == 4 and len(read_frames(tmp_path / "out.mp4")) == 4
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 100)
     with pytest.raises(SourceError, match="Cannot open video"):

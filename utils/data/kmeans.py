@@ -14,6 +14,7 @@ import numpy as np
 
 from utils.boxes import np_shape_iou
 from utils.data.annotation import read_annotation_file
+from utils.data.box_stats import box_stats
 from utils.image import image_size
 
 logger = logging.getLogger(__name__)
@@ -230,23 +231,8 @@ def letterbox_box_sizes(annotations, input_size, size_of=image_size):
     """
     if input_size <= 0:
         raise ValueError(f"input size must be positive, got {input_size}.")
-    sizes, problems = [], []
-    for ann in annotations:
-        if not len(ann):
-            continue
-        try:
-            width, height = size_of(ann.path)
-        except OSError as exc:
-            problems.append(f"{ann.path}: cannot open the image ({exc}); boxes skipped: {len(ann)}")
-            continue
-        if width <= 0 or height <= 0:
-            problems.append(f"{ann.path}: image size {width}x{height}; boxes skipped: {len(ann)}")
-            continue
-        scale = min(input_size / width, input_size / height)
-        wh = (ann.boxes[:, 2:4] - ann.boxes[:, 0:2]).astype(np.float64) * scale
-        sizes.append(wh)
-    wh = np.concatenate(sizes) if sizes else np.zeros((0, 2), np.float64)
-    return wh, problems
+    stats = box_stats(annotations, [], input_size, size_of)
+    return stats.input_wh, stats.problems
 
 
 def load_box_sizes(annotation_path, input_size, split="train", images=None):

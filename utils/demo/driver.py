@@ -20,7 +20,8 @@ from utils.config import ROOT
 from utils.run_dir import next_run_dir
 
 YEAR = "2007"
-DEMO_CONF = "0.3"
+# The test images the evaluation draws with their errors.
+ERROR_IMAGES = 8
 
 
 def run(cmd, env=None):
@@ -114,7 +115,8 @@ def main(argv=None):
     model = run_dir / "best.keras"
 
     map_out = run_dir / "map_out"
-    run([py, "get_map.py", "--model", model, "--annotations", test_file, "--out", map_out], env)
+    run([py, "get_map.py", "--model", model, "--annotations", test_file, "--out", map_out,
+         "--save-errors", ERROR_IMAGES], env)
 
     from utils.data.annotation import read_annotation_file
 
@@ -125,22 +127,24 @@ def main(argv=None):
     for path in test_images[: args.samples]:
         shutil.copy(path, samples / path.name)
     predict_out = run_dir / "predict"
-    # A short fine-tuning run gives calibrated but modest scores: draw from 0.3, as
-    # Ultralytics' 0.25 default does, rather than the reference's 0.5.
-    run([py, "predict.py", "--model", model, "--source", samples, "--out", predict_out, "--save-txt", "--count",
-         "--conf", DEMO_CONF], env)
+    # No --conf: predict.py draws at the best-F1 confidence that training measured for
+    # the checkpoint on the validation set (best.eval.json beside it).
+    run([py, "predict.py", "--model", model, "--source", samples, "--out", predict_out, "--save-txt", "--count"], env)
 
     video = data / "demo_video.mp4"
     print(f"\nAssembling {video} from {min(len(test_images), 20)} test images with OpenCV")
     make_video(test_images[:20], video)
     video_out = run_dir / "predict_video"
-    run([py, "predict.py", "--model", model, "--source", video, "--out", video_out, "--conf", DEMO_CONF], env)
+    run([py, "predict.py", "--model", model, "--source", video, "--out", video_out], env)
 
     print("\n" + "=" * 64)
     print(f"Demo finished in {(time.time() - started) / 60:.1f} min. Everything is in {run_dir}:")
     print(f"  checkpoint (best by val loss): {model}   (also last.keras)")
+    print(f"  its best-F1 confidence:        {run_dir / 'best.eval.json'}   (predict.py's default --conf)")
+    print(f"  what the network was fed:      {run_dir / 'train_batch0.jpg'}, {run_dir / 'labels.png'}")
     print(f"  training curves:               {run_dir / 'loss.png'}, {run_dir / 'map.png'}, {run_dir / 'history.csv'}")
-    print(f"  mAP table and plots:           {map_out}/results.json, {map_out}/ap_per_class.png, {map_out}/pr_curves/")
+    print(f"  mAP table and plots:           {map_out}/results.json, {map_out}/PR_curve.png, {map_out}/F1_curve.png")
+    print(f"  confusions and errors:         {map_out}/confusion_matrix.png, {map_out}/errors/")
     print(f"  annotated images:              {predict_out}/")
     print(f"  annotated video:               {video_out}/{video.stem}.mp4")
     print(f"  try: {py.name} predict.py --model {model} --source {samples}")

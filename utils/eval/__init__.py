@@ -7,7 +7,11 @@ caller) over a list of ``images`` in batches and scores the detections with
 taking the per-image ``structures``. ``tables`` formats the results; ``map_files``
 reads and writes the interchange text files (``ground-truth/``,
 ``detection-results/``); ``job`` is get_map.py's evaluation job; ``plots`` draws PR
-curves and bar charts; ``metrics`` gathers the public names of the metric modules.
+curves, bar charts and the confusion matrix; ``metrics`` gathers the public names of
+the metric modules. Beyond mAP, ``diagnostics`` (for get_map.py and training's best
+checkpoint) gives the confidence of best F1 (``curves``), the confusion matrix and
+each detection's error (``confusion``), drawn by ``gallery``; ``operating_point``
+keeps the best-F1 confidence beside a checkpoint for predict.py.
 Imports the shared modules of ``utils`` and ``utils.data`` (annotation lines, VOC
 XML), never the prediction or training stages: the model that produces detections
 is the caller's business.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from utils.config import DEFAULT_CLASSES
 from utils.eval import map_files
+from utils.eval.diagnostics import diagnose, diagnostics_json, format_diagnostics, save_diagnostics
 from utils.eval.evaluator import score_detections
 from utils.eval.images import images_from_source, images_from_voc
 from utils.eval.tables import format_coco_summary, format_problems, format_voc_table, json_ready
@@ -40,6 +41,8 @@ MODE_NUMBERS = {name: int(number) for number, name in MODE_ALIASES.items()}
 PREDICTING_MODES = ("all", "detections")
 #: Modes that score the text files already in --out.
 FILE_MODES = ("score", "coco")
+#: The folder of the error gallery (--save-errors).
+ERRORS_DIR = "errors"
 #: The text folders, each with the modes that write it.
 TEXT_FOLDERS = {map_files.DET_DIR: ("all", "detections"), map_files.GT_DIR: ("all", "ground-truth")}
 
@@ -104,10 +107,11 @@ def list_images(args, class_names, source=None):
 
 
 def evaluate(args, class_names, out, ids=(None, None), files_dir=None):
-    """Reads the text files and computes the metric; returns (result, problems).
+    """Reads the text files and computes the metric; returns (result, files).
 
     The files are read from ``files_dir`` (default ``out``); the COCO JSON files go to
-    ``out``, written with ``ids``, the (category ids, image ids).
+    ``out``, written with ``ids``, the (category ids, image ids). ``files`` is the
+    ``map_files.MapFiles`` read, with the ground truth, detections and problems.
     """
     files = map_files.read_map_files(out if files_dir is None else files_dir, class_names)
     metric = "coco" if args.mode == "coco" else args.metric
@@ -127,18 +131,32 @@ def evaluate(args, class_names, out, ids=(None, None), files_dir=None):
             out, files.ground_truth, files.detections, files.class_names, category_ids, image_ids
         )
         result["coco_files"] = [str(path) for path in written]
-    return result, files.problems
+    return result, files
+
+
+def diagnose_files(result, args, files):
+    """Adds to ``result`` the diagnostics (best F1, confusion matrix, judged images) of
+    the files just scored, under ``diagnostics``; returns them."""
+    result["diagnostics"] = diagnose(result, files.ground_truth, files.detections, files.class_names,
+                                     args.confusion_conf, args.confusion_iou)
+    return result["diagnostics"]
 
 
 def report(result, args, out, problems, made_detections):
-    """Prints the metrics and writes results.json and the plots."""
+    """Prints the metrics and the diagnostics, and writes results.json and the plots."""
+    diagnostics = result.get("diagnostics")
     if result["metric"] == "coco":
         print(format_coco_summary(result))
         if result.get("coco_files"):
             print("COCO ground truth and detections (the dataset's ids): " + ", ".join(result["coco_files"]))
     else:
         print(format_voc_table(result))
+    if diagnostics is not None:
+        print(format_diagnostics(diagnostics))
+        save_diagnostics(diagnostics, result, out, plots=not args.no_plots)
     summary = json_ready(result)
+    if diagnostics is not None:
+        summary.update(diagnostics_json(diagnostics))
     summary["mode"] = MODE_NUMBERS[args.mode]
     summary["problems"] = len(problems)
     if made_detections:
@@ -188,6 +206,19 @@ def write_text_files(args, predictor, images, class_names, work):
     return counts, problems
 
 
+def save_errors(diagnostics, images, count, work, out):
+    """Draws the error gallery into the run's own folder, then puts it at ``<out>/errors``; returns problems."""
+    from utils.eval.gallery import save_error_gallery
+
+    written, problems = save_error_gallery(
+        diagnostics.judgments, {image.image_id: image.path for image in images}, diagnostics.class_names,
+        work / ERRORS_DIR, count, diagnostics.conf, diagnostics.iou,
+    )
+    map_files.publish_folder(work / ERRORS_DIR, out / ERRORS_DIR)
+    print(f"Error gallery: the {len(written)} images with the most errors in {out / ERRORS_DIR}")
+    return problems
+
+
 def run(args, open_predictor):
     """Runs one mode of get_map.py; returns the exit status.
 
@@ -205,6 +236,9 @@ def run(args, open_predictor):
     out = Path(args.out)
     if args.mode in PREDICTING_MODES and not args.model:
         raise ValueError(f"--mode {args.mode} needs --model")
+    if args.save_errors and args.mode != "all":
+        print(f"--save-errors: mode {args.mode} draws no error gallery (it needs the images, their detections and "
+              "the ground truth); use --mode all", file=sys.stderr)
     for name in text_folders(args.mode):
         map_files.check_text_folder(out / name)
     predictor = open_predictor(args) if args.mode in PREDICTING_MODES else None
@@ -216,9 +250,10 @@ def run(args, open_predictor):
     ids = coco_ids(source, predictor)
 
     if args.mode in FILE_MODES:
-        result, problems = evaluate(args, class_names, out, ids)
-        write_problems(problems, out, args.problems_shown)
-        report(result, args, out, problems, made_detections=False)
+        result, files = evaluate(args, class_names, out, ids)
+        write_problems(files.problems, out, args.problems_shown)
+        diagnose_files(result, args, files)
+        report(result, args, out, files.problems, made_detections=False)
         return 0
 
     images, problems = list_images(args, class_names, source)
@@ -234,9 +269,12 @@ def run(args, open_predictor):
         counts, found = write_text_files(args, predictor, images, class_names, work)
         problems += found
         if args.mode == "all":
-            result, found = evaluate(args, class_names, out, ids, files_dir=work)
+            result, files = evaluate(args, class_names, out, ids, files_dir=work)
             # The messages name the files where they are published.
-            problems += [message.replace(str(work), str(out)) for message in found]
+            problems += [message.replace(str(work), str(out)) for message in files.problems]
+            diagnostics = diagnose_files(result, args, files)
+            if args.save_errors:
+                problems += save_errors(diagnostics, images, args.save_errors, work, out)
         for name, count in counts.items():
             map_files.publish_folder(work / name, out / name)
             what = "detection" if name == map_files.DET_DIR else "ground-truth"

@@ -1,7 +1,11 @@
-"""Plots of a VOC evaluation: precision-recall curves, AP per class, ground-truth counts.
+"""Plots of a VOC evaluation: precision-recall curves (per class, and all classes with
+their mean), AP per class, ground-truth counts, precision, recall and F1 against the
+confidence, and the confusion matrix.
 
-Figures are drawn with matplotlib's Agg backend (no display needed) and saved as PNG,
-each written whole under a temporary name and renamed into place (``atomic_write``).
+Figures are drawn with matplotlib's Agg backend (no display needed) and saved as PNG
+(or JPEG, by the file's suffix), each written whole under a temporary name and renamed
+into place (``atomic_write``). ``pyplot`` and ``save_figure`` serve the other
+stages' figures too.
 """
 
 import math
@@ -13,17 +17,74 @@ import numpy as np
 from utils.run_dir import atomic_write
 
 
-def _save(fig, path):
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80), ".png")
+# Legends list each class up to this many classes.
+_MAX_LEGEND_CLASSES = 20
 
 
-def _pyplot():
+def save_figure(fig, path, dpi=80):
+    """Writes a matplotlib figure to ``path`` whole, as PNG or, for .jpg/.jpeg, JPEG; closes it.
+
+    Returns:
+        the path (Path).
+    """
+    path = Path(path)
+    fmt = "jpg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi), path.suffix or ".png")
+    fig.clf()
+    pyplot().close(fig)
+    return path
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+#: Dots per inch of the pictures drawn over images: a figure pixel is an output pixel.
+IMAGE_DPI = 100
+
+
+def image_figure(image, size=None, header=0.0):
+    """A figure showing an image, whose data coordinates are pixel edges of the figure.
+
+    Args:
+        image: RGB uint8 (H, W, 3).
+        size: (width, height) the image is drawn at, in output pixels (default its own).
+        header: inches of blank space above the image, for a title or a key.
+
+    Returns:
+        (fig, ax): the image fills ``ax``, x from 0 to width, y from 0 (top) to height;
+        save with ``save_figure(fig, path, dpi=IMAGE_DPI)``.
+    """
+    width, height = size if size is not None else (image.shape[1], image.shape[0])
+    inches = height / IMAGE_DPI
+    fig = pyplot().figure(figsize=(width / IMAGE_DPI, inches + header), dpi=IMAGE_DPI)
+    ax = fig.add_axes((0.0, 0.0, 1.0, inches / (inches + header)))
+    ax.imshow(image, extent=(0, width, height, 0), interpolation="nearest")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    return fig, ax
+
+
+def draw_box(ax, box, color, width, style="-"):
+    """Draws an xyxy box (in the axes' data coordinates, y down) as an outline."""
+    from matplotlib.patches import Rectangle
+
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=width, ls=style))
+
+
+def draw_label(ax, x, y, text, color, fontsize=8, dark_text=False, align="left"):
+    """Draws ``text`` on a ``color`` box with its bottom-left (``align="right"``: bottom-right)
+    corner at (x, y), in data coordinates."""
+    ax.text(x, y, text, fontsize=fontsize, color="black" if dark_text else "white", va="bottom", ha=align,
+            bbox={"facecolor": color, "edgecolor": "none", "pad": 1.0, "alpha": 0.85}, clip_on=True)
 
 
 def safe_file_name(name):
@@ -43,7 +104,7 @@ def plot_pr_curves(result, folder):
     Returns:
         list of the written paths.
     """
-    plt = _pyplot()
+    plt = pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -66,14 +127,12 @@ def plot_pr_curves(result, folder):
         ax.grid(alpha=0.3)
         path = folder / f"{safe_file_name(stats['name'])}.png"
         fig.tight_layout()
-        _save(fig, path)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, path))
     return written
 
 
 def _bar_chart(names, values, title, xlabel, path, fmt):
-    plt = _pyplot()
+    plt = pyplot()
     height = max(3.0, 0.28 * len(names) + 1.2)
     fig, ax = plt.subplots(figsize=(7, height))
     positions = range(len(names))
@@ -87,9 +146,7 @@ def _bar_chart(names, values, title, xlabel, path, fmt):
         ax.text(v, y, " " + fmt(v), va="center", fontsize=8)
     ax.margins(x=0.15)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_ap_per_class(result, path):
@@ -122,10 +179,146 @@ def plot_gt_counts(result, path):
     return _bar_chart(names, counts, title, "objects", path, lambda v: f"{v:d}")
 
 
+def plot_pr_summary(result, path):
+    """Saves the precision envelope of every class with ground truth and their mean.
+
+    Each curve is the step curve whose area is the class's all-point AP
+    (``utils.eval.curves.pr_envelope``); the mean curve's area is the mAP.
+
+    Args:
+        result: dict returned by ``utils.eval.voc_metric.evaluate_voc``.
+        path: output PNG path.
+
+    Returns:
+        the path (Path).
+    """
+    from utils.eval.curves import mean_envelope, pr_envelope
+
+    plt = pyplot()
+    rows = [c for c in result["classes"] if c["num_gt"] > 0]
+    envelopes = [pr_envelope(*result["curves"][c["name"]]) for c in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    show_names = len(rows) <= _MAX_LEGEND_CLASSES
+    for stats, (r, p) in zip(rows, envelopes):
+        label = f"{stats['name']} {stats['ap']:.3f}" if show_names else None
+        ax.plot(r, p, drawstyle="steps-pre", lw=1.0, alpha=0.8, label=label)
+    r, p = mean_envelope(envelopes)
+    if r is not None:
+        ax.plot(r, p, drawstyle="steps-pre", lw=3.0, color="black",
+                label=f"all classes {result['map']:.3f} mAP@{result['iou_threshold']:g}")
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision (envelope)")
+    ax.set_title("Precision-recall curves")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+#: The confidence curves: file name, what is plotted, its axis label.
+CONFIDENCE_PLOTS = (("F1_curve.png", "f1", "F1"), ("P_curve.png", "precision", "precision"),
+                    ("R_curve.png", "recall", "recall"))
+
+
+def plot_confidence_curves(result, best, folder):
+    """Saves F1, precision and recall against the confidence: ``F1_curve.png``,
+    ``P_curve.png`` and ``R_curve.png`` in ``folder``, each with every class with ground
+    truth and the mean, the best-F1 confidence marked.
+
+    Args:
+        result: dict returned by ``utils.eval.voc_metric.evaluate_voc``.
+        best: dict of ``utils.eval.curves.best_f1`` (or None).
+        folder: output folder.
+
+    Returns:
+        list of the written paths.
+    """
+    from utils.eval.curves import confidence_curves
+
+    plt = pyplot()
+    curves = confidence_curves(result)
+    show_names = len(curves.names) <= _MAX_LEGEND_CLASSES
+    written = []
+    for name, field, label in CONFIDENCE_PLOTS:
+        values = getattr(curves, field)
+        fig, ax = plt.subplots(figsize=(6.5, 5))
+        for class_name, row in zip(curves.names, values):
+            ax.plot(curves.thresholds, row, lw=1.0, alpha=0.8, label=class_name if show_names else None)
+        if len(values):
+            title = f"{label} against confidence"
+            mean = "all classes"
+            if best is not None:
+                mean += f" {best[field]:.2f} at {best['conf']:.3f}"
+                ax.axvline(best["conf"], color="grey", ls="--", lw=1.0)
+                title += f" (best F1 {best['f1']:.2f} at confidence {best['conf']:.3f})"
+            ax.plot(curves.thresholds, values.mean(axis=0), lw=3.0, color="black", label=mean)
+            ax.legend(loc="lower left" if field != "precision" else "lower right", fontsize=8)
+            ax.set_title(title, fontsize=10)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.05)
+        ax.set_xlabel("confidence (detections scoring above it)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(save_figure(fig, Path(folder) / name))
+    return written
+
+
+def plot_confusion_matrix(matrix, class_names, path, conf, iou):
+    """Saves a confusion matrix as counts (left) and as shares of each true class (right).
+
+    Args:
+        matrix: int (C + 1, C + 1) of ``utils.eval.confusion.confusion_matrix``: rows
+            true classes then background, columns predicted classes then background.
+        class_names: the C class names.
+        path: output PNG path.
+        conf: the confidence it was counted at, for the title.
+        iou: the IoU it was counted at, for the title.
+
+    Returns:
+        the path (Path).
+    """
+    from utils.eval.confusion import normalize_rows
+
+    plt = pyplot()
+    names = [*class_names, "background"]
+    n = len(names)
+    side = min(max(4.0, 0.45 * n + 2.0), 24.0)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.0, side))
+    annotate = n <= 30
+    for ax, values, what in ((axes[0], matrix, "counts"), (axes[1], normalize_rows(matrix), "share of each true class")):
+        shown = np.ma.masked_where(values == 0, values)
+        ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-9))
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xticklabels(names, rotation=90, fontsize=8)
+        ax.set_yticklabels(names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(what)
+        if annotate:
+            top = float(values.max()) or 1.0
+            for (row, col), value in np.ndenumerate(values):
+                if value:
+                    text = f"{value:d}" if what == "counts" else f"{value:.2f}"
+                    ax.text(col, row, text, ha="center", va="center", fontsize=7,
+                            color="white" if value > 0.6 * top else "black")
+        ax.axhline(n - 1.5, color="grey", lw=0.8)
+        ax.axvline(n - 1.5, color="grey", lw=0.8)
+    fig.suptitle(f"Confusion matrix at confidence {conf:g}, IoU {iou:g} (background row: false positives, "
+                 "background column: missed objects)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def save_voc_plots(result, out_dir):
     """Saves all plots of a VOC evaluation under ``out_dir``.
 
-    Writes ``pr_curves/<class>.png``, ``ap_per_class.png`` and ``gt_counts.png``.
+    Writes ``pr_curves/<class>.png``, ``ap_per_class.png`` and ``gt_counts.png``; the
+    curves of every class together come with the diagnostics
+    (``utils.eval.diagnostics.save_diagnostics``).
 
     Args:
         result: dict returned by ``utils.eval.voc_metric.evaluate_voc``.
@@ -140,3 +333,12 @@ def save_voc_plots(result, out_dir):
     written.append(plot_ap_per_class(result, out_dir / "ap_per_class.png"))
     written.append(plot_gt_counts(result, out_dir / "gt_counts.png"))
     return written
+
+
+def save_curve_plots(result, best, out_dir):
+    """Saves ``PR_curve.png``, ``F1_curve.png``, ``P_curve.png`` and ``R_curve.png`` under ``out_dir``.
+
+    Returns:
+        list of the written paths.
+    """
+    return [plot_pr_summary(result, Path(out_dir) / "PR_curve.png"), *plot_confidence_curves(result, best, out_dir)]

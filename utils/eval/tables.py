@@ -10,6 +10,9 @@ import math
 
 import numpy as np
 
+#: Result keys holding arrays or objects for the plots, left out of the JSON.
+NON_JSON_KEYS = ("curves", "curve_scores", "diagnostics")
+
 
 def format_voc_table(result):
     """Formats an ``evaluate_voc`` result as a text table, one row per class, then mAP.
@@ -53,11 +56,23 @@ def format_voc_table(result):
         lines.append(
             "Classes without ground truth (left out of the mean): " + ", ".join(result["classes_without_ground_truth"])
         )
+    if result.get("sizes"):
+        lines.append(format_size_aps(result))
     return "\n".join(lines)
 
 
+def format_size_aps(result):
+    """One line: the mAP of small, medium and large objects of an ``evaluate_voc`` result."""
+    parts = [
+        f"{size} {'n/a' if math.isnan(entry['map']) else format(100.0 * entry['map'], '.2f') + '%'} "
+        f"({entry['num_gt']} objects)"
+        for size, entry in result["sizes"].items()
+    ]
+    return f"mAP@{result['iou_threshold']:g} by object size (COCO areas 32², 96² px): " + ", ".join(parts)
+
+
 def json_ready(result):
-    """A copy of a metrics result without the curve arrays, NaN written as None.
+    """A copy of a metrics result without the arrays and objects of ``NON_JSON_KEYS``, NaN written as None.
 
     Args:
         result: dict returned by ``evaluate_voc`` or ``evaluate_coco``.
@@ -68,7 +83,7 @@ def json_ready(result):
 
     def clean(value):
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items() if k != "curves"}
+            return {k: clean(v) for k, v in value.items() if k not in NON_JSON_KEYS}
         if isinstance(value, (list, tuple)):
             return [clean(v) for v in value]
         if isinstance(value, (np.floating, float)):

@@ -1,5 +1,6 @@
 """The VOC detection metric: average precision per class, mAP, and precision, recall
-and F1 at a score threshold, matched as the VOC devkit matches.
+and F1 at a score threshold, matched as the VOC devkit matches; and the same AP for
+small, medium and large objects (COCO's area ranges).
 
 The inputs are the per-image structures of ``utils.eval.structures``. Boxes are
 compared with the devkit's inclusive-pixel IoU (``utils.boxes.np_iou`` with
@@ -15,6 +16,8 @@ from utils.eval.structures import detection_arrays, ground_truth_arrays, per_ima
 
 # Upper bound on the (detections x ground truth) IoU block computed at once.
 _IOU_BLOCK = 2_000_000
+#: COCO's object sizes: box area in pixels of the original image, [low, high).
+AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, math.inf)}
 
 
 def average_precision(recall, precision, use_07_metric=False):
@@ -92,9 +95,16 @@ def evaluate_voc(
           ``recall``, ``f1`` summed over the classes with ground truth;
           ``classes_without_ground_truth``: list of names left out of ``map``;
           ``num_images``;
+          ``sizes``: for each name of ``AREA_RANGES``, a dict with ``range`` ([low,
+          high): box areas in pixels from low up to high, None for no bound),
+          ``map``, ``num_gt`` and ``ap`` (list in ``class_names`` order): the AP
+          counting only objects of that size, as COCO's ``areaRng`` does (objects of
+          other sizes are ignored like difficult ones, and so are the detections
+          matched to them and the unmatched detections of other sizes);
           ``curves``: ``{name: (recall (K,), precision (K,))}`` float64 arrays, one
-          point per non-ignored detection in descending-score order (not JSON; see
-          ``utils.eval.tables.json_ready``).
+          point per non-ignored detection in descending-score order, and
+          ``curve_scores``: ``{name: scores (K,)}``, the score of each point (neither
+          is JSON; see ``utils.eval.tables.json_ready``).
 
     Raises:
         ValueError: a class id outside ``class_names``, inconsistent array shapes, or
@@ -106,12 +116,22 @@ def evaluate_voc(
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
     gt, det = _flatten(ground_truth, detections, num_classes)
 
-    per_class, curves = [], {}
+    per_class, curves, curve_scores = [], {}, {}
+    sizes = {size: {"range": [lo, None if math.isinf(hi) else hi], "ap": [], "num_gt": 0}
+             for size, (lo, hi) in AREA_RANGES.items()}
     for cls, name in enumerate(class_names):
-        stats, rec, prec = _evaluate_class(gt, det, cls, iou_threshold, score_threshold, use_07_metric)
-        stats = {"name": name, **stats}
-        per_class.append(stats)
+        match = _match_class(gt, det, cls)
+        stats, rec, prec, scores = _score_class(match, iou_threshold, score_threshold, use_07_metric)
+        per_class.append({"name": name, **stats})
         curves[name] = (rec, prec)
+        curve_scores[name] = scores
+        for size, area_range in AREA_RANGES.items():
+            sized = _score_class(match, iou_threshold, score_threshold, use_07_metric, area_range)[0]
+            sizes[size]["ap"].append(sized["ap"])
+            sizes[size]["num_gt"] += sized["num_gt"]
+    for entry in sizes.values():
+        with_objects = [ap for ap in entry["ap"] if not math.isnan(ap)]
+        entry["map"] = float(np.mean(with_objects)) if with_objects else math.nan
 
     with_gt = [c for c in per_class if c["num_gt"] > 0]
     tp = sum(c["tp"] for c in with_gt)
@@ -135,7 +155,9 @@ def evaluate_voc(
         },
         "classes_without_ground_truth": [c["name"] for c in per_class if c["num_gt"] == 0],
         "num_images": gt["num_images"],
+        "sizes": sizes,
         "curves": curves,
+        "curve_scores": curve_scores,
     }
 
 
@@ -149,8 +171,20 @@ def _prf(tp, fp, num_gt):
     return float(precision), float(recall), float(f1)
 
 
-def _evaluate_class(gt, det, cls, iou_threshold, score_threshold, use_07_metric):
-    """Matches one class's detections; returns (stats dict, recall curve, precision curve)."""
+def _box_areas(boxes):
+    """Areas of (N, 4) xyxy pixel boxes, as COCO measures them (no inclusive pixel)."""
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0.0, None)
+
+
+def _match_class(gt, det, cls):
+    """Each detection of one class with the ground truth of its class it overlaps most.
+
+    Returns:
+        dict with the class's ground truth (``g_box``, ``g_diff``, grouped by image),
+        its detections in descending score (``d_box``, ``d_score``), and per detection
+        ``best_iou`` (-1 when its image has no object of the class) and ``best_gt``
+        (index into the class's ground truth).
+    """
     # utils.boxes loads Keras; imported here, the metric modules stay light for the
     # callers that only read or write files.
     from utils.boxes import np_iou
@@ -160,7 +194,6 @@ def _evaluate_class(gt, det, cls, iou_threshold, score_threshold, use_07_metric)
     # within an image and argmax ties go to the first object, as in the devkit).
     g_sel = g_sel[np.argsort(gt["image"][g_sel], kind="stable")]
     g_img, g_box, g_diff = gt["image"][g_sel], gt["boxes"][g_sel], gt["difficult"][g_sel]
-    num_gt = int(np.count_nonzero(~g_diff))
 
     d_sel = np.nonzero(det["classes"] == cls)[0]
     d_sel = d_sel[np.argsort(-det["scores"][d_sel], kind="stable")]
@@ -186,15 +219,39 @@ def _evaluate_class(gt, det, cls, iou_threshold, score_threshold, use_07_metric)
                 rows = np.arange(hi - lo)
                 best_iou[lo:hi] = iou[rows, arg]
                 best_gt[lo:hi] = cols[rows, arg]
+    return {"g_box": g_box, "g_diff": g_diff, "d_box": d_box, "d_score": d_score, "best_iou": best_iou,
+            "best_gt": best_gt}
 
-    hit = best_iou >= iou_threshold
-    ignored = hit & g_diff[best_gt] if g_sel.size else np.zeros(num_det, bool)
+
+def _score_class(match, iou_threshold, score_threshold, use_07_metric, area_range=None):
+    """AP and the counts at ``score_threshold`` of one class's matched detections.
+
+    With ``area_range`` (low, high) only objects of that area count: the others are
+    ignored like difficult ones, and so are the detections matched to them and the
+    false positives whose own area lies outside the range.
+
+    Returns:
+        (stats dict, recall curve, precision curve, scores of the curve's points).
+    """
+    g_ignore, d_score, best_gt = match["g_diff"], match["d_score"], match["best_gt"]
+    d_outside = np.zeros(d_score.size, bool)
+    if area_range is not None:
+        lo, hi = area_range
+        g_area, d_area = _box_areas(match["g_box"]), _box_areas(match["d_box"])
+        g_ignore = g_ignore | (g_area < lo) | (g_area >= hi)
+        d_outside = (d_area < lo) | (d_area >= hi)
+    num_gt = int(np.count_nonzero(~g_ignore))
+    num_det = d_score.size
+
+    hit = match["best_iou"] >= iou_threshold
+    ignored = hit & g_ignore[best_gt] if g_ignore.size else np.zeros(num_det, bool)
     candidate = np.nonzero(hit & ~ignored)[0]
     tp = np.zeros(num_det, bool)
     # The greedy devkit loop gives each object to the first (highest-score) detection
     # whose best overlap it is; every later one is a duplicate.
     _, first = np.unique(best_gt[candidate], return_index=True)
     tp[candidate[first]] = True
+    ignored |= ~tp & d_outside
 
     kept = ~ignored
     tp_k, score_k = tp[kept], d_score[kept]
@@ -214,7 +271,7 @@ def _evaluate_class(gt, det, cls, iou_threshold, score_threshold, use_07_metric)
     stats = {
         "ap": ap,
         "num_gt": num_gt,
-        "num_difficult": int(g_diff.size - num_gt),
+        "num_difficult": int(np.count_nonzero(match["g_diff"])),
         "num_detections": int(num_det),
         "tp": n_tp,
         "fp": n_fp,
@@ -222,7 +279,7 @@ def _evaluate_class(gt, det, cls, iou_threshold, score_threshold, use_07_metric)
         "recall": recall,
         "f1": f1,
     }
-    return stats, recall_curve.astype(np.float64), precision_curve.astype(np.float64)
+    return stats, recall_curve.astype(np.float64), precision_curve.astype(np.float64), score_k.astype(np.float64)
 
 
 def _flatten(ground_truth, detections, num_classes):

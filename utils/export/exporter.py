@@ -19,7 +19,7 @@ from utils.checkpoint import CheckpointError, load_model
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU, EVAL_CONF, EVAL_NMS_IOU
 from utils.image import check_input_size
 from utils.predict.predictor import Predictor
-from utils.predict.runtimes import ArtifactError, ExportMetadata, load_predictor
+from utils.predict.runtimes import FORMAT_SUFFIX, METADATA_KEY, ArtifactError, ExportMetadata, load_predictor
 from utils.export.formats import (
     FORMATS,
     NMS_PLACEMENT,
@@ -32,8 +32,8 @@ from utils.export.formats import (
     write_tflite,
 )
 from utils.export.graph import export_function
-from utils.export.quantize import DEFAULT_CALIB_IMAGES, calibration_images, quantize_onnx
-from utils.export.verify import compare, load_eval_set, voc_map
+from utils.export.quantize import DEFAULT_CALIB_IMAGES, calibration_images, quantize_onnx, quantize_openvino
+from utils.export.verify import compare, head_difference, load_eval_set, voc_map
 
 INT8_FORMATS = ("onnx", "openvino")
 CHECK_IMAGES = 8
@@ -110,12 +110,11 @@ def default_output(checkpoint, fmt, int8=False, raw=False, bf16=False):
     stem = name[: -len(".weights.h5")] if name.endswith(".weights.h5") else checkpoint.stem
     stem += "_raw" if raw else ""
     stem += "_int8" if int8 else "_bf16" if bf16 else ""
-    suffix = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": "_saved_model", "openvino": ".xml"}[fmt]
-    return checkpoint.with_name(stem + suffix)
+    return checkpoint.with_name(stem + FORMAT_SUFFIX.get(fmt, "_saved_model"))
 
 
 def _check_suffix(path, fmt):
-    expected = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}.get(fmt)
+    expected = FORMAT_SUFFIX.get(fmt)
     if expected and Path(path).suffix.lower() != expected:
         raise ExportError(f"--out {path}: a {fmt} export must end in {expected} (predict.py picks the runtime "
                           "by the extension)")
@@ -177,21 +176,70 @@ def _write(options, model, metadata, function, out, work):
     elif not options.int8:
         (write_onnx if fmt == "onnx" else write_openvino)(function, metadata, out)
     else:
-        import onnx
-
-        fp32 = work / "fp32.onnx"
-        float_meta = ExportMetadata(**{**metadata.__dict__, "precision": "fp32"})
-        onnx.save(onnx_model(function, float_meta, fmt=fmt), str(fp32))
         print(f"Calibrating int8 on {options.calib} ...")
         images = calibration_images(options.calib, metadata.input_size, options.calib_images)
         print(f"  {len(images)} calibration images")
+        float_meta = ExportMetadata(**{**metadata.__dict__, "precision": "fp32"})
         if fmt == "onnx":
+            import onnx
+
+            fp32 = work / "fp32.onnx"
+            onnx.save(onnx_model(function, float_meta), str(fp32))
             quantize_onnx(fp32, out, images, metadata)
-        else:
-            int8_onnx = quantize_onnx(fp32, work / "int8.onnx", images, metadata)
-            write_openvino(function, metadata, out, onnx_path=int8_onnx)
+            return fp32
+        fp32 = work / "fp32.xml"
+
+        def quantize(ov_model):
+            import openvino as ov
+
+            ov_model.set_rt_info(float_meta.to_json(), [METADATA_KEY])
+            ov.save_model(ov_model, str(fp32), compress_to_fp16=False)
+            return quantize_openvino(ov_model, images)
+
+        write_openvino(function, metadata, out, transform=quantize)
         return fp32
     return None
+
+
+def export_metadata(options, model, input_size):
+    """The ExportMetadata of the artifact ``options`` asks for, of ``model`` at ``input_size``."""
+    nms = "none" if options.raw else NMS_PLACEMENT[options.format]
+    return ExportMetadata(
+        class_names=list(model.class_names), input_size=input_size, anchors=np.asarray(model.anchors).tolist(),
+        nms=nms, conf=options.conf, nms_iou=options.nms_iou, max_boxes=options.max_boxes,
+        precision="int8" if options.int8 else "bf16" if options.bf16 else "fp32", outputs=output_order(nms),
+        backbone=model.backbone_name, checkpoint=Path(options.checkpoint).name, box_coding=model.box_coding,
+    )
+
+
+def write_export(options, model, out, work):
+    """Writes the artifact ``options`` asks for at ``out``, saying what it exports.
+
+    Args:
+        options: ExportOptions (checked by ``check_options``).
+        model: the checkpoint's YoloV3 model.
+        out: the artifact path.
+        work: a scratch folder (the float twin of an int8 artifact is left there).
+
+    Returns:
+        (input_size, float twin): the input side exported and, for int8, the path
+        of the same graph in float (None otherwise).
+
+    Raises:
+        ExportError: a bad input size, a missing exporter or a failed conversion.
+    """
+    try:
+        input_size = check_input_size(options.input_size or model.input_size)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    metadata = export_metadata(options, model, input_size)
+    function = export_function(model, input_size, model.anchors, options.conf, options.nms_iou, options.max_boxes,
+                               nms=metadata.nms)
+    placement = {"graph": "decoding and NMS in the graph", "host": "decoding in the graph, NMS on the host",
+                 "none": "raw heads only"}[metadata.nms]
+    print(f"Exporting {options.checkpoint} as {options.format} ({metadata.precision}, input {input_size}, "
+          f"{placement}) ...")
+    return input_size, _write(options, model, metadata, function, out, work)
 
 
 def run_export(options):
@@ -209,27 +257,10 @@ def run_export(options):
         model = load_model(options.checkpoint)
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
-    try:
-        input_size = check_input_size(options.input_size or model.input_size)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
-    nms = "none" if options.raw else NMS_PLACEMENT[options.format]
-    precision = "int8" if options.int8 else "bf16" if options.bf16 else "fp32"
-    metadata = ExportMetadata(
-        class_names=list(model.class_names), input_size=input_size, anchors=np.asarray(model.anchors).tolist(),
-        nms=nms, conf=options.conf, nms_iou=options.nms_iou, max_boxes=options.max_boxes, precision=precision,
-        outputs=output_order(nms), backbone=model.backbone_name, checkpoint=Path(options.checkpoint).name,
-        box_coding=model.box_coding,
-    )
-    function = export_function(model, input_size, model.anchors, options.conf, options.nms_iou, options.max_boxes,
-                               nms=nms)
-    placement = {"graph": "decoding and NMS in the graph", "host": "decoding in the graph, NMS on the host",
-                 "none": "raw heads only"}[nms]
-    print(f"Exporting {options.checkpoint} as {options.format} ({precision}, input {input_size}, {placement}) ...")
     work = Path(tempfile.mkdtemp(prefix="export_"))
     try:
         started = time.perf_counter()
-        fp32_twin = _write(options, model, metadata, function, out, work)
+        input_size, fp32_twin = write_export(options, model, out, work)
         print(f"Wrote {out} in {time.perf_counter() - started:.0f} s")
         report(options, model, out, input_size, fp32_twin)
     finally:
@@ -250,10 +281,9 @@ def report(options, model, out, input_size, fp32_twin=None):
     exported = _open(out, **settings)
     keras_predictor = Predictor(model, input_size=input_size, **settings)
     images, where = check_images(options, options.check_images)
-    heads = [np.abs(a - b).max() for a, b in zip(keras_predictor.raw_outputs(images[:2]),
-                                                   exported.raw_outputs(images[:2]))]
+    difference, _ = head_difference(keras_predictor, exported, images[:2])
     print(f"Check on {where}, {exported.runtime_name} against the Keras model:")
-    print(f"  raw heads: largest difference {max(heads):.2e}")
+    print(f"  raw heads: largest difference {difference:.2e}")
     print(f"  detections (conf {options.conf}, NMS IoU {options.nms_iou}): "
           f"{compare(keras_predictor, exported, images).summary()}")
     # At the evaluation settings too: far more boxes, NMS on the host unless exported so.
@@ -268,7 +298,7 @@ def report(options, model, out, input_size, fp32_twin=None):
     images, truth = load_eval_set(options.eval, keras_eval.class_names)
     rows = [("Keras", voc_map(keras_eval, images, truth))]
     if fp32_twin is not None:
-        rows.append(("float export (ONNX)", voc_map(_open(fp32_twin, **eval_settings), images, truth)))
+        rows.append((f"float {options.format}", voc_map(_open(fp32_twin, **eval_settings), images, truth)))
     rows.append((f"{options.format} {exported.metadata.precision}",
                  voc_map(_open(out, **eval_settings), images, truth)))
     for name, value in rows:

@@ -172,7 +172,7 @@ def _replace_folder(path, writer):
                 shutil.rmtree(leftover)
 
 
-def write_openvino(function, metadata, path, onnx_path=None):
+def write_openvino(function, metadata, path, onnx_path=None, transform=None):
     """Writes ``path`` (.xml) and the ``.bin`` beside it, converted from the ONNX model.
 
     Args:
@@ -180,7 +180,9 @@ def write_openvino(function, metadata, path, onnx_path=None):
             ``onnx_path`` is given).
         metadata: ExportMetadata, kept in the model's rt_info.
         path: the ``.xml`` to write.
-        onnx_path: an ONNX file of the same graph to convert (e.g. an int8 one).
+        onnx_path: an ONNX file of the same graph to convert.
+        transform: optional function(openvino.Model) -> openvino.Model applied to the
+            converted model before it is saved (int8 quantization).
     """
     ov = _require("openvino", "openvino")
     path = Path(path)
@@ -191,6 +193,8 @@ def write_openvino(function, metadata, path, onnx_path=None):
             onnx_path = Path(tmp) / "model.onnx"
             onnx.save(onnx_model(function, metadata, fmt="openvino"), str(onnx_path))
         model = ov.convert_model(str(onnx_path))
+        if transform is not None:
+            model = transform(model)
         model.set_rt_info(metadata.to_json(), [METADATA_KEY])
         staged = Path(tmp) / path.name
         ov.save_model(model, str(staged), compress_to_fp16=False)

@@ -9,7 +9,10 @@ Modes:
 
 Predict mode on images or a video and heatmap mode share one frame loop
 (``frame_loop``): it calls the mode's handler on each batch of frames and owns the
-progress bar, the messages for skipped files, stopping early and Ctrl-C.
+progress bar, the messages for skipped files, stopping early and Ctrl-C. A video's
+frames come from a ``utils.predict.pipeline.FrameStream`` (read and detected in
+threads of their own), and with --track go through a
+``utils.predict.tracking.ObjectTracker`` before they are drawn.
 
 Every ``run_*`` function writes under an output folder that already exists, prints
 its progress and summary, and returns the process exit status (``EXIT_*``). Problems
@@ -29,7 +32,9 @@ import numpy as np
 from utils.config import STRIDES
 from utils.image import ImageLoadError
 from utils.run_dir import next_run_dir
+from utils.predict.pipeline import FrameStream
 from utils.predict.sources import (
+    FrameSequence,
     SourceError,
     VideoReader,
     VideoWriter,
@@ -43,11 +48,20 @@ from utils.predict.sources import (
     save_labels,
     unique_stems,
 )
+from utils.predict.tracking import (
+    SUMMARY_SUFFIX,
+    TRACKS_SUFFIX,
+    ObjectTracker,
+    TrackingError,
+    TrackingOptions,
+    tracker_settings,
+)
 from utils.predict.visualize import (
     Viewer,
     blend_heatmap,
     count_classes,
     draw_detections,
+    draw_tracking,
     heat_to_image,
     objectness_map,
 )
@@ -67,28 +81,40 @@ class UsageError(Exception):
 # --- sources and outputs ---------------------------------------------------------------
 
 
-def open_source(text, mode="predict"):
+def open_source(text, mode="predict", tracking=None):
     """Parses a --source value for a mode and checks that it can be read.
 
     An image is read once up front and a folder must hold at least one file, so that
     these problems are reported before a model is loaded. Videos and webcams are
-    opened here and work in predict mode only.
+    opened here and work in predict mode only. With ``tracking`` a folder is read as
+    the frames of one video.
 
     Args:
         text: an image file, a folder, a video file or a webcam index ("0", "1", ...).
         mode: one of ``MODES``.
+        tracking: the run's TrackingOptions, or None.
 
     Returns:
-        (Source, VideoReader) for a video or a webcam, (Source, None) otherwise.
+        (Source, reader): reader a VideoReader for a video or a webcam, a
+        FrameSequence for a folder with ``tracking``, None otherwise.
 
     Raises:
         UsageError: the source does not exist, cannot be opened or read, is an empty
-            folder, or is a video or webcam in a mode other than predict.
+            folder, is a video or webcam in a mode other than predict, or is a
+            single image with ``tracking``.
     """
     try:
         source = parse_source(text)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
+    if tracking is not None and source.kind == "image":
+        raise UsageError(f"--track follows objects from frame to frame and {source.path} is a single image; "
+                         "pass a video file, a webcam index or a folder of frames.")
+    if tracking is not None and source.kind == "folder":
+        sequence = FrameSequence(source, fps=tracking.overrides.get("track_frame_rate"))
+        if not sequence.paths:
+            raise UsageError(f"Folder {source.path} holds no files to process.")
+        return source, sequence
     if source.kind in ("video", "webcam"):
         if mode != "predict":
             raise UsageError(f"--mode {mode} works on an image or a folder, not on {source} (use --mode predict).")
@@ -115,6 +141,28 @@ def _image_paths(source):
     if source.kind == "image":
         return [source.path]
     return folder_files(source.path)
+
+
+def tracking_options(args):
+    """The TrackingOptions of predict.py's arguments (None without --track), checked
+    before any model is loaded.
+
+    Raises:
+        UsageError: a tracking flag without --track, --track outside predict mode,
+            or a setting the chosen tracker does not have.
+    """
+    try:
+        options = TrackingOptions.from_args(args)
+        if options is not None:
+            if args.mode != "predict":
+                raise TrackingError(f"--track works in predict mode, not in --mode {args.mode}.")
+            tracker_settings(options.tracker, options.overrides)
+    except TrackingError as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError as exc:
+        raise UsageError(f"--track needs the trackers and supervision packages ({exc}); install them with "
+                         "pip install -r requirements.txt.") from None
+    return options
 
 
 def first_image(source):
@@ -392,24 +440,45 @@ def run_predict_images(predictor, source, out, viewer, *, batch_size=1, save_txt
 
 
 class _PredictVideo:
-    """Predict mode's handler for one video frame: draws it with the frame rate, writes
-    it to the video and shows it."""
+    """Predict mode's handler for one frame of a video, a webcam or a folder of frames
+    (a ``StreamedFrame`` with its detections): tracks it if asked, draws it with the
+    frame rate, writes it to the video and shows it."""
 
-    def __init__(self, predictor, viewer, writer, stem, bar, outputs, *, count, max_frames):
+    def __init__(self, predictor, viewer, writer, stem, bar, outputs, *, count, max_frames, stream,
+                 tracker=None, live=False):
         self.predictor, self.viewer, self.writer, self.stem, self.bar = predictor, viewer, writer, stem, bar
         self.outputs, self.count, self.max_frames = outputs, count, max_frames
+        self.stream, self.tracker, self.live = stream, tracker, live
         self.fps, self.last = None, None
 
-    def __call__(self, frames):
+    def _status(self):
+        """Lines drawn under the frame rate: a camera's rates and drops, a line's counts."""
+        lines = []
+        if self.live:
+            rates = (("detector", self.stream.detector_fps), ("camera", self.stream.camera_fps))
+            lines += [f"{name} {rate:.1f} FPS" for name, rate in rates if rate is not None]
+            lines.append(f"dropped {self.stream.dropped}")
+        if self.tracker is not None and self.tracker.count_line is not None:
+            crossed_in, crossed_out = self.tracker.line_counts()
+            lines.append(f"in {sum(crossed_in.values())}  out {sum(crossed_out.values())}")
+        return lines
+
+    def __call__(self, items):
         now = time.perf_counter()
         if self.last is not None:
-            # Frame-to-frame time: reading, detecting, drawing, writing and showing.
+            # Frame-to-frame time of the whole pipeline: reading, detecting, drawing, writing and showing.
             current = 1.0 / max(now - self.last, 1e-9)
             self.fps = current if self.fps is None else 0.9 * self.fps + 0.1 * current
         self.last = now
-        frame = frames[0]
-        det = self.predictor.predict_batch([frame])[0]
-        annotated = draw_detections(frame, det, self.predictor.class_names, counts=self.count, fps=self.fps)
+        item = items[0]
+        frame, det = item.frame, item.result
+        picture = frame
+        if self.tracker is not None:
+            det = self.tracker.update(det, frame.shape[:2], frame=frame, frame_number=item.index + 1,
+                                      timestamp=item.timestamp if self.live else None)
+            picture = draw_tracking(frame, self.tracker.trails(det), self.tracker.line)
+        annotated = draw_detections(picture, det, self.predictor.class_names, counts=self.count,
+                                    fps=None if self.live else self.fps, status=self._status())
         self.writer.write(annotated)
         self.outputs.save(f"{self.stem}_{self.writer.frames - 1:06d}", frame, det)
         if self.fps is not None:
@@ -419,22 +488,35 @@ class _PredictVideo:
         return not (self.max_frames and self.writer.frames >= self.max_frames)
 
 
-def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=False, count=False, max_frames=None):
-    """Predict mode on a video file or a webcam.
+def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=False, count=False, max_frames=None,
+                      tracking=None, overlap=True):
+    """Predict mode on a video file, a webcam or a folder of frames.
 
     Writes the annotated frames to ``<out>/<stem>.mp4`` with the frame rate drawn on
-    them; label files and crops are named ``<stem>_<frame>``. The reader is closed
-    when the run ends.
+    them; label files and crops are named ``<stem>_<frame>``. Frames are read,
+    detected and drawn/written in three threads (``utils.predict.pipeline``), and
+    written in order. A webcam's frames are read as they come and the detector
+    takes the newest, so the picture keeps up with the camera; the frames it had no
+    time for are dropped and counted, and the detector's and the camera's frame
+    rates are drawn. The reader is closed when the run ends.
+
+    With ``tracking`` each box gets a track ID, and ``<out>/<stem>_tracks.txt``
+    (MOT challenge) and ``<out>/<stem>_summary.json`` (unique objects per class,
+    line crossings, tracker settings) are written; the counts are printed at the end.
 
     Args:
-        predictor: the ``utils.predict.predictor.Predictor`` to run.
-        reader: an open ``utils.predict.sources.VideoReader``.
+        predictor: the ``utils.predict.predictor.Predictor`` to run (or any object
+            with its ``predict_batch`` and ``class_names``).
+        reader: an open ``utils.predict.sources.VideoReader`` or ``FrameSequence``.
         out: the run folder (existing) to write into.
         viewer: shows each annotated frame; its ``show`` returning False stops the run.
         save_txt: also write ``<out>/labels/<stem>_<frame>.txt``.
         crop: also save each detected object under ``<out>/crops/<class>/``.
         count: draw per-class counts on the frames and print the totals.
         max_frames: stop after this many frames (None: until the source ends).
+        tracking: TrackingOptions, or None not to track.
+        overlap: read, detect and draw in threads of their own (False: one after the
+            other, for comparison; a webcam always overlaps).
 
     Returns:
         ``EXIT_OK``; ``EXIT_NOTHING_READ`` if no frame could be read;
@@ -444,25 +526,48 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
     from tqdm import tqdm
 
     source = reader.source
+    live = source.kind == "webcam"
     total = reader.frame_count
     if max_frames:
         total = min(total, max_frames) if total else max_frames
     writer = VideoWriter(out / f"{source.stem}.mp4", reader.fps)
+    tracker = None
+    if tracking is not None:
+        try:
+            tracker = ObjectTracker.create(tracking, predictor.class_names, frame_rate=reader.fps,
+                                           mot_path=out / f"{source.stem}{TRACKS_SUFFIX}")
+        except TrackingError as exc:
+            reader.close()
+            raise UsageError(str(exc)) from None
+        print(tracker.describe())
+    stream = FrameStream(reader, lambda frame: predictor.predict_batch([frame])[0], overlap=overlap or live,
+                         newest_only=live)
     bar = tqdm(total=total, unit="frame", desc=str(source))
     outputs = _PredictionOutputs(predictor, out, save_txt, crop)
-    handler = _PredictVideo(predictor, viewer, writer, source.stem, bar, outputs, count=count, max_frames=max_frames)
+    handler = _PredictVideo(predictor, viewer, writer, source.stem, bar, outputs, count=count,
+                            max_frames=max_frames, stream=stream, tracker=tracker, live=live)
     started = time.perf_counter()
-    frames = (([frame], [], 1) for frame in reader)
-    end = frame_loop(frames, handler, bar, close=(writer.close, reader.close, viewer.close))
+    frames = (([item], [], 1) for item in stream)
+    closers = (stream.close, writer.close) + ((tracker.close,) if tracker else ()) + (reader.close, viewer.close)
+    end = frame_loop(frames, handler, bar, close=closers)
+    _write_skipped(out, getattr(reader, "skipped", []))
     if writer.frames == 0 and not end.interrupted:
         print(f"No frame could be read from {source}; no video written.", file=sys.stderr)
         return EXIT_NOTHING_READ
     elapsed = time.perf_counter() - started
     rate = writer.frames / elapsed if elapsed > 0 else 0.0
-    print(f"Wrote {writer.frames} frames to {writer.path} ({rate:.1f} FPS overall)"
+    dropped = f"; {stream.dropped} camera frames dropped while the detector was busy" if live else ""
+    print(f"Wrote {writer.frames} frames to {writer.path} ({rate:.1f} FPS overall{dropped})"
           + (". Stopped with Ctrl-C." if end.interrupted else "."))
     if count:
         print(f"Detections per class, summed over frames: {_format_counts(dict(outputs.totals))}")
+    if tracker is not None:
+        for line in tracker.report_lines():
+            print(line)
+        extra = dict(source=str(source), video=writer.path.name, fps_overall=rate)
+        if live:
+            extra["dropped_frames"] = stream.dropped
+        print(f"Summary written to {tracker.write_summary(out / f'{source.stem}{SUMMARY_SUFFIX}', **extra)}")
     if end.interrupted and source.kind != "webcam":
         return EXIT_INTERRUPTED
     return EXIT_OK

@@ -58,6 +58,10 @@ PIP_INSTALL = {
     "litert": "pip install ai-edge-litert==2.3.0",
 }
 CHECKPOINT_SUFFIXES = (".keras", ".weights.h5")
+# The extension each exported file format is recognized by (a SavedModel is a folder).
+FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}
+# The format each runtime runs, by its ``--runtime`` name in predict.py and get_map.py.
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}
 
 
 class ArtifactError(ValueError):
@@ -178,9 +182,10 @@ def runtime_for(path):
         raise ArtifactError(f"{path}: a folder but not a SavedModel (no saved_model.pb in it)")
     if not path.exists():
         raise ArtifactError(f"Model file not found: {path}")
-    by_suffix = {".onnx": OnnxPredictor, ".tflite": TFLitePredictor, ".xml": OpenVINOPredictor}
-    if path.suffix.lower() in by_suffix:
-        return by_suffix[path.suffix.lower()]
+    by_format = {"onnx": OnnxPredictor, "tflite": TFLitePredictor, "openvino": OpenVINOPredictor}
+    for fmt, suffix in FORMAT_SUFFIX.items():
+        if path.suffix.lower() == suffix:
+            return by_format[fmt]
     raise ArtifactError(
         f"{path}: unknown model type; expected a checkpoint (.keras, .weights.h5) or an export "
         "(.onnx, .tflite, .xml, or a SavedModel folder)"
@@ -259,6 +264,11 @@ class ExportedPredictor(BasePredictor):
     def _raw(self, batch):
         out = self._run(batch, RAW_OUTPUTS)
         return [out[name] for name in RAW_OUTPUTS]
+
+    @property
+    def precision(self):
+        """What the graph runs in: "fp32", "int8" or "bf16"."""
+        return self.metadata.precision
 
     def _open(self):
         raise NotImplementedError
@@ -394,11 +404,23 @@ class SavedModelPredictor(ExportedPredictor):
 class OpenVINOPredictor(ExportedPredictor):
     """An OpenVINO IR (``.xml`` with its ``.bin``) run on the CPU.
 
-    The inference precision is the artifact's: "bf16" where the export asked for it
-    (faster on CPUs with AMX or AVX-512 BF16), f32 otherwise.
+    The inference precision is the artifact's unless ``precision`` says otherwise:
+    "bf16" (faster on CPUs with AMX or AVX-512 BF16; float32 on others), else float32.
+    An int8 model runs its quantized operations in int8 either way.
+
+    Args:
+        path: the ``.xml``.
+        precision: None (the artifact's), "fp32" or "bf16".
+        **options: as for ``ExportedPredictor``.
     """
 
     runtime_name = "OpenVINO"
+
+    def __init__(self, path, precision=None, **options):
+        if precision not in (None, "fp32", "bf16"):
+            raise ValueError(f"precision must be None, 'fp32' or 'bf16', got {precision!r}")
+        self._asked_precision = precision
+        super().__init__(path, **options)
 
     def _open(self):
         try:
@@ -417,17 +439,28 @@ class OpenVINOPredictor(ExportedPredictor):
             raise _not_exported(self.path, "in its rt_info")
         meta = ExportMetadata.from_json(model.get_rt_info([METADATA_KEY]).astype(str), self.path)
         self._check_outputs(meta, {name for port in model.outputs for name in port.get_names()})
-        precision = "bf16" if meta.precision == "bf16" else "f32"
+        precision = "bf16" if (self._asked_precision or meta.precision) == "bf16" else "f32"
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if "ENABLE_CPU_PINNING" in core.get_property("CPU", "SUPPORTED_PROPERTIES"):
+            # Threads pinned to cores wait for those cores when other processes share
+            # them: on 2 busy cores the median latency was 2-2.5x that of unpinned ones.
+            config["ENABLE_CPU_PINNING"] = False
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
             raise ArtifactError(f"{self.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:300]})") from None
-        if precision == "bf16" and "bf" not in str(self.compiled.get_property("INFERENCE_PRECISION_HINT")):
+        runs_bf16 = "bf" in str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if precision == "bf16" and not runs_bf16:
             log.info("%s: this CPU has no bfloat16 support; OpenVINO runs it in float32.", self.path.name)
+        self._precision = "int8" if meta.precision == "int8" else "bf16" if runs_bf16 else "fp32"
         self._request = self.compiled.create_infer_request()
         self._ports = {name: port for port in self.compiled.outputs for name in port.get_names()}
         return meta
+
+    @property
+    def precision(self):
+        """What the graph runs in: "int8" for a quantized model, else "bf16" or "fp32" as compiled."""
+        return self._precision
 
     def _run(self, batch, names):
         result = self._request.infer({0: batch})

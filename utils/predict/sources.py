@@ -8,6 +8,8 @@ Sources:
             reported and skipped.
     video:  a video file OpenCV can read (``VIDEO_EXTENSIONS``).
     webcam: a camera index, 0, 1, ...
+A folder can also be read as the frames of one video, in name order
+(``FrameSequence``, for tracking).
 
 Outputs under the run folder ``<out>``, for an input with stem ``<stem>``:
     ``<out>/<stem>.png`` for PNG inputs, ``<out>/<stem>.jpg`` for other images;
@@ -20,6 +22,7 @@ appended to it (``a_jpg``, ``a_png``) so that no output overwrites another.
 """
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,6 +330,66 @@ class VideoReader:
     def close(self):
         """Releases the capture."""
         self.capture.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _natural_key(path):
+    """Sort key putting ``frame2`` before ``frame10``: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", Path(path).name)]
+
+
+class FrameSequence:
+    """The images of a folder read as the frames of one video, in name order
+    (``frame2`` before ``frame10``), with the interface of ``VideoReader``.
+
+    A file that cannot be read as an image, or whose size differs from the first
+    frame's, is skipped with a warning and listed in ``skipped``.
+
+    Args:
+        source: a Source of kind "folder".
+        fps: the frame rate the sequence is written at (default FALLBACK_FPS).
+    """
+
+    def __init__(self, source, fps=None):
+        if source.kind != "folder":
+            raise ValueError(f"FrameSequence reads a folder, got a source of kind {source.kind!r}")
+        self.source = source
+        self.paths = sorted(folder_files(source.path), key=_natural_key)
+        self.fps = float(fps) if fps else FALLBACK_FPS
+        self.skipped = []
+
+    @property
+    def frame_count(self):
+        """Files in the folder (frames, unless some are skipped)."""
+        return len(self.paths)
+
+    def __iter__(self):
+        size = None
+        for path in self.paths:
+            try:
+                frame = read_image(path)
+            except ImageLoadError as exc:
+                self._skip(path, _skip_reason(path, str(exc)), str(exc))
+                continue
+            if size is None:
+                size = frame.shape[:2]
+            elif frame.shape[:2] != size:
+                self._skip(path, "size differs from the first frame's",
+                           f"{path}: {frame.shape[1]}x{frame.shape[0]}, but the sequence is {size[1]}x{size[0]}")
+                continue
+            yield frame
+
+    def _skip(self, path, reason, detail):
+        self.skipped.append(Skipped(Path(path), reason, detail))
+        log.warning("skipped %s", detail)
+
+    def close(self):
+        """Nothing to release; there for the interface of ``VideoReader``."""
 
     def __enter__(self):
         return self

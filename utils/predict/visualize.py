@@ -1,5 +1,5 @@
-"""Drawing detections, class counts, FPS and objectness heat maps on images, and
-showing them in a window.
+"""Drawing detections, class counts, FPS, track IDs, trails, counting lines and
+objectness heat maps on images, and showing them in a window.
 
 Images are RGB uint8 arrays (H, W, 3) throughout; drawing functions return a new
 array and leave their input untouched. Boxes are xyxy pixels of the image drawn on.
@@ -155,16 +155,21 @@ def count_classes(classes, class_names):
     return {class_names[int(i)]: int(n) for i, n in zip(ids, counts)}
 
 
-def draw_detections(image, detections, class_names, counts=False, fps=None):
-    """Draws boxes with "name score" labels, optionally class counts and FPS.
+def draw_detections(image, detections, class_names, counts=False, fps=None, status=()):
+    """Draws boxes with "name score" labels, optionally class counts, FPS and status lines.
+
+    Detections with ``track_ids`` (``utils.predict.tracking.TrackedDetections``) are
+    labelled "#id name score"; those with a negative ID have no "#id".
 
     Args:
         image: RGB uint8 (H, W, 3).
         detections: object with ``boxes`` (N, 4) xyxy pixels of ``image``, ``scores``
-            (N,) and ``classes`` int (N,) (e.g. ``utils.predict.predictor.Detections``).
+            (N,) and ``classes`` int (N,) (e.g. ``utils.predict.predictor.Detections``),
+            optionally ``track_ids`` int (N,).
         class_names: list of C display names indexed by the class ids.
         counts: also draw the number of detections per class, bottom left.
         fps: frames per second to draw top right (None: not drawn).
+        status: more lines of text drawn top right, below the FPS.
 
     Returns:
         new RGB uint8 (H, W, 3) array.
@@ -177,19 +182,65 @@ def draw_detections(image, detections, class_names, counts=False, fps=None):
     boxes = np.asarray(detections.boxes, np.float64).reshape(-1, 4)
     scores = np.asarray(detections.scores).reshape(-1)
     classes = np.asarray(detections.classes).reshape(-1)
+    track_ids = getattr(detections, "track_ids", None)
+    track_ids = np.full(len(scores), -1) if track_ids is None else np.asarray(track_ids).reshape(-1)
     # Weakest first, so the strongest boxes and labels end up on top.
     for i in np.argsort(scores, kind="stable"):
         color = class_color(classes[i])
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
         draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=color, width=line)
-        tag = _tag(f"{class_names[int(classes[i])]} {float(scores[i]):.2f}", font_size, color)
+        prefix = f"#{int(track_ids[i])} " if track_ids[i] >= 0 else ""
+        tag = _tag(f"{prefix}{class_names[int(classes[i])]} {float(scores[i]):.2f}", font_size, color)
         # Above the box when it fits, else just inside its top edge.
         _paste_tag(canvas, tag, (x1, y1), anchor_bottom=y1 >= tag.height)
     if counts:
         _draw_counts(canvas, classes, class_names, font_size)
-    if fps is not None:
-        _paste_tag(canvas, _tag(f"FPS {fps:.1f}", font_size, _BLACK), (canvas.width, 0))
+    lines = ([f"FPS {fps:.1f}"] if fps is not None else []) + list(status)
+    y = 0
+    for text in lines:
+        tag = _tag(text, font_size, _BLACK)
+        _paste_tag(canvas, tag, (canvas.width, y))
+        y += tag.height
     return np.array(canvas)
+
+
+def draw_tracking(image, trails=(), line=None):
+    """Draws the trails of tracked objects and a counting line, under the boxes to come.
+
+    The line is white on black with an arrow, labelled "in", towards the side that
+    objects cross into to count as "in": the left of the line seen from its first
+    point towards its second (``supervision.LineZone``'s convention).
+
+    Args:
+        image: RGB uint8 (H, W, 3).
+        trails: (points, class id) pairs, points (K, 2) float xy pixels, oldest first;
+            each is drawn as a polyline in its class's colour.
+        line: ((x1, y1), (x2, y2)) pixels, or None.
+
+    Returns:
+        new RGB uint8 (H, W, 3) array.
+    """
+    canvas = np.ascontiguousarray(image).copy()
+    hw = image.shape[:2]
+    width = line_width_for(hw)
+    for points, cls in trails:
+        if len(points) > 1:
+            cv2.polylines(canvas, [np.round(points).astype(np.int32).reshape(-1, 1, 2)], False,
+                          class_color(cls), width, cv2.LINE_AA)
+    if line is not None:
+        (x1, y1), (x2, y2) = line
+        start, end = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        cv2.line(canvas, start, end, _BLACK, 3 * width, cv2.LINE_AA)
+        cv2.line(canvas, start, end, _WHITE, width, cv2.LINE_AA)
+        length = max(np.hypot(x2 - x1, y2 - y1), 1e-9)
+        arrow = 0.05 * (hw[0] + hw[1]) / 2
+        mid = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        tip = mid + arrow * np.array([y2 - y1, x1 - x2]) / length
+        cv2.arrowedLine(canvas, tuple(int(v) for v in mid), tuple(int(v) for v in tip), _WHITE, width,
+                        cv2.LINE_AA, tipLength=0.3)
+        cv2.putText(canvas, "in", tuple(int(v) for v in tip + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    max(0.4, font_size_for(hw) / 30), _WHITE, max(1, width), cv2.LINE_AA)
+    return canvas
 
 
 def _draw_counts(canvas, classes, class_names, font_size):
@@ -314,6 +365,7 @@ class Viewer:
         self.title = title
         self.active = True
         self._opened = False
+        self._seen_visible = False
         problem = display_problem()
         if problem:
             self._disable(problem)
@@ -326,7 +378,7 @@ class Viewer:
         """Shows an RGB uint8 image and waits ``wait_ms`` ms for a key (0: until one).
 
         Returns:
-            False when the user pressed q or Esc to stop, True otherwise.
+            False when the user pressed q or Esc or closed the window, True otherwise.
         """
         if not self.active:
             return True
@@ -337,6 +389,18 @@ class Viewer:
         except cv2.error as exc:
             self._disable(f"OpenCV cannot open a window: {str(exc).strip()}")
             return True
+        try:
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
+        except cv2.error:
+            visible = -1.0
+        # Closing the window with the mouse stops the run as q does. A backend that
+        # does not report visibility answers below 1 from the start: only a window
+        # once seen visible counts as closed.
+        if visible >= 1:
+            self._seen_visible = True
+        elif self._seen_visible:
+            self._opened = False
+            return False
         return (key & 0xFF) not in _STOP_KEYS if key >= 0 else True
 
     def close(self):

@@ -23,6 +23,7 @@ OPTIMIZER_FILE = "last_optimizer.npz"
 # from are kept here for --resume.
 RAW_WEIGHTS_FILE = "last_raw_weights.npz"
 HISTORY_FILE = "history.csv"
+BEST_FILE = "best.keras"
 
 
 class TrainingDiverged(RuntimeError):
@@ -143,24 +144,97 @@ class NanGuard(keras.callbacks.Callback):
 
 
 class MapEvaluator(keras.callbacks.Callback):
-    """Every ``period`` epochs (and at the last), computes the validation mAP@0.5 with
-    ``evaluate()`` -> (map, details) and adds it to the epoch logs as ``map``."""
+    """Every ``period`` epochs (and at the last), evaluates the model with ``evaluate()``
+    -> ``utils.eval.evaluator.Evaluation`` and adds its mAP@0.5 to the epoch logs as
+    ``map``; then calls each of ``on_evaluated(epoch, evaluation)`` (1-based epoch),
+    still with the averaged weights of an EMA in the model."""
 
-    def __init__(self, evaluate, period, total_epochs, ema=None):
+    def __init__(self, evaluate, period, total_epochs, ema=None, on_evaluated=()):
         super().__init__()
         self.evaluate = evaluate
         self.period = period
         self.total_epochs = total_epochs
         self.ema = ema
+        self.on_evaluated = list(on_evaluated)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.period <= 0 or logs is None:
             return
         if (epoch + 1) % self.period == 0 or epoch + 1 == self.total_epochs:
             with averaged(self.ema):
-                value = float(self.evaluate())
-            logs["map"] = value
-            print(f"\nEpoch {epoch + 1}: validation mAP@0.5 = {value:.4f}")
+                evaluation = self.evaluate()
+                value = float(evaluation.map)
+                logs["map"] = value
+                print(f"\nEpoch {epoch + 1}: validation mAP@0.5 = {value:.4f}")
+                for hook in self.on_evaluated:
+                    hook(epoch + 1, evaluation)
+
+
+class BestEvaluationOutputs:
+    """The evaluation outputs of the checkpoint in ``best.keras``, in the run folder.
+
+    When ``best.keras`` is written at an epoch that was evaluated, the confusion
+    matrix, the PR, F1, P and R curves (``utils.eval.diagnostics``) go to the run
+    folder and the best-F1 confidence beside the checkpoint
+    (``utils.eval.operating_point``: ``best.eval.json``, the default of
+    ``predict.py --conf``). When it is written at an epoch that was not, the
+    confidence file of the checkpoint it replaces is removed, and ``finish``
+    evaluates ``best.keras`` at the end of the run instead.
+
+    Args:
+        run_dir: the run folder.
+        class_names: the C class names.
+        evaluated_on: what the evaluation set is, for the confidence file.
+    """
+
+    def __init__(self, run_dir, class_names, evaluated_on="the validation set"):
+        self.run_dir = Path(run_dir)
+        self.class_names = list(class_names)
+        self.evaluated_on = evaluated_on
+        self.latest = None
+        self.best_epoch = None
+
+    @property
+    def checkpoint(self):
+        return self.run_dir / BEST_FILE
+
+    def record(self, epoch, evaluation):
+        """Keeps the evaluation of ``epoch`` (MapEvaluator's ``on_evaluated``)."""
+        self.latest = (epoch, evaluation)
+
+    def best_saved(self, epoch):
+        """``best.keras`` was just written at ``epoch`` (1-based)."""
+        from utils.eval.operating_point import remove_conf_file
+
+        self.best_epoch = epoch
+        if self.latest is not None and self.latest[0] == epoch:
+            self.write(self.latest[1], epoch)
+        else:
+            remove_conf_file(self.checkpoint)
+
+    def write(self, evaluation, epoch=None):
+        """Writes the outputs of ``evaluation``, the evaluation of ``best.keras``; returns the diagnostics."""
+        from utils.eval.diagnostics import diagnose, format_best_f1, save_diagnostics
+        from utils.eval.operating_point import write_conf_file
+
+        diagnostics = diagnose(evaluation.result, evaluation.ground_truth, evaluation.detections, self.class_names)
+        save_diagnostics(diagnostics, evaluation.result, self.run_dir)
+        if diagnostics.best is not None:
+            write_conf_file(self.checkpoint, diagnostics.best, epoch=epoch, map=evaluation.map,
+                            evaluated_on=f"{self.evaluated_on} ({len(evaluation.ground_truth)} images)")
+        print(f"best.keras{f' (epoch {epoch})' if epoch else ''}: {format_best_f1(diagnostics.best)}")
+        return diagnostics
+
+    def finish(self, evaluate_checkpoint):
+        """At the end of the run: evaluates ``best.keras`` when its outputs are missing.
+
+        Args:
+            evaluate_checkpoint: function(path) -> the Evaluation of that checkpoint.
+        """
+        from utils.eval.operating_point import conf_file
+
+        if self.checkpoint.is_file() and not conf_file(self.checkpoint).is_file():
+            self.write(evaluate_checkpoint(self.checkpoint), self.best_epoch)
 
 
 class RunCheckpointer(keras.callbacks.Callback):
@@ -179,11 +253,13 @@ class RunCheckpointer(keras.callbacks.Callback):
         history: rows of earlier epochs (when resuming).
         best: best value so far (when resuming).
         ema: the run's ``ModelEMA``, or None.
+        on_best: function(epoch) called, 1-based, after ``best.keras`` is written, or None.
     """
 
-    def __init__(self, run_dir, save_period, best_by="loss", history=None, best=None, ema=None):
+    def __init__(self, run_dir, save_period, best_by="loss", history=None, best=None, ema=None, on_best=None):
         super().__init__()
         self.ema = ema
+        self.on_best = on_best
         self.run_dir = Path(run_dir)
         self.save_period = save_period
         self.best_by = best_by
@@ -216,7 +292,9 @@ class RunCheckpointer(keras.callbacks.Callback):
             score = self._score(logs)
             if score is not None and (self.best is None or score < self.best):
                 self.best = score
-                save_model(self.model, self.run_dir / "best.keras", include_optimizer=False)
+                save_model(self.model, self.run_dir / BEST_FILE, include_optimizer=False)
+                if self.on_best is not None:
+                    self.on_best(epoch + 1)
             if self.save_period and (epoch + 1) % self.save_period == 0:
                 save_model(self.model, self.run_dir / f"epoch_{epoch + 1:03d}.keras", include_optimizer=False)
 

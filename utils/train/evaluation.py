@@ -8,7 +8,8 @@ log = logging.getLogger(__name__)
 
 
 def make_map_evaluator(model, val, class_names, input_size, max_images):
-    """Returns a function computing the validation mAP@0.5 of ``model`` now."""
+    """Returns a function evaluating ``model`` on the validation set now: its
+    ``utils.eval.evaluator.Evaluation`` (``.map`` the mAP@0.5)."""
     from utils.eval.evaluator import Evaluator
     from utils.predict.predictor import Predictor
 
@@ -20,6 +21,6 @@ def make_map_evaluator(model, val, class_names, input_size, max_images):
         evaluation = evaluator(predictor)
         for problem in evaluation.problems:
             log.warning("mAP evaluation: %s", problem)
-        return evaluation.map
+        return evaluation
 
     return evaluate

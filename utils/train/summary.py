@@ -36,6 +36,19 @@ def format_summary(cfg, run_dir, n_train, n_val, phases, class_names, datasets=(
     return "\n".join(lines)
 
 
+def box_report(train_set, class_names, input_size):
+    """The statistics of the training boxes, and the lines a run prints of them.
+
+    Returns:
+        (``utils.data.box_stats.BoxStats``, list of str): objects and images without
+        objects, classes without objects and with few.
+    """
+    from utils.data.box_stats import box_stats, format_box_stats
+
+    stats = box_stats(train_set, class_names, input_size)
+    return stats, [f"Training boxes: {line}" for line in format_box_stats(stats)]
+
+
 def print_problems(problems, shown=20):
     if not problems:
         return

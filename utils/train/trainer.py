@@ -197,8 +197,11 @@ def _train_in_folder(run):
 
     from nets.loss import YoloLoss
     from nets.yolo import set_synchronized_batchnorm
-    from utils.train.callbacks import RunCheckpointer
+    from utils.checkpoint import load_model
+    from utils.train.callbacks import BestEvaluationOutputs, RunCheckpointer
     from utils.train.evaluation import make_map_evaluator
+    from utils.train.previews import write_run_previews
+    from utils.train.summary import box_report
 
     cfg, state, data = run.cfg, run.state, run.data
     train_set, val_set, class_names = data.train, data.val, run.class_names
@@ -213,6 +216,14 @@ def _train_in_folder(run):
                          run.cluster, run.out_dir))
     for line in run.anchor_report:
         print(line)
+    box_stats, box_lines = box_report(train_set, class_names, cfg.input_size)
+    print("\n".join(box_lines))
+    # The chief (or the only machine) draws what the network receives, before the first step.
+    writes_folder = run.cluster is None or run.cluster.is_chief
+    preview = None
+    if writes_folder:
+        first = None if state else _training_dataset(run, run.phases[0], 0, preview=True)
+        preview = write_run_previews(run.out_dir, box_stats, run.anchors, first, val_set, cfg)
 
     model = _build_model(run)
     if cfg.sync_bn and run.strategy.num_replicas_in_sync > 1:
@@ -225,12 +236,18 @@ def _train_in_folder(run):
     ema = _make_ema(cfg, model, run.run_dir, state)
     val_ds = _validation_dataset(run)
     # Validation mAP runs once, on the chief (the weights are the same everywhere).
-    evaluator = None
-    if run.cluster is None or run.cluster.is_chief:
+    evaluator = best_outputs = None
+    on_evaluated = []
+    if writes_folder:
         evaluator = make_map_evaluator(model, val_set, class_names, cfg.input_size, cfg.eval_images)
+        on_evaluated = [preview.prediction_hook(model)]
+        if cfg.eval_period > 0:
+            best_outputs = BestEvaluationOutputs(run.out_dir, class_names)
+            on_evaluated.append(best_outputs.record)
     checkpointer = RunCheckpointer(
         run.out_dir, cfg.save_period, cfg.best_by,
         history=state.history if state else None, best=state.best if state else None, ema=ema,
+        on_best=best_outputs.best_saved if best_outputs else None,
     )
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.out_dir / "tensorboard"), write_graph=False)
     first_epoch = state.epoch if state else 0
@@ -247,10 +264,14 @@ def _train_in_folder(run):
             compiled_frozen = phase.frozen
         checkpointer.frozen = phase.frozen
         steps = steps_per_epoch(len(train_set), phase.batch, run.cluster)
-        callbacks = _phase_callbacks(cfg, phase, steps, bias_group, ema, evaluator, [checkpointer, tensorboard])
+        callbacks = _phase_callbacks(cfg, phase, steps, bias_group, ema, evaluator, [checkpointer, tensorboard],
+                                     on_evaluated)
         train_ds = _training_dataset(run, phase, start)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase.end,
                   callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
+    if best_outputs is not None:
+        best_outputs.finish(lambda path: make_map_evaluator(load_model(path), val_set, class_names, cfg.input_size,
+                                                            cfg.eval_images)())
 
 
 def _resume_state(cfg, run_dir):
@@ -385,8 +406,8 @@ def _make_ema(cfg, model, run_dir, state):
     return ema
 
 
-def _phase_callbacks(cfg, phase, steps_per_epoch, bias_group, ema, evaluator, last=()):
-    """The callbacks of one phase: learning rate, NaN guard, EMA, mAP, then ``last``."""
+def _phase_callbacks(cfg, phase, steps_per_epoch, bias_group, ema, evaluator, last=(), on_evaluated=()):
+    """The callbacks of one phase: learning rate, NaN guard, EMA, mAP (then ``on_evaluated``), then ``last``."""
     from utils.train.callbacks import EmaUpdater, LearningRateSetter, MapEvaluator, NanGuard
     from utils.train.lr_schedule import lr_at, scaled_lr
 
@@ -406,27 +427,32 @@ def _phase_callbacks(cfg, phase, steps_per_epoch, bias_group, ema, evaluator, la
     if ema is not None:
         callbacks.append(EmaUpdater(ema))
     if evaluator is not None:
-        callbacks.append(MapEvaluator(evaluator, cfg.eval_period, cfg.epochs, ema))
+        callbacks.append(MapEvaluator(evaluator, cfg.eval_period, cfg.epochs, ema, on_evaluated))
     callbacks += list(last)
     return callbacks
 
 
-def _training_dataset(run, phase, start):
+def _training_dataset(run, phase, start, preview=False):
     """The augmented training dataset of one phase, seeded by its first epoch. On a
     cluster each worker reads its own share of the images (``cluster.shard``) with
-    its own seed, in batches of one replica's share of the global batch."""
+    its own seed, in batches of one replica's share of the global batch. With
+    ``preview`` the one-machine pipeline, built anew and without the cache: its first
+    batches are those training starts with."""
     from utils.data.dataset import build_dataset
 
     cfg, train_set, strategy, cluster = run.cfg, run.data.train, run.strategy, run.cluster
     num_classes, anchors = len(run.class_names), run.anchors
 
-    def make(images, batch, seed):
+    def make(images, batch, seed, cache=cfg.cache):
         return build_dataset(
             images, num_classes, cfg.input_size, anchors, batch, training=True,
             seed=seed, mosaic=phase.mosaic and cfg.mosaic, mixup=phase.mosaic and cfg.mixup,
-            cache=cfg.cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
+            cache=cache, jitter=cfg.jitter, scale_range=(cfg.scale_min, cfg.scale_max),
             augment_images=cfg.augment, assigner=cfg.assigner, anchor_t=cfg.anchor_t,
         )
+
+    if preview:
+        return make(train_set, phase.batch, cfg.seed + start, cache=False)
 
     if cluster is not None:
         per_replica = phase.batch // strategy.num_replicas_in_sync
