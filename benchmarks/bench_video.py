@@ -5,7 +5,8 @@ For each detector and input size, ``utils.predict.job.run_predict_video`` (what
 ``predict.py --source clip.mp4 --track`` runs) processes the same video, first with
 ``overlap=False`` (read, detect, track, draw and write one frame after the other,
 in one thread), then overlapped (reading, detecting and drawing/writing in three
-threads); the runs alternate and the best of ``--repeats`` is kept for each. Each
+threads); ``--repeats`` pairs of runs go back to back in alternating order, and the
+median FPS of each way and the median ratio within the pairs are printed. Each
 stage is also timed alone (decoding; the detector's letterboxing, network and NMS;
 tracking; drawing and encoding), since the overlapped throughput is bounded by the
 slowest stage and by the cores the stages share.
@@ -55,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--waiting-detector", type=float, metavar="MS",
                    help="instead of the detectors: a stand-in that waits MS milliseconds per frame and finds "
                         "nothing, as a detector on an accelerator would leave the CPU to the other stages")
-    p.add_argument("--repeats", type=int, default=2, help="runs of each way, best kept (default 2)")
+    p.add_argument("--repeats", type=int, default=4, help="pairs of runs (default 4)")
     p.add_argument("--no-track", action="store_true", help="leave tracking out")
     return p.parse_args(argv)
 
@@ -215,19 +216,24 @@ def main(argv=None):
                 for _ in range(3):  # builds the graph and warms the caches
                     predictor.predict_batch([np.zeros((size, size, 3), np.uint8)])
                 stages = time_stages(predictor, video, track)
-                best = {False: 0.0, True: 0.0}
-                for _ in range(args.repeats):
-                    for overlap in (False, True):
-                        best[overlap] = max(best[overlap], run_video(predictor, video, overlap, track))
-                rows.append((label, size, best[False], best[True], stages))
-                print(f"{label}@{size}: sequential {best[False]:.1f} FPS, overlapped {best[True]:.1f} FPS "
-                      f"({best[True] / best[False]:.2f}x); stages alone (ms/frame): "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()), flush=True)
+                # Pairs of runs back to back, in alternating order, so that a pair shares the
+                # machine's load; the ratio is the median of the pairs'.
+                fps = {False: [], True: []}
+                for repeat in range(args.repeats):
+                    for overlap in ((False, True) if repeat % 2 == 0 else (True, False)):
+                        fps[overlap].append(run_video(predictor, video, overlap, track))
+                ratio = float(np.median(np.divide(fps[True], fps[False])))
+                sequential, overlapped = float(np.median(fps[False])), float(np.median(fps[True]))
+                rows.append((label, size, sequential, overlapped, ratio, stages))
+                print(f"{label}@{size}: sequential {sequential:.1f} FPS, overlapped {overlapped:.1f} FPS "
+                      f"(pairs: {', '.join(f'{o / q:.2f}x' for q, o in zip(fps[False], fps[True]))}); "
+                      "stages alone (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+                      flush=True)
     print()
     print(f"{'detector':<30}{'input':>6}{'sequential':>12}{'overlapped':>12}{'ratio':>7}"
-          f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (FPS; ms/frame)")
-    for label, size, sequential, overlapped, stages in rows:
-        print(f"{label:<30}{size:>6}{sequential:>12.1f}{overlapped:>12.1f}{overlapped / sequential:>7.2f}"
+          f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (median FPS; ms/frame)")
+    for label, size, sequential, overlapped, ratio, stages in rows:
+        print(f"{label:<30}{size:>6}{sequential:>12.1f}{overlapped:>12.1f}{ratio:>7.2f}"
               f"{stages['decode']:>8.1f}{stages['detect']:>8.1f}{stages['track']:>7.2f}"
               f"{stages['draw + encode']:>10.1f}")
 
