@@ -66,14 +66,13 @@ def test_newest_frame_slot_drops_stale_frames():
 def test_busy_detector_always_gets_the_newest_camera_frame():
     """A fake camera at ~500 FPS and a detector taking 20 ms: the detector gets the
     newest frame each time, the others are dropped and counted."""
-    produced = []
-    stop = threading.Event()
+    stop, ready = threading.Event(), threading.Event()
 
     def camera():
+        ready.wait(10)  # until the test holds the stream
         i = 0
         while not stop.is_set():
             time.sleep(0.002)
-            produced.append(i)
             yield np.full((4, 4, 3), i % 256, np.uint8), i
             i += 1
 
@@ -89,6 +88,7 @@ def test_busy_detector_always_gets_the_newest_camera_frame():
     stream_ref = []
     stream = FrameStream(camera(), detect, newest_only=True)
     stream_ref.append(stream)
+    ready.set()
     shown = []
     for item in stream:
         shown.append(item.index)

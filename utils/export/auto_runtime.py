@@ -169,8 +169,8 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
     try:
         _require_runtime(name)
         precision, why = choose_precision(name, evaluation)
-        artifact, how = cached_export(path, keras_predictor, RUNTIME_FORMATS[name], cache_dir)
-        exported = _open_export(artifact, keras_predictor, precision, anchors_path is not None)
+        exported, how = _cached_predictor(path, keras_predictor, RUNTIME_FORMATS[name], precision,
+                                          anchors_path is not None, cache_dir)
     except (ArtifactError, ExportError) as exc:
         if runtime != "auto":
             raise RuntimeChoiceError(f"--runtime {runtime}: {exc}") from None
@@ -212,6 +212,21 @@ def _require_runtime(name):
         __import__(module)
     except ImportError:
         raise MissingRuntimeError(f"{module} is not installed ({pip})") from None
+
+
+def _cached_predictor(checkpoint, keras_predictor, fmt, precision, own_anchors, cache_dir):
+    """(the export's predictor, what was done); a cached export its runtime cannot open is
+    exported again."""
+    artifact, how, reused = cached_export(checkpoint, keras_predictor, fmt, cache_dir)
+    try:
+        return _open_export(artifact, keras_predictor, precision, own_anchors), how
+    except ArtifactError as exc:
+        if not reused:
+            raise
+        log.warning("Runtime cache: %s cannot be opened (%s); exporting again.", artifact.parent, exc)
+        shutil.rmtree(artifact.parent, ignore_errors=True)
+    artifact, how, _ = cached_export(checkpoint, keras_predictor, fmt, cache_dir)
+    return _open_export(artifact, keras_predictor, precision, own_anchors), how
 
 
 def _open_export(artifact, keras_predictor, precision, own_anchors):
@@ -296,7 +311,8 @@ def cached_export(checkpoint, keras_predictor, fmt, cache_dir=None):
         cache_dir: the one cache folder to use (default: ``cache_roots``).
 
     Returns:
-        (artifact path, what was done: one phrase for the console).
+        (artifact path, what was done: one phrase for the console, whether the
+        artifact came from the cache).
 
     Raises:
         ExportError: the export failed, or no cache folder can be written.
@@ -314,7 +330,7 @@ def cached_export(checkpoint, keras_predictor, fmt, cache_dir=None):
             continue
         manifest = _read_manifest(entry)
         if manifest is not None and manifest.get("key") == key and _entry_files_match(entry, manifest):
-            return entry / manifest["artifact"], f"export reused from {entry}"
+            return entry / manifest["artifact"], f"export reused from {entry}", True
         log.warning("Runtime cache: %s is incomplete or altered; exporting again.", entry)
         shutil.rmtree(entry, ignore_errors=True)
     return _export_into(roots, name, checkpoint, keras_predictor, fmt, content, key, settings)
@@ -359,6 +375,7 @@ def _remove_leftovers(root, staging):
 
 
 def _export_into(roots, name, checkpoint, keras_predictor, fmt, content, key, settings):
+    """Exports into a new entry ``name`` of the first cache folder that can be written; as ``cached_export``."""
     staging, root, problems = _staging_folder(roots)
     try:
         artifact = staging / ("model" + FORMAT_SUFFIX[fmt])
@@ -386,4 +403,4 @@ def _export_into(roots, name, checkpoint, keras_predictor, fmt, content, key, se
     where = f"exported in {seconds:.0f} s (once per checkpoint) to {entry}"
     if problems:
         where += f" ({problems[0]})"
-    return entry / artifact.name, where
+    return entry / artifact.name, where, False
