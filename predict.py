@@ -56,6 +56,7 @@ Examples:
   python predict.py --model logs/best.keras --source street.jpg --mode fps
   python predict.py --model logs/best.keras --source street.jpg --mode heatmap
   python predict.py --model logs/best.onnx --source images/     # a model written by export.py
+  python predict.py --model logs/best.keras --source images/ --runtime tf   # on TensorFlow, not OpenVINO
   python predict.py --model logs/best.keras --source road.mp4 --track --trail 20 --count-line 0,0.6,1,0.6
   python predict.py --model logs/best.keras --source aerial.jpg --slice 416 --slice-overlap 0.2
 """
