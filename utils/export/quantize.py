@@ -17,7 +17,7 @@ model (the "mixed" preset: symmetric weights, asymmetric activations, then bias
 correction), which places its FakeQuantize operations where OpenVINO's CPU plugin
 runs int8 kernels (VNNI or AMX where the CPU has them). The graph ONNX Runtime
 quantizes, converted, gained little over float in OpenVINO (23.7 against 27.4 ms for
-B0 at 416); NNCF's model took 0.47-0.58 of float's network time (README). Its first
+B0 at 416); NNCF's model took 0.55 of float's network time (README). Its first
 convolution is quantized: that held accuracy (``KEEP_FIRST_CONV_FLOAT``).
 """
 
