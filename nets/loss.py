@@ -51,7 +51,8 @@ def _input_hw(input_size):
 class YoloLoss:
     """YOLOv3 loss over the three detection levels.
 
-    Per level ``l`` with ``P`` = number of positive cells in the batch (at least 1):
+    Per level ``l`` with ``P`` = number of positive cells in the whole batch, over
+    every device and worker (at least 1):
 
     * box: ``sum_pos(1 - CIoU(decoded, target)) * box_ratio / P``;
     * obj: binary cross-entropy on logits, averaged over the counted cells
@@ -160,12 +161,23 @@ class YoloLoss:
                 f"got {len(y_pred)} items."
             )
         gt_boxes = ops.cast(y_true[-1], "float32")
-        box_loss = obj_loss = cls_loss = ops.zeros((), "float32")
+        sums, counts = [], []
         for level in range(len(STRIDES)):
-            box, obj, cls = self._level_loss(level, y_true[level], y_pred[level], gt_boxes)
-            box_loss = box_loss + box
-            obj_loss = obj_loss + obj
-            cls_loss = cls_loss + cls
+            level_sums, level_counts = self._level_sums(level, y_true[level], y_pred[level], gt_boxes)
+            sums.append(level_sums)
+            counts.extend(level_counts)
+        # The counts are those of the whole batch, over every replica: each replica
+        # returns its own sums divided by them, times the number of replicas, so the
+        # replicas' mean (what YoloV3.compute_loss and the summed gradients give) is
+        # the loss of the batch on one device, however it is split.
+        counts, replicas = _summed_over_replicas(ops.stack(counts))
+        counts = ops.maximum(counts, 1.0) / float(replicas)
+        box_loss = obj_loss = cls_loss = ops.zeros((), "float32")
+        for level, (box_sum, obj_sum, cls_sum) in enumerate(sums):
+            num_pos, num_counted = counts[2 * level], counts[2 * level + 1]
+            box_loss = box_loss + box_sum * self.box_ratio / num_pos
+            obj_loss = obj_loss + obj_sum * self._obj_scale(level) / num_counted
+            cls_loss = cls_loss + cls_sum * self._cls_scale() / num_pos
         if self.batch_scale:
             # The global batch: with several devices each one sees its share of it.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -174,8 +186,16 @@ class YoloLoss:
         total = box_loss + obj_loss + cls_loss
         return total, {"box": box_loss, "obj": obj_loss, "cls": cls_loss}
 
-    def _level_loss(self, level, y_true, raw, gt_boxes):
-        """Box, objectness and class terms of one level.
+    def _obj_scale(self, level):
+        area = float(self.input_hw[0] * self.input_hw[1])
+        return self.balance[level] * self.obj_ratio * area / _REFERENCE_AREA
+
+    def _cls_scale(self):
+        # The reference's cls_ratio * C / 80, then the mean over the C classes.
+        return self.cls_ratio * self.num_classes / _REFERENCE_NUM_CLASSES / self.num_classes
+
+    def _level_sums(self, level, y_true, raw, gt_boxes):
+        """Unnormalised box, objectness and class terms of one level, and its counts.
 
         Args:
             level: index into ``STRIDES``.
@@ -184,7 +204,8 @@ class YoloLoss:
             gt_boxes: (B, M, 4) xywh rel float32 ground truth, zero-padded.
 
         Returns:
-            Three scalar float32 tensors: box, objectness and class terms.
+            ``((box_sum, obj_sum, cls_sum), (positives, counted_cells))``: scalar
+            float32 tensors; the counts carry no gradient.
         """
         y_true = ops.cast(y_true, "float32")
         anchors = self.anchors[list(ANCHOR_MASK[level])]
@@ -195,11 +216,9 @@ class YoloLoss:
         target_boxes = y_true[..., 0:4]
         positive = y_true[..., 4:5]
         cls_target = y_true[..., 5:]
-        pos_count = ops.sum(positive)
-        num_pos = ops.maximum(pos_count, 1.0)
 
         ciou = box_ciou_xywh(boxes, target_boxes)
-        box_loss = ops.sum(positive[..., 0] * (1.0 - ciou)) * self.box_ratio / num_pos
+        box_sum = ops.sum(positive[..., 0] * (1.0 - ciou))
 
         if self.obj_iou_target:
             quality = ops.stop_gradient(ops.maximum(ciou, 0.0))[..., None]
@@ -212,19 +231,17 @@ class YoloLoss:
         else:
             counted_neg = (1.0 - positive) * self._not_ignored(boxes, gt_boxes)
         obj_sum = ops.sum(obj_bce * (positive + counted_neg))
-        area = float(self.input_hw[0] * self.input_hw[1])
-        obj_scale = self.balance[level] * self.obj_ratio * area / _REFERENCE_AREA
-        # A true mean over the counted cells (not `num_pos + ...`), so that a level
-        # without positives does not depend on the batch size.
-        num_counted = ops.maximum(pos_count + ops.sum(counted_neg), 1.0)
-        obj_loss = obj_sum * obj_scale / num_counted
 
         ls = self.label_smoothing
         smoothed = cls_target * (1.0 - ls) + ls / self.num_classes
         cls_bce = ops.binary_crossentropy(smoothed, cls_logits, from_logits=True)
-        cls_scale = self.cls_ratio * self.num_classes / _REFERENCE_NUM_CLASSES
-        cls_loss = ops.sum(cls_bce * positive) * cls_scale / num_pos / self.num_classes
-        return box_loss, obj_loss, cls_loss
+        cls_sum = ops.sum(cls_bce * positive)
+
+        pos_count = ops.stop_gradient(ops.sum(positive))
+        # A true mean over the counted cells (not `positives + ...`), so that a level
+        # without positives does not depend on the batch size.
+        counted = ops.stop_gradient(pos_count + ops.sum(counted_neg))
+        return (box_sum, obj_sum, cls_sum), (pos_count, counted)
 
     def _not_ignored(self, boxes, gt_boxes):
         """1 where a prediction's best IoU with its image's ground truth is small enough.
@@ -247,3 +264,15 @@ class YoloLoss:
         return ops.stop_gradient(
             ops.cast(best_iou <= self.ignore_threshold, "float32")
         )
+
+
+def _summed_over_replicas(values):
+    """``values`` summed over the replicas of a distributed step, and their number.
+
+    Outside a distributed step (one device, or a cross-replica context such as a
+    model build) the values are returned as they are, with 1.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values, 1
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values), context.num_replicas_in_sync

@@ -486,3 +486,66 @@ def test_objectness_target_is_the_detached_iou_when_asked(assigner):
                                                box_ratio=0.0, cls_ratio=0.0), y_true, raws)
     box_grad = grads[0].numpy().reshape(1, GRIDS[0], GRIDS[0], 3, 6)[0, 0, 1, 2, :4]
     np.testing.assert_array_equal(box_grad, 0.0)
+
+
+_SPLIT_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from nets.loss import YoloLoss
+
+assigner, anchors, grids = sys.argv[1], np.array(json.loads(sys.argv[2]), "float32"), json.loads(sys.argv[3])
+rng = np.random.default_rng(0)
+num_classes, batch = 3, 4
+levels = []
+for g in grids:
+    level = np.zeros((batch, g, g, 3, 5 + num_classes), "float32")
+    # Positives only in the first half of the batch, more at the finest level.
+    for image in range(2):
+        for _ in range(1 + image + g // 4):
+            i, j, a = rng.integers(g), rng.integers(g), rng.integers(3)
+            level[image, i, j, a, :4] = [(j + 0.5) / g, (i + 0.5) / g, 0.3, 0.2]
+            level[image, i, j, a, 4] = 1.0
+            level[image, i, j, a, 5 + rng.integers(num_classes)] = 1.0
+    levels.append(level)
+gt = np.zeros((batch, 4, 4), "float32")
+gt[:2, 0] = [0.5, 0.5, 0.3, 0.2]
+y_true = levels + [gt]
+y_pred = [rng.normal(size=(batch, g, g, 3 * (5 + num_classes))).astype("float32") for g in grids]
+loss = YoloLoss(anchors, num_classes, 64, assigner=assigner, obj_iou_target=True, label_smoothing=0.1)
+single = [float(v) for v in (loss(y_true, y_pred)[0], *loss(y_true, y_pred)[1].values())]
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def share(arrays):
+    return strategy.experimental_distribute_values_from_function(
+        lambda ctx: [a[ctx.replica_id_in_sync_group * 2:(ctx.replica_id_in_sync_group + 1) * 2] for a in arrays])
+def step(t, p):
+    total, parts = loss(t, p)
+    return [total, parts["box"], parts["obj"], parts["cls"]]
+per_replica = strategy.run(tf.function(step), args=(share(y_true), share(y_pred)))
+split = [float(strategy.reduce("MEAN", v, axis=None)) for v in per_replica]
+print(json.dumps({"single": single, "split": split}))
+"""
+
+
+@pytest.mark.parametrize("assigner", ["yolov3", "yolov5"])
+def test_a_batch_split_over_two_devices_has_the_loss_of_the_whole_batch(assigner):
+    """The counts that normalise each term are those of the whole batch, so the mean of the
+    replicas' losses equals one device's loss even when the positives are all on one replica."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _SPLIT_SCRIPT, assigner, json.dumps(ANCHORS.tolist()), json.dumps(list(GRIDS))],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["single"][0] > 0
+    np.testing.assert_allclose(result["split"], result["single"], rtol=1e-5)
