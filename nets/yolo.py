@@ -222,7 +222,7 @@ class YoloV3(keras.Model):
     # does not have. The shapes are read from this worker's own batch instead, and the
     # logs are handed over as length-1 vectors, whose mean over workers is a scalar.
     # Overrides private Keras API: keras_compat.SYMBOLIC_BUILD_METHOD names it, with
-    # the signature checked by tests/test_keras_compat.py.
+    # the signature checked by tests/nets/test_keras_compat.py.
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = keras_compat.model_distribute_strategy(self)

@@ -3,23 +3,18 @@
 and on a video), and each output exists and loads."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import TRAIN_TIMEOUT, run_script
 
 
 @pytest.mark.slow
 def test_short_demo_runs_every_step(tmp_path):
     data, logs = tmp_path / "data", tmp_path / "logs"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="true")
-    cmd = [sys.executable, "-m", "utils.demo", "--data", str(data), "--save-dir", str(logs),
-           "--num-images", "24", "--epochs", "1", "--input-size", "64", "--batch-size", "4", "--samples", "2"]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    cmd = ["-m", "utils.demo", "--data", data, "--save-dir", logs, "--num-images", "24", "--epochs", "1",
+           "--input-size", "64", "--batch-size", "4", "--samples", "2"]
+    result = run_script(*cmd, timeout=TRAIN_TIMEOUT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     # Each step is printed as the command a user would type.
@@ -42,7 +37,7 @@ def test_short_demo_runs_every_step(tmp_path):
     assert model.class_names == (data / "shapes_classes.txt").read_text().split()
 
     # A second run reuses the data and makes a new run folder.
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    again = run_script(*cmd, timeout=TRAIN_TIMEOUT)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Reusing the dataset" in again.stdout
     assert (logs / "demo2" / "best.keras").is_file()

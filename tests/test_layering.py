@@ -18,7 +18,7 @@ Imports inside functions count as much as those at the top of a file.
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 STAGES = ("utils.data", "utils.eval", "utils.predict", "utils.export", "utils.train", "utils.demo")
 FORBIDDEN_EVERYWHERE = ("benchmarks", "tests")

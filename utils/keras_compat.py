@@ -4,7 +4,7 @@ Each name below stands for something Keras or TensorFlow keeps private (under
 ``keras.src``, ``tensorflow.python``, or an attribute whose name starts with ``_``),
 with what it works around. All were checked against Keras 3.15.1 and TensorFlow
 2.21.0 (``CHECKED_KERAS_VERSION``, ``CHECKED_TENSORFLOW_VERSION``);
-``tests/test_keras_compat.py`` fails when one of them moves, disappears or changes
+``tests/nets/test_keras_compat.py`` fails when one of them moves, disappears or changes
 its parameters, which is the signal to look here first after an upgrade.
 
 One use cannot live here: ``nets.yolo.YoloV3`` overrides the private

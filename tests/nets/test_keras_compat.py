@@ -8,7 +8,6 @@ beside it in utils/keras_compat.py says what it works around.
 
 import inspect
 import re
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,7 +16,7 @@ import tensorflow as tf
 
 from utils import keras_compat
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 # Private API in product code, and the files allowed to use it.
 PRIVATE_API = {

@@ -1,5 +1,6 @@
 """get_map.py run as a command on small hand-written inputs, and its evaluation job (utils.eval.job)."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -8,18 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, QuarterPredictor, run_script
 
-
-def run_cli(*args):
-    proc = subprocess.run(
-        [sys.executable, "get_map.py", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return proc
+run_cli = functools.partial(run_script, "get_map.py", timeout=120)
 
 
 def write(path, text):
@@ -227,25 +219,11 @@ def test_mode3_without_ground_truth_folder_fails_clearly(tmp_path):
     assert "ground-truth" in proc.stderr and "missing" in proc.stderr
 
 
-class FakePredictor:
+class FakePredictor(QuarterPredictor):
     """Stands in for utils.predict.predictor.Predictor: one box per image, on its top-left quarter."""
 
-    class_names = ["traffic light", "cat"]
-
     def __init__(self):
-        self.batches = []
-
-    def predict_batch(self, images):
-        from utils.eval.structures import ImageDetections
-
-        self.batches.append(len(images))
-        out = []
-        for image in images:
-            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-            h, w = image.shape[:2]
-            out.append(ImageDetections(np.array([[0, 0, w / 2, h / 2]], np.float32), np.array([0.5], np.float32),
-                                       np.array([0])))
-        return out
+        super().__init__(["traffic light", "cat"], score=0.5)
 
 
 def test_detection_files_are_written_in_batches_and_unreadable_images_reported(tmp_path):

@@ -1,9 +1,7 @@
 """Tests of utils/data/kmeans.py and the kmeans_for_anchors.py command line."""
 
+import functools
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,15 +20,13 @@ from utils.data.kmeans import (
 )
 from utils.model_data import load_anchors
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, run_script
+
 SCRIPT = ROOT / "kmeans_for_anchors.py"
 TRUE_SHAPES = np.array([[12.0, 20.0], [70.0, 35.0], [160.0, 180.0]])
 
 
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+run_cli = functools.partial(run_script, SCRIPT, timeout=120)
 
 
 def three_shape_boxes(n_per_shape=200, seed=0):

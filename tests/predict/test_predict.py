@@ -8,9 +8,7 @@ costs tens of seconds per process on a small machine, so the remaining modes cal
 of loading the checkpoint again.
 """
 
-import os
-import subprocess
-import sys
+import functools
 from pathlib import Path
 
 import cv2
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.video_fakes import read_frames
+from tests.predict.video_fakes import read_frames
 from utils.run_dir import next_run_dir, numbered_path
 from utils.predict.sources import (
     SourceError,
@@ -32,7 +30,8 @@ from utils.predict.sources import (
     unique_stems,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_script
+
 CLASSES = ["cat", "traffic light", "dog"]
 IMAGE_SIZE = (160, 120)  # width, height
 LOW_CONF = "0.01"  # an untrained model scores every box 0.25
@@ -48,17 +47,7 @@ def _write_picture(path, size=IMAGE_SIZE, seed=0):
     return path
 
 
-def _env():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    return env
-
-
-def run_cli(*args, timeout=300):
-    """Runs predict.py as a subprocess from the repository root."""
-    return subprocess.run([sys.executable, "predict.py", *map(str, args)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+run_cli = functools.partial(run_script, "predict.py")
 
 
 @pytest.fixture(scope="module")

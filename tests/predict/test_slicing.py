@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.video_fakes import detections
+from tests.predict.video_fakes import detections
 from utils.predict.slicing import SlicingPredictor, cut_by_tile_edge, merge_boxes, tile_offsets
 
 WIDTH, HEIGHT = 600, 400

@@ -1,8 +1,7 @@
 """Tests of utils/data/voc.py, voc_convert.py, split.py and the voc_annotation.py command line."""
 
+import functools
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,8 @@ from utils.data.voc_convert import (
     R_UNKNOWN_CLASS,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, run_script
+
 SCRIPT = ROOT / "voc_annotation.py"
 CLASSES = ["cat", "dog", "person"]
 W, H = 64, 48
@@ -95,10 +95,7 @@ def make_voc(root, year="2007"):
     return folder
 
 
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+run_cli = functools.partial(run_script, SCRIPT, timeout=120)
 
 
 @pytest.fixture

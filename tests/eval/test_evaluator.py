@@ -8,26 +8,9 @@ from PIL import Image
 from utils.data.annotation import Annotation
 from utils.eval.evaluator import Evaluator, predict_images, score_detections
 from utils.eval.images import EvalImage, images_from_annotation_file, images_from_voc
-from utils.eval.structures import ImageDetections, ImageGroundTruth
+from utils.eval.structures import ImageGroundTruth
 
-
-class QuarterPredictor:
-    """Stands in for a BasePredictor: one box per image, on its top-left quarter, class 0."""
-
-    class_names = ["cat", "dog"]
-
-    def __init__(self):
-        self.batches = []
-
-    def predict_batch(self, images):
-        self.batches.append(len(images))
-        out = []
-        for image in images:
-            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-            h, w = image.shape[:2]
-            out.append(ImageDetections(np.array([[0, 0, w / 2, h / 2]], np.float32), np.array([0.9], np.float32),
-                                       np.array([0])))
-        return out
+from tests.helpers import QuarterPredictor
 
 
 def _image(path, size=(40, 30)):
@@ -50,7 +33,7 @@ def annotations(tmp_path):
 
 
 def test_evaluator_batches_skips_the_unreadable_image_and_scores_the_rest(annotations):
-    predictor = QuarterPredictor()
+    predictor = QuarterPredictor(["cat", "dog"])
     evaluation = Evaluator.from_annotations(annotations, batch_size=1)(predictor)
     assert predictor.batches == [1, 1]
     assert len(evaluation.problems) == 1 and "broken.jpg" in evaluation.problems[0]
@@ -61,11 +44,11 @@ def test_evaluator_batches_skips_the_unreadable_image_and_scores_the_rest(annota
     assert evaluation.map == pytest.approx(0.5)
     # The class names default to the predictor's; the same evaluator runs again.
     assert [c["name"] for c in evaluation.result["classes"]] == ["cat", "dog"]
-    assert Evaluator.from_annotations(annotations, ["cat", "dog"])(QuarterPredictor()).map == pytest.approx(0.5)
+    assert Evaluator.from_annotations(annotations, ["cat", "dog"])(QuarterPredictor(["cat", "dog"])).map == pytest.approx(0.5)
 
 
 def test_evaluator_coco_metric_and_headline_number(annotations):
-    evaluation = Evaluator.from_annotations(annotations, metric="coco")(QuarterPredictor())
+    evaluation = Evaluator.from_annotations(annotations, metric="coco")(QuarterPredictor(["cat", "dog"]))
     assert evaluation.result["metric"] == "coco"
     assert evaluation.map == evaluation.result["stats"]["AP"]
     assert evaluation.map == pytest.approx(0.5, abs=0.01)  # COCO interpolates over 101 recall points
@@ -88,7 +71,7 @@ def test_predict_images_uses_pixels_held_in_memory_and_reports_files_it_cannot_r
         EvalImage("file", _image(tmp_path / "file.png", (10, 20)), ImageGroundTruth()),
     ]
     problems = []
-    predictor = QuarterPredictor()
+    predictor = QuarterPredictor(["cat", "dog"])
     done = list(predict_images(predictor, images, batch_size=2, problems=problems))
     assert [image.image_id for image, _ in done] == ["held", "file"]
     np.testing.assert_allclose(done[1][1].boxes, [[0, 0, 5, 10]])
@@ -105,7 +88,7 @@ def test_annotation_file_images_skip_other_classes_and_repeats(tmp_path):
     assert images[0].ground_truth.classes.tolist() == [0]
     assert any(f"{listing}:1:" in p and "class id 3" in p for p in problems)
     assert any("listed again" in p for p in problems)
-    evaluation = Evaluator.from_annotation_file(listing, ["cat", "dog"])(QuarterPredictor())
+    evaluation = Evaluator.from_annotation_file(listing, ["cat", "dog"])(QuarterPredictor(["cat", "dog"]))
     assert evaluation.map == pytest.approx(1.0) and len(evaluation.problems) == 2
 
 
@@ -117,8 +100,8 @@ def test_export_check_map_is_the_evaluators(annotations, tmp_path):
                                for ann in annotations))
     images, truth = load_eval_set(listing, ["cat", "dog"])
     assert len(images) == len(truth) == 2  # broken.jpg left out
-    assert voc_map(QuarterPredictor(), images, truth, batch_size=1) == pytest.approx(
-        Evaluator.from_annotation_file(listing, ["cat", "dog"])(QuarterPredictor()).map
+    assert voc_map(QuarterPredictor(["cat", "dog"]), images, truth, batch_size=1) == pytest.approx(
+        Evaluator.from_annotation_file(listing, ["cat", "dog"])(QuarterPredictor(["cat", "dog"])).map
     )
 
 
@@ -150,7 +133,7 @@ def test_voc_images_take_their_extension_from_the_files_or_the_xml(tmp_path):
     assert paths["named"].name == "photo 7.PNG" and paths["named"].is_file()
     assert paths["absent"] == base / "JPEGImages" / "absent.bmp"  # reported when it is read
 
-    evaluation = Evaluator(images, ["cat"])(QuarterPredictor())
+    evaluation = Evaluator(images, ["cat"])(QuarterPredictor(["cat", "dog"]))
     assert sorted(evaluation.ground_truth) == ["named", "png_id"]
     assert len(evaluation.problems) == 1 and "absent.bmp" in evaluation.problems[0]
     assert evaluation.map == pytest.approx(1.0)

@@ -2,33 +2,20 @@
 with --metric coco, whose results carry the dataset's own category and image ids."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import TRAIN_TIMEOUT, run_script
+
 # Non-contiguous, out-of-order ids: class 0 is "blue" (id 2), class 1 "red" (id 5).
 CATEGORIES = [{"id": 5, "name": "red"}, {"id": 2, "name": "blue"}]
 COLOURS = {5: (220, 40, 30), 2: (30, 60, 220)}
 
 
-def _env():
-    env = dict(os.environ)
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", CI="true", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg")
-    return env
-
-
-def _run(script, *args, timeout=1500):
-    proc = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
+def _run(script, *args, timeout=TRAIN_TIMEOUT):
+    return run_script(script, *args, timeout=timeout, check=True)
 
 
 def _coco_split(folder, first_id, count, rng):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.video_fakes import SquareFinder, frame_level, read_frames, write_squares_video
+from tests.predict.video_fakes import SquareFinder, frame_level, read_frames, write_squares_video
 from utils.predict.pipeline import FrameStream, NewestFrame
 
 

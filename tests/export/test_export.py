@@ -15,8 +15,6 @@ marked slow.
 import builtins
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -25,9 +23,8 @@ import pytest
 
 from utils.predict.runtimes import ArtifactError, MissingRuntimeError, load_predictor
 
-ROOT = Path(__file__).resolve().parent.parent
-CLASSES = ["cat", "traffic light", "dog"]
-SIZE = 64
+from tests.helpers import DETECTOR_CLASSES as CLASSES, DETECTOR_SIZE as SIZE, run_script, varied_images
+
 # Settings in the exported graphs; the Keras model is compared at the same ones.
 SETTINGS = dict(conf=0.1, nms_iou=0.3, max_boxes=20)
 FORMATS = ("onnx", "tflite", "saved_model", "openvino")
@@ -37,54 +34,12 @@ BOX_TOLERANCE = 0.5  # pixels of the original image
 SCORE_TOLERANCE = 1e-3
 
 
-def _images(count, seed=0):
-    from utils.export.exporter import synthetic_images
-
-    return [cv2.resize(im, (int(rng_w), int(rng_h)))
-            for im, (rng_w, rng_h) in zip(synthetic_images(count, seed),
-                                          np.random.default_rng(seed).integers(60, 200, (count, 2)))]
-
-
-def _varied_model():
-    """The tiny detector, with outputs that depend on the image."""
-    import keras
-
-    from nets.yolo import YoloV3, set_batchnorm_momentum
-    from utils import keras_compat
-    from utils.config import DEFAULT_ANCHORS
-    from utils.image import letterbox
-    from utils.model_data import load_anchors
-
-    keras.utils.set_random_seed(0)
-    anchors = load_anchors(DEFAULT_ANCHORS) * SIZE / 416
-    model = YoloV3(len(CLASSES), class_names=CLASSES, input_size=SIZE, anchors=anchors)
-    batch = np.stack([letterbox(im, SIZE) for im in _images(16, seed=1)]).astype("float32")
-    # Batch-norm statistics of real activations, the variances floored at their layer's
-    # mean: a channel nearly constant on these images must not blow up on others.
-    set_batchnorm_momentum(model, 0.0)
-    model(batch, training=True)
-    set_batchnorm_momentum(model, 0.97)
-    for layer in keras_compat.nested_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            variance = np.asarray(layer.moving_variance)
-            layer.moving_variance.assign(np.maximum(variance, variance.mean()))
-    for level, out in zip(("p5", "p4", "p3"), model(batch, training=False)):
-        layer = model.get_layer(f"head_{level}_pred")
-        spread = float(np.std(np.asarray(out) - np.asarray(layer.bias)))
-        # Logits of spread 1: scores spread over (0, 1) without saturating at 1.0,
-        # where ties would make the order of equal scores decide NMS.
-        layer.kernel.assign(np.asarray(layer.kernel) * (1.0 / spread))
-    return model
+_images = varied_images
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from utils.checkpoint import save_model
-
-    net = _varied_model()
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    save_model(net, path)
-    return net, path
+def model(tiny_detector):
+    return tiny_detector
 
 
 @pytest.fixture(scope="module")
@@ -492,11 +447,7 @@ def test_predict_cli_reports_a_corrupt_artifact(tmp_path, capsys):
 # --- the scripts on every artifact ------------------------------------------------------
 
 
-def _run(script, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    env.pop("DISPLAY", None)
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+_run = run_script
 
 
 @pytest.mark.slow

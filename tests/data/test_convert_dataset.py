@@ -1,9 +1,8 @@
 """convert_dataset.py run as a command: round trips between the formats, the summary of
 what was skipped, and errors."""
 
+import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +12,13 @@ from PIL import Image
 from utils.data.annotation import read_annotation_file
 from utils.data.sources import read_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import assert_ran, run_script
 
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "convert_dataset.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+run_cli = functools.partial(run_script, "convert_dataset.py", timeout=120)
 
 
 def _ok(proc):
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_ran(proc)
     return proc
 
 

@@ -5,10 +5,8 @@ One detector per family is built once per module (building is slow) and shared;
 tests that change it (freezing, training) put it back as they found it.
 """
 
+import functools
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import keras
@@ -30,7 +28,8 @@ from nets.yolo import YoloV3, build_neck_and_heads, freeze_backbone
 from utils.data.targets import build_targets
 from utils.weights.keras_imagenet import fold_efficientnet_imagenet_scaling
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_script
+
 SIZE = 64
 NUM_CLASSES = 20
 # keras.applications' EfficientNet adds its input normalization (mean, variance, count).
@@ -402,10 +401,7 @@ def test_latency_and_table():
         measure_latency(function, SIZE, runs=0)
 
 
-def run_summary(*args):
-    return subprocess.run(
-        [sys.executable, "summary.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+run_summary = functools.partial(run_script, "summary.py")
 
 
 def test_summary_cli_prints_total_params_and_gflops():

@@ -1,6 +1,7 @@
 """utils.data.sources: a run's training and validation data in any format, their classes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,20 @@ def test_annotation_lines_use_the_default_classes_unless_given(tmp_path):
     assert len(source.classes.names) == 20 and "default" in source.classes.origin
     assert source.annotations[0].classes.tolist() == [19]
     assert len(source.problems) == 1 and "class id 20" in source.problems[0]
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_each_format_of_one_dataset_reads_the_same_boxes(tiny_datasets, shapes_voc, fmt):
+    """The shapes training split as annotation lines, and as VOC, COCO and YOLO written
+    from them: the same images, classes and boxes (YOLO's normalised text within a pixel)."""
+    def by_stem(source):
+        return {Path(a.path).stem: a for a in source.annotations}
+
+    lines = by_stem(read_dataset(tiny_datasets["lines"], classes=shapes_voc["classes"]))
+    source = read_dataset(tiny_datasets[fmt], split="train", classes=shapes_voc["classes"])
+    assert source.format == fmt and not source.problems
+    other = by_stem(source)
+    assert sorted(other) == sorted(lines) and len(lines) >= 8
+    for stem, expected in lines.items():
+        assert other[stem].classes.tolist() == expected.classes.tolist(), stem
+        np.testing.assert_allclose(other[stem].boxes, expected.boxes, atol=1.0, err_msg=stem)

@@ -214,9 +214,10 @@ def test_box_term_is_one_minus_ciou_for_one_positive():
     np.testing.assert_allclose(float(scaled(y_true, raws)[1]["box"]), expected / BOX_RATIO, rtol=1e-5)
 
 
-def _ignore_case(gt_box, hot_logit):
-    """Objectness term when one negative (level 32, cell (0, 0), anchor 1) has ``hot_logit``."""
-    loss_fn = YoloLoss(ANCHORS, 1, SIZE)
+def _ignore_case(gt_box, hot_logit, assigner="yolov3"):
+    """Objectness term when one negative (level 32, cell (0, 0), anchor 1) has ``hot_logit``
+    (both box codings decode zeros to the same box)."""
+    loss_fn = YoloLoss(ANCHORS, 1, SIZE, assigner=assigner)
     y_true = _empty_targets(1, 1)
     y_true[-1][0, 0] = gt_box
     raws = _raw(1, 1, obj=-10.0)
@@ -421,19 +422,9 @@ def test_loss_decreases_when_memorising_a_batch():
 # --- the yolov5 assigner's loss -----------------------------------------------------------
 
 
-def _ignore_case_v5(gt_box, hot_logit):
-    """As ``_ignore_case``, with the yolov5 assigner (its coding decodes zeros to the same box)."""
-    loss_fn = YoloLoss(ANCHORS, 1, SIZE, assigner="yolov5")
-    y_true = _empty_targets(1, 1)
-    y_true[-1][0, 0] = gt_box
-    raws = _raw(1, 1, obj=-10.0)
-    _set(raws, 0, 0, 0, 1, [hot_logit], 1, start=4)
-    return float(loss_fn(y_true, raws)[1]["obj"])
-
-
 def test_yolov5_assigner_counts_every_negative():
     gt = _hot_box()  # IoU 1 with the hot prediction: ignored by yolov3, counted by yolov5
-    cold, hot = _ignore_case_v5(gt, -10.0), _ignore_case_v5(gt, 5.0)
+    cold, hot = _ignore_case(gt, -10.0, "yolov5"), _ignore_case(gt, 5.0, "yolov5")
     scale = LEVEL_BALANCE[0] * OBJ_RATIO * SIZE * SIZE / 416.0**2 / 12
     np.testing.assert_allclose(hot - cold, (_bce(5.0, 0) - _bce(-10.0, 0)) * scale, rtol=1e-5)
 
@@ -539,7 +530,7 @@ def test_a_batch_split_over_two_devices_has_the_loss_of_the_whole_batch(assigner
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-c", _SPLIT_SCRIPT, assigner, json.dumps(ANCHORS.tolist()), json.dumps(list(GRIDS))],

@@ -1,16 +1,14 @@
 """check_dataset.py on small datasets in tmp_path: each planted problem found once with its
 file and line, a clean dataset passed, an untrainable one refused."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from utils.data.check import ERROR, NOTE, WARNING, check_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_script
+
 # Anchors near the test boxes' sizes, so that the anchor fit is no problem.
 SMALL_ANCHORS = "6,6, 8,8, 10,10, 12,12, 16,16, 20,20, 24,24, 30,30, 40,40\n"
 
@@ -84,9 +82,7 @@ def test_a_clean_dataset_passes_and_an_untrainable_one_fails(tmp_path):
     (tmp_path / "clean").mkdir()
     clean, names, anchors = _dataset(tmp_path / "clean", [f"i{k}.png 10,10,30,30,{k % 2}" for k in range(20)],
                                      classes=("a", "b"))
-    proc = subprocess.run([sys.executable, "check_dataset.py", str(clean), "--classes", str(names),
-                           "--input-size", "64", "--anchors", str(anchors)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("check_dataset.py", clean, "--classes", names, "--input-size", "64", "--anchors", anchors)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Verdict: usable for training (0 error(s), 0 warning(s), 0 note(s))" in proc.stdout
 

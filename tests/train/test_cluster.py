@@ -7,13 +7,12 @@ ends the run on the other with a clear message, after which --resume completes i
 
 import csv
 import json
-import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,8 @@ from utils.train.cluster import (
 )
 from utils.train.devices import steps_per_epoch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, run_script, script_env
+
 # Wall-clock limit of one cluster run; both workers are killed past it.
 RUN_TIMEOUT = 900
 # How long the surviving worker may take to notice a killed one and exit.
@@ -120,21 +120,12 @@ def test_steps_per_epoch_counts_each_workers_share():
 
 
 def test_worker_index_without_cluster_is_an_error():
-    proc = subprocess.run([sys.executable, "train.py", "--worker-index", "1"], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = run_script("train.py", "--worker-index", "1")
     assert proc.returncode == 2 and "--worker-index needs --cluster" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 # --- real clusters --------------------------------------------------------------------
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env.pop("TF_CONFIG", None)
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", CI="true", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg")
-    env.update(extra)
-    return env
 
 
 def _free_ports(n):
@@ -149,26 +140,17 @@ def _free_ports(n):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A shapes dataset: 4 training images (one global batch of 4, so one step per
-    epoch) and 2 validation images."""
-    root = tmp_path_factory.mktemp("cluster_shapes")
-    steps = [
-        ["-m", "utils.demo.shapes_dataset", "--out", root, "--num-images", "12", "--seed", "1", "--min-size", "64",
-         "--max-size", "96"],
-        ["voc_annotation.py", "--voc-root", root / "VOCdevkit", "--classes", root / "shapes_classes.txt",
-         "--out-dir", root],
-    ]
-    for step in steps:
-        proc = subprocess.run([sys.executable, *map(str, step)], cwd=ROOT, env=_env(), capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = [line for split in ("train", "val", "test")
-             for line in (root / f"2007_{split}.txt").read_text().splitlines() if line.strip()]
+def data(shapes_voc, tmp_path_factory):
+    """Annotation files of the shapes dataset: 4 training images (one global batch of 4,
+    so one step per epoch), 8 for the longer run, and 2 validation images."""
+    root = tmp_path_factory.mktemp("cluster_data")
+    lines = [line for split in ("train", "val", "test") for line in shapes_voc[split].read_text().splitlines()
+             if line.strip()]
     assert len(lines) >= 10
     (root / "train.txt").write_text("\n".join(lines[:4]) + "\n")
     (root / "val.txt").write_text("\n".join(lines[4:6]) + "\n")
     (root / "train_long.txt").write_text("\n".join(lines[:8]) + "\n")
+    shutil.copy(shapes_voc["classes"], root / "shapes_classes.txt")
     return root
 
 
@@ -195,7 +177,7 @@ def _start_cluster(tmp_path, args, tag):
         cmd = [sys.executable, "-c", WORKER_SCRIPT, weights, *map(str, args), "--cluster", cluster,
                "--worker-index", str(index)]
         handle = open(log, "w")
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=_env(TMPDIR=str(tmp)), stdout=handle,
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=script_env(TMPDIR=str(tmp)), stdout=handle,
                                 stderr=subprocess.STDOUT)
         handle.close()
         workers.append((proc, log, weights, tmp))
@@ -260,8 +242,7 @@ def test_two_workers_train_like_one_machine(data, tmp_path):
     # The first step (epoch 1 is one step) sees the same global batch as one process
     # with the same settings, so its loss is the same.
     single_logs = tmp_path / "single"
-    proc = subprocess.run([sys.executable, "train.py", *map(str, _train_args(data, single_logs, epochs=1, period=0))],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    proc = run_script("train.py", *_train_args(data, single_logs, epochs=1, period=0), timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     single = _history(single_logs / "run")[0]
     for key in ("loss", "box_loss", "obj_loss", "cls_loss"):

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.video_fakes import CLASSES, SquareFinder, detections, read_frames, write_squares_video
+from tests.predict.video_fakes import CLASSES, SquareFinder, detections, read_frames, write_squares_video
 from utils.predict.tracking import (
     TRACKERS,
     ObjectTracker,

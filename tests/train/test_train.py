@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,56 +21,28 @@ import pytest
 from utils.train.callbacks import NanGuard, TrainingDiverged
 from utils.train.devices import validation_batch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, TRAIN_TIMEOUT, assert_ran, run_script, script_env
+
 TRAIN = str(ROOT / "train.py")
-# Wall-clock limit of one training subprocess; the CI machine may be slow and shared.
-TRAIN_TIMEOUT = 1500
 SMALL = ["--backbone-weights", "none", "--input-size", "64", "--batch-size", "4", "--eval-period", "1",
          "--save-period", "1"]
 
 
-def _env():
-    env = dict(os.environ)
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", CI="true", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg")
-    return env
-
-
 def _run(args, timeout=TRAIN_TIMEOUT):
-    return subprocess.run([sys.executable, TRAIN, *map(str, args)], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return run_script(TRAIN, *args, timeout=timeout)
 
 
 def _tail(text, n=3000):
     return text[-n:]
 
 
-def _assert_ok(proc):
-    assert proc.returncode == 0, f"train.py exited {proc.returncode}\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
-    assert "Traceback" not in proc.stderr, _tail(proc.stderr)
+_assert_ok = assert_ran
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """16 shapes images at 64–128 px in VOC layout, converted by voc_annotation.py.
-
-    Returns:
-        dict with the paths "root", "train", "val", "classes".
-    """
-    root = tmp_path_factory.mktemp("shapes")
-    steps = [
-        [sys.executable, "-m", "utils.demo.shapes_dataset", "--out", str(root), "--num-images", "16", "--seed", "0",
-         "--min-size", "64", "--max-size", "128"],
-        [sys.executable, "voc_annotation.py", "--voc-root", str(root / "VOCdevkit"), "--classes",
-         str(root / "shapes_classes.txt"), "--out-dir", str(root)],
-    ]
-    for cmd in steps:
-        proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    paths = {"root": root, "train": root / "2007_train.txt", "val": root / "2007_val.txt",
-             "classes": root / "shapes_classes.txt"}
-    n_train = len(paths["train"].read_text().splitlines())
-    assert n_train >= 8 and paths["val"].read_text().strip(), "the dataset needs two batches and a val image"
-    return paths
+def data(shapes_voc):
+    """16 shapes images at 64–128 px in VOC layout, converted by voc_annotation.py."""
+    return shapes_voc
 
 
 def _data_args(data):
@@ -121,7 +92,9 @@ def test_training_on_two_cpu_devices(data, tmp_path):
     # Validation on more than one image, so that both devices get a share of it.
     val = tmp_path / "val.txt"
     val.write_text(data["val"].read_text() + (data["root"] / "2007_test.txt").read_text())
-    args = ["--train", data["train"], "--val", val, "--classes", data["classes"], "--backbone-weights", "none",
+    # The quickest backbone to build: what is tested is the devices, not the network.
+    args = ["--train", data["train"], "--val", val, "--classes", data["classes"], "--backbone", "mobilenetv2",
+            "--alpha", "0.35", "--backbone-weights", "none",
             "--input-size", "64", "--batch-size", "4", "--epochs", "1", "--eval-period", "0", "--save-period", "0",
             "--save-dir", logs, "--name", "run", "--devices", "cpu:0,cpu:1"]
     proc = _run(args)
@@ -148,7 +121,7 @@ def test_interrupted_training_resumes_where_it_stopped(data, tmp_path):
     cmd = [sys.executable, TRAIN, *map(str, [*_data_args(data), *SMALL, "--epochs", "3", "--save-dir", logs,
                                             "--name", "run", "--auto-anchors"])]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=script_env(), stdout=log, stderr=subprocess.STDOUT)
         killed_after = None
         deadline = time.monotonic() + TRAIN_TIMEOUT
         try:
@@ -229,7 +202,7 @@ def test_unusable_inputs_fail_early_with_a_clear_message(data, tmp_path):
     for i, (name, args, _) in enumerate(cases):
         save_dir = tmp_path / f"logs{i}"
         cmd = [sys.executable, TRAIN, *map(str, args), "--save-dir", str(save_dir), "--epochs", "2"]
-        procs.append((save_dir, subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+        procs.append((save_dir, subprocess.Popen(cmd, cwd=ROOT, env=script_env(), stdout=subprocess.PIPE,
                                                  stderr=subprocess.PIPE, text=True)))
     failures = []
     for (name, _, texts), (save_dir, proc) in zip(cases, procs):

@@ -1,7 +1,5 @@
 """Tests for the synthetic shapes dataset: files, boxes against the drawing, determinism."""
 
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,7 +10,8 @@ from PIL import Image
 from utils.demo.shapes_render import BOX_COVERAGE, SHAPE_CLASSES, ShapeOptions, render_image
 from utils.demo.shapes_voc import CLASSES_FILENAME, generate_dataset, split_ids
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_script
+
 NUM_IMAGES = 200
 SEED = 0
 
@@ -245,20 +244,18 @@ def test_options_change_the_images(tmp_path):
 
 def test_cli(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "utils.demo.shapes_dataset", "--out", str(out), "--num-images", "3", "--seed", "7",
-           "--write-splits", "--min-size", "128", "--max-size", "160"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cmd = ["-m", "utils.demo.shapes_dataset", "--out", out, "--num-images", "3", "--seed", "7", "--write-splits",
+           "--min-size", "128", "--max-size", "160"]
+    result = run_script(*cmd, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Wrote 3 images" in result.stdout
     main = _voc_dir(out) / "ImageSets" / "Main"
     assert sorted(p.name for p in main.iterdir()) == ["test.txt", "train.txt", "trainval.txt", "val.txt"]
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    again = run_script(*cmd, timeout=120)
     assert again.returncode == 2
     assert "--overwrite" in again.stderr
 
-    helped = subprocess.run(
-        [sys.executable, "-m", "utils.demo.shapes_dataset", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    helped = run_script("-m", "utils.demo.shapes_dataset", "--help", timeout=120)
     assert helped.returncode == 0
     for option in ("--out", "--num-images", "--seed", "--year", "--min-size", "--max-size", "--max-objects",
                    "--write-splits", "--test-fraction", "--val-fraction", "--overwrite"):
