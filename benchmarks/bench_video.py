@@ -4,9 +4,12 @@ with the stages one after the other and overlapped in threads.
 For each detector and input size, ``utils.predict.job.run_predict_video`` (what
 ``predict.py --source clip.mp4 --track`` runs) processes the same video, first with
 ``overlap=False`` (read, detect, track, draw and write one frame after the other,
-in one thread), then overlapped (reading, detecting and drawing/writing in three
-threads); ``--repeats`` pairs of runs go back to back in alternating order, and the
-median FPS of each way and the median ratio within the pairs are printed. Each
+in one thread), then overlapped (reading, detecting and drawing/writing in threads
+of their own, with as many detector threads as the runtime has inference streams,
+see ``BasePredictor.for_streams``) and, for a runtime with several streams, also
+overlapped with one detector thread; ``--repeats`` rounds of these runs go back to
+back in rotating order, and the median FPS of each way and the median ratio to the
+sequential run within the rounds are printed. Each
 stage is also timed alone (decoding; the detector's letterboxing, network and NMS;
 tracking; drawing and encoding), since the overlapped throughput is bounded by the
 slowest stage and by the cores the stages share.
@@ -159,6 +162,17 @@ def open_checkpoint(path, size, runtime, cache_dir):
     return load_predictor(path, runtime=runtime, input_size=size, cache_dir=cache_dir)
 
 
+class OneDetector:
+    """A predictor without its throughput copy (``for_streams``): overlapped, it is
+    run by one detector thread, one frame at a time."""
+
+    def __init__(self, predictor):
+        self.predictor, self.class_names = predictor, predictor.class_names
+
+    def predict_batch(self, images, timings=None):
+        return self.predictor.predict_batch(images, timings)
+
+
 def run_video(predictor, video, overlap, track):
     """Frames per second of one run_predict_video on ``video``, output discarded."""
     from utils.predict.job import _NoViewer, run_predict_video
@@ -216,24 +230,34 @@ def main(argv=None):
                 for _ in range(3):  # builds the graph and warms the caches
                     predictor.predict_batch([np.zeros((size, size, 3), np.uint8)])
                 stages = time_stages(predictor, video, track)
-                # Pairs of runs back to back, in alternating order, so that a pair shares the
-                # machine's load; the ratio is the median of the pairs'.
-                fps = {False: [], True: []}
+                # Runs back to back, in rotating order, so that one round shares the machine's
+                # load; a ratio is the median of the rounds'. A runtime with several
+                # inference streams is also run overlapped with one detector thread.
+                streams = getattr(predictor, "for_streams", lambda: (predictor, 1))()[1]
+                ways = {"sequential": (predictor, False), "overlapped": (predictor, True)}
+                if streams > 1:
+                    ways["1 detector"] = (OneDetector(predictor), True)
+                fps = {way: [] for way in ways}
                 for repeat in range(args.repeats):
-                    for overlap in ((False, True) if repeat % 2 == 0 else (True, False)):
-                        fps[overlap].append(run_video(predictor, video, overlap, track))
-                ratio = float(np.median(np.divide(fps[True], fps[False])))
-                sequential, overlapped = float(np.median(fps[False])), float(np.median(fps[True]))
-                rows.append((label, size, sequential, overlapped, ratio, stages))
-                print(f"{label}@{size}: sequential {sequential:.1f} FPS, overlapped {overlapped:.1f} FPS "
-                      f"(pairs: {', '.join(f'{o / q:.2f}x' for q, o in zip(fps[False], fps[True]))}); "
-                      "stages alone (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+                    order = list(ways)[repeat % len(ways):] + list(ways)[:repeat % len(ways)]
+                    for way in order:
+                        runner, overlap = ways[way]
+                        fps[way].append(run_video(runner, video, overlap, track))
+                ratio = {way: float(np.median(np.divide(fps[way], fps["sequential"]))) for way in fps}
+                median = {way: float(np.median(values)) for way, values in fps.items()}
+                rows.append((label, size, median, ratio, stages))
+                print(f"{label}@{size}: " + ", ".join(f"{way} {median[way]:.1f} FPS" for way in fps)
+                      + f"; overlapped with {streams} detector thread(s) (rounds: "
+                      + ", ".join(f"{o / q:.2f}x" for q, o in zip(fps["sequential"], fps["overlapped"]))
+                      + "); stages alone (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
                       flush=True)
     print()
-    print(f"{'detector':<30}{'input':>6}{'sequential':>12}{'overlapped':>12}{'ratio':>7}"
-          f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (median FPS; ms/frame)")
-    for label, size, sequential, overlapped, ratio, stages in rows:
-        print(f"{label:<30}{size:>6}{sequential:>12.1f}{overlapped:>12.1f}{ratio:>7.2f}"
+    print(f"{'detector':<30}{'input':>6}{'sequential':>12}{'1 detector':>16}{'overlapped':>16}"
+          f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (median FPS (ratio); ms/frame)")
+    for label, size, median, ratio, stages in rows:
+        cells = [f"{median[way]:.1f} ({ratio[way]:.2f}x)" if way in median else "-"
+                 for way in ("1 detector", "overlapped")]
+        print(f"{label:<30}{size:>6}{median['sequential']:>12.1f}{cells[0]:>16}{cells[1]:>16}"
               f"{stages['decode']:>8.1f}{stages['detect']:>8.1f}{stages['track']:>7.2f}"
               f"{stages['draw + encode']:>10.1f}")
 

@@ -94,6 +94,33 @@ def _assert_same(reference, other, images):
 # --- each format against the Keras model ------------------------------------------------
 
 
+class _FromThreads:
+    """A predictor whose batch is detected one image a thread, all at once."""
+
+    def __init__(self, predictor, threads):
+        self.predictor, self.threads = predictor, threads
+        self.class_names = predictor.class_names
+
+    def predict_batch(self, images):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(self.predictor.predict, images))
+
+
+@pytest.mark.slow
+def test_openvino_streams_detect_like_one_request_from_several_threads(artifacts):
+    """The throughput copy a video file runs on (``for_streams``): the same detections,
+    with several threads inferring at once (one request each)."""
+    exported = load_predictor(artifacts["openvino"], **SETTINGS)
+    twin, streams = exported.for_streams()
+    assert streams >= 1 and twin.precision == exported.precision and (twin is exported) == (streams == 1)
+    if streams > 1:
+        assert twin.compiled is not exported.compiled
+    result = _assert_same(exported, _FromThreads(twin, max(streams, 3)), _images(9, seed=13))
+    assert result.matched >= 20
+
+
 @pytest.mark.parametrize("fmt", EACH_FORMAT)
 def test_export_reproduces_keras_detections(fmt, model, artifacts):
     from utils.predict.predictor import Predictor

@@ -12,26 +12,42 @@ from tests.predict.video_fakes import SquareFinder, frame_level, read_frames, wr
 from utils.predict.pipeline import FrameStream, NewestFrame
 
 
-def test_stream_keeps_source_order_with_uneven_stages():
+@pytest.mark.parametrize("detectors", [1, 3])
+def test_stream_keeps_source_order_with_uneven_stages(detectors):
     rng = random.Random(0)
+    busy, most = [0], [0]
+    lock = threading.Lock()
 
     def detect(frame):
-        time.sleep(rng.uniform(0, 0.004))
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(rng.uniform(0, 0.004) if detectors == 1 else 0.012 if frame % 3 == 0 else 0.001)
+        with lock:
+            busy[0] -= 1
         return frame * 10
 
     seen = []
-    with FrameStream(range(40), detect, depth=2) as stream:
+    with FrameStream(range(40), detect, depth=2, detectors=detectors) as stream:
         for item in stream:
             time.sleep(rng.uniform(0, 0.004))
             seen.append((item.index, item.frame, item.result))
     assert seen == [(i, i, 10 * i) for i in range(40)]
+    # Several detectors detect at once (frames finish out of order, and come out in order).
+    assert (most[0] > 1) == (detectors > 1)
     # The sequential way gives the same.
     assert [(s.index, s.result) for s in FrameStream(range(5), detect, overlap=False)] == [(i, 10 * i)
                                                                                           for i in range(5)]
 
 
+def _stage_threads():
+    return [thread for thread in threading.enumerate()
+            if thread.is_alive() and (thread.name == "frame-reader" or thread.name.startswith("detector"))]
+
+
+@pytest.mark.parametrize("detectors", [1, 2])
 @pytest.mark.parametrize("where", ["reader", "detector"])
-def test_a_stage_error_arrives_after_the_frames_before_it(where):
+def test_a_stage_error_arrives_after_the_frames_before_it(where, detectors):
     def frames():
         for i in range(10):
             if where == "reader" and i == 6:
@@ -43,14 +59,26 @@ def test_a_stage_error_arrives_after_the_frames_before_it(where):
             raise KeyboardInterrupt  # as Ctrl-C would, inside the detector
         return frame
 
-    stream = FrameStream(frames(), detect)
+    stream = FrameStream(frames(), detect, detectors=detectors)
     got = []
     with pytest.raises(OSError if where == "reader" else KeyboardInterrupt):
         for item in stream:
             got.append(item.index)
     assert got == list(range(6))
-    assert not any(thread.name in ("frame-reader", "detector") and thread.is_alive()
-                   for thread in threading.enumerate())
+    assert not _stage_threads()
+
+
+def test_every_detector_stops_at_the_end_and_the_end_comes_once():
+    with FrameStream(range(7), lambda frame: frame, detectors=3) as stream:
+        assert [item.index for item in stream] == list(range(7))
+        assert next(stream, "ended") == "ended"
+    assert not _stage_threads()
+
+
+def test_several_detectors_need_an_overlapped_stream_of_every_frame():
+    for options in (dict(overlap=False), dict(newest_only=True), dict(detectors=0)):
+        with pytest.raises(ValueError, match="detectors"):
+            FrameStream(range(3), lambda frame: frame, **{"detectors": 2, **options})
 
 
 def test_newest_frame_slot_drops_stale_frames():
@@ -102,11 +130,19 @@ def test_busy_detector_always_gets_the_newest_camera_frame():
         assert newest - 1 <= index <= newest
 
 
-def test_video_pipeline_writes_every_frame_in_order(monkeypatch, tmp_path, capsys):
+class _StreamingFinder(SquareFinder):
+    """SquareFinder as a runtime with three inference streams."""
+
+    def for_streams(self):
+        return self, 3
+
+
+@pytest.mark.parametrize("finder_class", [SquareFinder, _StreamingFinder])
+def test_video_pipeline_writes_every_frame_in_order(monkeypatch, tmp_path, capsys, finder_class):
     import predict
 
     rng = random.Random(1)
-    finder = SquareFinder(delay=lambda: rng.uniform(0, 0.01))
+    finder = finder_class(delay=lambda: rng.uniform(0, 0.01))
     monkeypatch.setattr(predict, "load_predictor", lambda args: finder)
     video = write_squares_video(tmp_path / "clip.mp4", frames=24)
     out = tmp_path / "out"
@@ -116,7 +152,9 @@ def test_video_pipeline_writes_every_frame_in_order(monkeypatch, tmp_path, capsy
     # Below both squares and their labels, each frame is still its own grey level.
     levels = [float(np.median(frame[104:, :, 1])) for frame in frames]
     np.testing.assert_allclose(levels, [frame_level(i) for i in range(24)], atol=4)
-    assert "Wrote 24 frames" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "Wrote 24 frames" in out_text
+    assert ("Detecting 3 frames at once" in out_text) == (finder_class is _StreamingFinder)
 
 
 def test_ctrl_c_while_drawing_leaves_a_playable_video(monkeypatch, tmp_path, capsys):

@@ -515,8 +515,10 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
         count: draw per-class counts on the frames and print the totals.
         max_frames: stop after this many frames (None: until the source ends).
         tracking: TrackingOptions, or None not to track.
-        overlap: read, detect and draw in threads of their own (False: one after the
-            other, for comparison; a webcam always overlaps).
+        overlap: read, detect and draw in threads of their own, with as many
+            detector threads as the predictor's ``for_streams`` says for a file
+            (False: one after the other, for comparison; a webcam always overlaps,
+            with one detector).
 
     Returns:
         ``EXIT_OK``; ``EXIT_NOTHING_READ`` if no frame could be read;
@@ -540,8 +542,14 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
             reader.close()
             raise UsageError(str(exc)) from None
         print(tracker.describe())
-    stream = FrameStream(reader, lambda frame: predictor.predict_batch([frame])[0], overlap=overlap or live,
-                         newest_only=live)
+    # A file is about frames per second: a runtime with several inference streams
+    # detects that many frames at once. A camera is about the delay: one at a time.
+    for_streams = getattr(predictor, "for_streams", None)  # stand-ins may lack it
+    detector, in_flight = for_streams() if for_streams and overlap and not live else (predictor, 1)
+    if in_flight > 1:
+        print(f"Detecting {in_flight} frames at once ({in_flight} inference streams).")
+    stream = FrameStream(reader, lambda frame: detector.predict_batch([frame])[0], overlap=overlap or live,
+                         newest_only=live, detectors=in_flight)
     bar = tqdm(total=total, unit="frame", desc=str(source))
     outputs = _PredictionOutputs(predictor, out, save_txt, crop)
     handler = _PredictVideo(predictor, viewer, writer, source.stem, bar, outputs, count=count,

@@ -1,11 +1,12 @@
 """Running a detector over a stream of frames, with decoding, detection and the
 caller's drawing and encoding overlapped.
 
-``FrameStream`` reads frames in one thread and detects in another, and hands the
-results to the thread that iterates it (which draws, encodes and shows them), so
-the throughput approaches that of the slowest stage instead of the sum of all.
-Stages are joined by bounded queues, so memory stays bounded when one stage is
-slower, and each stage has one thread, so frames come out in source order.
+``FrameStream`` reads frames in one thread and detects in another (or in several,
+for a runtime that runs several inferences at once), and hands the results to the
+thread that iterates it (which draws, encodes and shows them), so the throughput
+approaches that of the slowest stage instead of the sum of all. Stages are joined
+by bounded queues, so memory stays bounded when one stage is slower, and frames come
+out in source order (several detector threads hand theirs on in turn).
 
 A camera runs the other way round: its reader keeps only the newest frame
 (``NewestFrame``) and the detector always takes that one, so what is shown lags
@@ -70,14 +71,42 @@ class RateMeter:
 
 
 class _End:
-    """Marks the end of the source in a queue."""
+    """Marks the end of the source in a queue; ``seq`` is its place in the stream."""
+
+    def __init__(self, seq=None):
+        self.seq = seq
 
 
 class _Failure:
-    """Carries an exception of a stage thread to the iterating thread."""
+    """Carries an exception of a stage thread to the iterating thread, at ``seq``."""
 
-    def __init__(self, error):
+    def __init__(self, error, seq=None):
         self.error = error
+        self.seq = seq
+
+
+class _Turnstile:
+    """Lets items that finish out of order through in order: ``wait(seq)`` returns
+    once the items before ``seq`` have passed (False if ``stop`` is set first), and
+    ``done()`` lets the next one through."""
+
+    def __init__(self, stop):
+        self._next = 0
+        self._cond = threading.Condition()
+        self._stop = stop
+
+    def wait(self, seq):
+        with self._cond:
+            while self._next < seq:
+                if self._stop.is_set():
+                    return False
+                self._cond.wait(_POLL_S)
+            return self._next == seq
+
+    def done(self):
+        with self._cond:
+            self._next += 1
+            self._cond.notify_all()
 
 
 class NewestFrame:
@@ -121,9 +150,9 @@ class FrameStream:
     """Frames of a source with their detections, in source order.
 
     Iterating yields ``StreamedFrame``s. With ``overlap`` the source is read in one
-    thread and ``detect`` runs in another, while the iterating thread handles the
-    previous frames; without it each frame is read and detected when asked for, in
-    the iterating thread (the sequential way, for comparison).
+    thread and ``detect`` runs in ``detectors`` others, while the iterating thread
+    handles the previous frames; without it each frame is read and detected when
+    asked for, in the iterating thread (the sequential way, for comparison).
 
     Args:
         frames: an iterable of RGB uint8 frames (e.g. a ``VideoReader``); it is
@@ -134,13 +163,19 @@ class FrameStream:
             (cameras): frames the detector had no time for are dropped. Needs
             ``overlap``.
         depth: frames that may wait between two stages.
+        detectors: threads calling ``detect`` at once, each on the next waiting
+            frame (for a runtime with as many inference streams); ``detect`` must
+            then be safe to call from several threads. Needs ``overlap`` and not
+            ``newest_only``.
     """
 
-    def __init__(self, frames, detect, *, overlap=True, newest_only=False, depth=DEFAULT_DEPTH):
+    def __init__(self, frames, detect, *, overlap=True, newest_only=False, depth=DEFAULT_DEPTH, detectors=1):
         if newest_only and not overlap:
             raise ValueError("newest_only needs overlap=True: without a reader thread no frame can be dropped")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth!r}")
+        if detectors < 1 or (detectors > 1 and (newest_only or not overlap)):
+            raise ValueError(f"detectors must be 1, or more with overlap and without newest_only; got {detectors!r}")
         self.detect = detect
         self.overlap = overlap
         self.camera_rate = RateMeter()
@@ -151,11 +186,15 @@ class FrameStream:
         self._closed = False
         self._stop = threading.Event()
         self._threads = []
+        # Several detectors hand their frames on in source order; one needs no turns
+        # (a camera's dropped frames leave gaps in the order).
+        self._turns = _Turnstile(self._stop) if detectors > 1 else None
         if overlap:
             self._slot = NewestFrame() if newest_only else queue.Queue(maxsize=depth)
             self._out = queue.Queue(maxsize=1 if newest_only else depth)
-            self._threads = [threading.Thread(target=self._read, args=(frames,), name="frame-reader", daemon=True),
-                             threading.Thread(target=self._detect, name="detector", daemon=True)]
+            self._threads = [threading.Thread(target=self._read, args=(frames,), name="frame-reader", daemon=True)]
+            self._threads += [threading.Thread(target=self._detect, name=f"detector-{k}", daemon=True)
+                              for k in range(detectors)]
             for thread in self._threads:
                 thread.start()
 
@@ -217,9 +256,9 @@ class FrameStream:
                     return
                 if self._stop.is_set():
                     return
-            self._put(self._slot, _End())
+            self._put(self._slot, _End(self._read_count))
         except BaseException as exc:  # forwarded, so the iterating thread raises it
-            self._put(self._slot, _Failure(exc))
+            self._put(self._slot, _Failure(exc, self._read_count))
 
     def _detect(self):
         while True:
@@ -227,15 +266,30 @@ class FrameStream:
             if item is None:
                 return
             if isinstance(item, (_End, _Failure)):
-                self._put(self._out, item)
+                if self._turns is not None:
+                    self._put(self._slot, item)  # for the other detectors, which stop there too
+                self._hand_on(item.seq, item)
                 return
             try:
                 streamed = self._detect_one(*item)
             except BaseException as exc:  # forwarded, so the iterating thread raises it
-                self._put(self._out, _Failure(exc))
+                self._hand_on(item[0], _Failure(exc, item[0]))
                 return
-            if not self._put(self._out, streamed):
+            if not self._hand_on(item[0], streamed):
                 return
+
+    def _hand_on(self, seq, item):
+        """Puts ``item`` (the ``seq``-th of the stream) into the output queue, in its
+        turn when there are several detectors; False when the stream was closed or
+        the item's turn has passed (an end another detector handed on already)."""
+        if self._turns is None:
+            return self._put(self._out, item)
+        if not self._turns.wait(seq):
+            return False
+        try:
+            return self._put(self._out, item)
+        finally:
+            self._turns.done()
 
     def _detect_one(self, index, frame, timestamp):
         result = self.detect(frame)

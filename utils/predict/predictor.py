@@ -158,6 +158,13 @@ class BasePredictor:
         """Detections of one RGB uint8 (H, W, 3) image."""
         return self.predict_batch([image])[0]
 
+    def for_streams(self):
+        """The predictor to run over a video file, where frames per second matter more
+        than the delay of one frame, and how many frames it takes at once, each from
+        a thread of its own: ``(predictor, frames in flight)``. Here itself and 1;
+        a runtime with parallel inference streams overrides it."""
+        return self, 1
+
     def _detect(self, batch):
         raise NotImplementedError
 
