@@ -22,13 +22,16 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 
 # Two workers, one test file each: the files' module fixtures are built once, and
 # the workers overlap each other's imports, subprocess starts and data pipelines.
+# Files go out in the order tests/conftest.py gives them (those that train first),
+# not by their number of tests, so the longest do not finish alone at the end.
 TEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest $(PYTEST_XDIST)
 
 test-fast: $(TEST_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest $(PYTEST_XDIST) -m "not slow"
 
 demo: $(STAMP)
 	$(PY) -m utils.demo

@@ -203,7 +203,7 @@ def main(argv=None):
                 maps[variant] = voc_map(evaluator, images, truth)
 
     reference = np.median(times["keras"]["e2e"])
-    print(f"\n| runtime | graph ms (net + decode + NMS) | network ms | end to end ms | vs TF e2e |"
+    print("\n| runtime | graph ms (net + decode + NMS) | network ms | end to end ms | vs TF e2e |"
           + (" mAP@0.5 |" if maps else ""))
     print("|---|---|---|---|---|" + ("---|" if maps else ""))
     for variant in variants:

@@ -22,22 +22,21 @@ import pytest  # noqa: E402
 from tests import helpers  # noqa: E402
 
 
-# Where the test files that train are; with end-to-end (slow) tests they are started
-# first: with one file per test worker (make test), the longest files then run beside
-# the others instead of finishing alone at the end.
+# Where the test files that train are. The files with end-to-end (slow) tests that
+# train are collected first, then the other files with slow tests, then the rest (each
+# file's tests in their order): with one file per test worker (make test keeps this
+# order), the longest files run beside the others instead of finishing alone at the end.
 TRAINING_FIRST = ("tests/train/", "tests/test_demo.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Orders the files: those with end-to-end (slow) tests that train, then the other
-    files with slow tests, then the rest; each file's tests keep their order."""
+    """Orders the files as ``TRAINING_FIRST`` says."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item):
-        where = item.path.relative_to(ROOT).as_posix()
         if item.path not in slow_files:
             return 2
-        return 0 if where.startswith(TRAINING_FIRST) else 1
+        return 0 if item.path.relative_to(ROOT).as_posix().startswith(TRAINING_FIRST) else 1
 
     items.sort(key=rank)
 

@@ -10,7 +10,7 @@ from tests.helpers import TRAIN_TIMEOUT, run_script
 
 
 @pytest.mark.slow
-def test_short_demo_runs_every_step(tmp_path):
+def test_short_demo_runs_every_step(tmp_path, monkeypatch, capsys):
     data, logs = tmp_path / "data", tmp_path / "logs"
     cmd = ["-m", "utils.demo", "--data", data, "--save-dir", logs, "--num-images", "24", "--epochs", "1",
            "--input-size", "64", "--batch-size", "4", "--samples", "2"]
@@ -36,8 +36,17 @@ def test_short_demo_runs_every_step(tmp_path):
     model = load_model(run_dir / "best.keras")
     assert model.class_names == (data / "shapes_classes.txt").read_text().split()
 
-    # A second run reuses the data and makes a new run folder.
-    again = run_script(*cmd, timeout=TRAIN_TIMEOUT)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "Reusing the dataset" in again.stdout
-    assert (logs / "demo2" / "best.keras").is_file()
+    # A second run reuses the data and makes a new run folder: its commands, recorded
+    # instead of run (the same steps again would double the test's minutes).
+    from utils.demo import driver
+
+    commands = []
+    monkeypatch.setattr(driver, "run", lambda command, env=None: commands.append([str(c) for c in command]))
+    capsys.readouterr()
+    driver.main([str(c) for c in cmd[2:]])
+    assert "Reusing the dataset" in capsys.readouterr().out
+    steps = [command[1] for command in commands]
+    assert steps == ["train.py", "get_map.py", "predict.py", "predict.py"], steps
+    train = commands[0]
+    assert train[train.index("--name") + 1] == "demo2" and train[train.index("--save-dir") + 1] == str(logs)
+    assert all(str(logs / "demo2") in " ".join(command) for command in commands[1:])

@@ -8,7 +8,6 @@ Used by ``summary.py`` and ``benchmarks/bench_backbones.py``.
 
 import contextlib
 import logging
-import os
 import statistics
 import time
 
