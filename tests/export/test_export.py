@@ -115,6 +115,7 @@ def test_openvino_streams_detect_like_one_request_from_several_threads(artifacts
     exported = load_predictor(artifacts["openvino"], **SETTINGS)
     twin, streams = exported.for_streams()
     assert streams >= 1 and twin.precision == exported.precision and (twin is exported) == (streams == 1)
+    assert exported.for_streams()[0] is twin  # compiled once
     if streams > 1:
         assert twin.compiled is not exported.compiled
     result = _assert_same(exported, _FromThreads(twin, max(streams, 3)), _images(9, seed=13))

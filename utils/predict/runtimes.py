@@ -422,6 +422,7 @@ class OpenVINOPredictor(ExportedPredictor):
         if precision not in (None, "fp32", "bf16"):
             raise ValueError(f"precision must be None, 'fp32' or 'bf16', got {precision!r}")
         self._asked_precision = precision
+        self._streams = None  # (the throughput copy, its streams), made when first asked for
         super().__init__(path, **options)
 
     def _open(self):
@@ -467,14 +468,15 @@ class OpenVINOPredictor(ExportedPredictor):
 
     def for_streams(self):
         """A copy compiled for throughput (several inference streams, as many frames in
-        flight, each from its own thread); on 2 cores, a video at 416 went from 1.17x
-        to 1.38x the sequential frame rate with EfficientNet-Lite0, and from 1.14x to
-        1.21x with B0 (benchmarks/bench_video.py). Itself and 1 when OpenVINO finds
-        one stream best."""
-        twin = copy.copy(self)
-        twin._compile("THROUGHPUT", self.metadata)
-        streams = int(twin.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        return (twin, streams) if streams > 1 else (self, 1)
+        flight, each from its own thread); on 2 cores it gave a video at 416 6-18% more
+        frames per second than one detector thread, with EfficientNet-Lite0 and B0
+        (benchmarks/bench_video.py). Itself and 1 when OpenVINO finds one stream best."""
+        if self._streams is None:  # compiled once, for every video of a run
+            twin = copy.copy(self)
+            twin._compile("THROUGHPUT", self.metadata)
+            streams = int(twin.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._streams = (twin, streams) if streams > 1 else (self, 1)
+        return self._streams
 
     @property
     def precision(self):
