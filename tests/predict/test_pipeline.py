@@ -75,6 +75,33 @@ def test_every_detector_stops_at_the_end_and_the_end_comes_once():
     assert not _stage_threads()
 
 
+def test_a_detector_goes_on_while_another_is_slow_within_the_room_given():
+    depth, detectors = 2, 2
+    slow_started, slow_done = threading.Event(), threading.Event()
+    ahead = []
+
+    def detect(frame):
+        if frame == 0:
+            slow_started.set()
+            slow_done.wait(60)
+        elif slow_started.is_set() and not slow_done.is_set():
+            ahead.append(frame)
+        return frame
+
+    with FrameStream(range(20), detect, depth=depth, detectors=detectors) as stream:
+        assert slow_started.wait(5)
+        deadline = time.monotonic() + 3
+        while len(ahead) < depth + detectors - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # room for a frame too many to show up
+        frames_ahead = list(ahead)
+        slow_done.set()
+        assert [item.index for item in stream] == list(range(20))
+    # The other detector did not wait for frame 0: it detected the frames after it,
+    # as many as there was room for (frame 0 holds one place).
+    assert frames_ahead == list(range(1, depth + detectors))
+
+
 def test_several_detectors_need_an_overlapped_stream_of_every_frame():
     for options in (dict(overlap=False), dict(newest_only=True), dict(detectors=0)):
         with pytest.raises(ValueError, match="detectors"):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from PIL import ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from utils.predict import visualize
 from utils.image import letterbox_geometry
@@ -91,6 +91,40 @@ def test_draw_detections_boxes_labels_and_input_untouched():
     assert (out[2:10, 2:20].reshape(-1, 3) == class_color(2)).all(axis=1).mean() > 0.3
     # Inside the boxes, away from the edges and labels, nothing changes.
     assert (out[80, 60:100] == 128).all()
+
+
+def test_box_outlines_are_pillows_rectangles_cut_at_the_edges():
+    # Boxes are drawn into the array as Pillow draws rectangle outlines (the width
+    # inwards, right and bottom edges exclusive), boxes partly outside included; a
+    # box thinner than two lines is filled, where Pillow draws past its sides.
+    rng = np.random.default_rng(0)
+    color = (9, 99, 199)
+    for _ in range(300):
+        height, width = (int(v) for v in rng.integers(10, 90, 2))
+        x1, y1 = (int(v) for v in rng.integers(-20, 90, 2))
+        x2, y2 = x1 + int(rng.integers(0, 60)), y1 + int(rng.integers(0, 60))
+        line = int(rng.integers(1, 6))
+        canvas = np.zeros((height, width, 3), np.uint8)
+        visualize._draw_box(canvas, (x1, y1, x2, y2), color, line)
+        message = f"{(x1, y1, x2, y2)} width {line}"
+        if min(x2 - x1, y2 - y1) >= 2 * line:
+            expected = Image.new("RGB", (width, height))
+            ImageDraw.Draw(expected).rectangle((x1, y1, x2 - 1, y2 - 1), outline=color, width=line)
+            np.testing.assert_array_equal(canvas, np.asarray(expected), err_msg=message)
+        else:
+            rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
+            inside = (rows >= y1) & (rows < max(y1 + 1, y2)) & (cols >= x1) & (cols < max(x1 + 1, x2))
+            drawn = (canvas == color).all(axis=-1)
+            np.testing.assert_array_equal(drawn, inside, err_msg=message)
+
+
+def test_draw_detections_into_a_given_array():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    det = _detections([[10, 20, 50, 55]], [0.9], [0])
+    target = image.copy()
+    out = draw_detections(image, det, ["a"], fps=3.0, out=target)
+    assert out is target and np.array_equal(out, draw_detections(image, det, ["a"], fps=3.0))
+    assert (image == 128).all()
 
 
 def test_draw_counts_and_fps():

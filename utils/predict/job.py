@@ -472,13 +472,13 @@ class _PredictVideo:
         self.last = now
         item = items[0]
         frame, det = item.frame, item.result
-        picture = frame
+        picture = None  # drawn on a copy: the frame itself is saved as it is (crops)
         if self.tracker is not None:
             det = self.tracker.update(det, frame.shape[:2], frame=frame, frame_number=item.index + 1,
                                       timestamp=item.timestamp if self.live else None)
             picture = draw_tracking(frame, self.tracker.trails(det), self.tracker.line)
-        annotated = draw_detections(picture, det, self.predictor.class_names, counts=self.count,
-                                    fps=None if self.live else self.fps, status=self._status())
+        annotated = draw_detections(frame, det, self.predictor.class_names, counts=self.count,
+                                    fps=None if self.live else self.fps, status=self._status(), out=picture)
         self.writer.write(annotated)
         self.outputs.save(f"{self.stem}_{self.writer.frames - 1:06d}", frame, det)
         if self.fps is not None:

@@ -6,7 +6,8 @@ for a runtime that runs several inferences at once), and hands the results to th
 thread that iterates it (which draws, encodes and shows them), so the throughput
 approaches that of the slowest stage instead of the sum of all. Stages are joined
 by bounded queues, so memory stays bounded when one stage is slower, and frames come
-out in source order (several detector threads hand theirs on in turn).
+out in source order (several detector threads file theirs under their places, and
+none waits for another to finish).
 
 A camera runs the other way round: its reader keeps only the newest frame
 (``NewestFrame``) and the detector always takes that one, so what is shown lags
@@ -85,28 +86,39 @@ class _Failure:
         self.seq = seq
 
 
-class _Turnstile:
-    """Lets items that finish out of order through in order: ``wait(seq)`` returns
-    once the items before ``seq`` have passed (False if ``stop`` is set first), and
-    ``done()`` lets the next one through."""
+class _InOrder:
+    """Where several detectors hand on their frames: an item filed under its place in
+    the stream (``put(seq, item)``, never blocking) is taken (``get``) once every item
+    before it was. An item filed again under a place already taken or filled is
+    dropped (an end that each detector hands on)."""
 
-    def __init__(self, stop):
+    def __init__(self):
+        self._items = {}
         self._next = 0
         self._cond = threading.Condition()
-        self._stop = stop
 
-    def wait(self, seq):
+    def put(self, seq, item):
         with self._cond:
-            while self._next < seq:
-                if self._stop.is_set():
-                    return False
-                self._cond.wait(_POLL_S)
-            return self._next == seq
+            if seq >= self._next and seq not in self._items:
+                self._items[seq] = item
+                self._cond.notify_all()
 
-    def done(self):
+    def get(self, timeout=None):
+        """The next item in stream order, waiting up to ``timeout`` seconds.
+
+        Raises:
+            queue.Empty: it did not arrive in time.
+        """
         with self._cond:
+            if not self._cond.wait_for(lambda: self._next in self._items, timeout):
+                raise queue.Empty
             self._next += 1
-            self._cond.notify_all()
+            return self._items.pop(self._next - 1)
+
+    def empty(self):
+        """Whether the next item has still to arrive."""
+        with self._cond:
+            return self._next not in self._items
 
 
 class NewestFrame:
@@ -165,8 +177,10 @@ class FrameStream:
         depth: frames that may wait between two stages.
         detectors: threads calling ``detect`` at once, each on the next waiting
             frame (for a runtime with as many inference streams); ``detect`` must
-            then be safe to call from several threads. Needs ``overlap`` and not
-            ``newest_only``.
+            then be safe to call from several threads. A detector that finishes a
+            frame before the one ahead of it goes on with the next frame; at most
+            ``depth + detectors`` frames are between the reader and the iterating
+            thread. Needs ``overlap`` and not ``newest_only``.
     """
 
     def __init__(self, frames, detect, *, overlap=True, newest_only=False, depth=DEFAULT_DEPTH, detectors=1):
@@ -186,12 +200,14 @@ class FrameStream:
         self._closed = False
         self._stop = threading.Event()
         self._threads = []
-        # Several detectors hand their frames on in source order; one needs no turns
-        # (a camera's dropped frames leave gaps in the order).
-        self._turns = _Turnstile(self._stop) if detectors > 1 else None
+        # Several detectors file their frames under their places in the source, and
+        # each takes a frame only when there is room for it (given back as the
+        # iterating thread takes one); one detector hands its frames on as they
+        # come, in order (a camera's dropped frames leave gaps in the places).
+        self._room = threading.Semaphore(depth + detectors) if detectors > 1 else None
         if overlap:
             self._slot = NewestFrame() if newest_only else queue.Queue(maxsize=depth)
-            self._out = queue.Queue(maxsize=1 if newest_only else depth)
+            self._out = _InOrder() if detectors > 1 else queue.Queue(maxsize=1 if newest_only else depth)
             self._threads = [threading.Thread(target=self._read, args=(frames,), name="frame-reader", daemon=True)]
             self._threads += [threading.Thread(target=self._detect, name=f"detector-{k}", daemon=True)
                               for k in range(detectors)]
@@ -262,11 +278,13 @@ class FrameStream:
 
     def _detect(self):
         while True:
+            if self._room is not None and not self._take_room():
+                return
             item = self._get(self._slot)
             if item is None:
                 return
             if isinstance(item, (_End, _Failure)):
-                if self._turns is not None:
+                if self._room is not None:
                     self._put(self._slot, item)  # for the other detectors, which stop there too
                 self._hand_on(item.seq, item)
                 return
@@ -278,18 +296,20 @@ class FrameStream:
             if not self._hand_on(item[0], streamed):
                 return
 
+    def _take_room(self):
+        """Waits for room for one more frame, giving up (False) when the stream is closed."""
+        while not self._stop.is_set():
+            if self._room.acquire(timeout=_POLL_S):
+                return True
+        return False
+
     def _hand_on(self, seq, item):
-        """Puts ``item`` (the ``seq``-th of the stream) into the output queue, in its
-        turn when there are several detectors; False when the stream was closed or
-        the item's turn has passed (an end another detector handed on already)."""
-        if self._turns is None:
-            return self._put(self._out, item)
-        if not self._turns.wait(seq):
-            return False
-        try:
-            return self._put(self._out, item)
-        finally:
-            self._turns.done()
+        """Hands ``item``, the ``seq``-th of the stream, on to the iterating thread;
+        False when the stream was closed."""
+        if isinstance(self._out, _InOrder):
+            self._out.put(seq, item)
+            return not self._stop.is_set()
+        return self._put(self._out, item)
 
     def _detect_one(self, index, frame, timestamp):
         result = self.detect(frame)
@@ -331,6 +351,8 @@ class FrameStream:
         if isinstance(item, _Failure):
             self.close()
             raise item.error
+        if self._room is not None:
+            self._room.release()
         return item
 
     def close(self):

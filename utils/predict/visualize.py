@@ -2,7 +2,8 @@
 objectness heat maps on images, and showing them in a window.
 
 Images are RGB uint8 arrays (H, W, 3) throughout; drawing functions return a new
-array and leave their input untouched. Boxes are xyxy pixels of the image drawn on.
+array and leave their input untouched (``draw_detections`` draws into ``out`` when
+given one). Boxes are xyxy pixels of the image drawn on.
 Labels use DejaVu Sans, the font that ships with matplotlib, sized with the image.
 """
 
@@ -116,7 +117,8 @@ def line_width_for(image_hw):
 
 @functools.lru_cache(maxsize=4096)
 def _tag(text, font_size, fill, width=0):
-    """A label: ``text`` in black or white on a ``fill`` box, as a PIL image.
+    """A label: ``text`` in black or white on a ``fill`` box, as a read-only RGB
+    uint8 array.
 
     The height depends only on the font (ascent + descent), so labels line up; the
     box is at least ``width`` wide. Cached, since the same labels recur in a video
@@ -128,17 +130,35 @@ def _tag(text, font_size, fill, width=0):
     pad = max(1, (ascent + descent) // 6)
     tag = Image.new("RGB", (max(width, right - left + 2 * pad), ascent + descent + 2 * pad), fill)
     ImageDraw.Draw(tag).text((pad - left, pad), text, font=font, fill=text_color(fill))
-    return tag
+    pixels = np.asarray(tag).copy()
+    pixels.flags.writeable = False
+    return pixels
 
 
 def _paste_tag(canvas, tag, xy, anchor_bottom=False):
-    """Pastes a label with its top-left (or bottom-left) corner at ``xy``, kept inside the canvas."""
+    """Copies a label into ``canvas`` with its top-left (or bottom-left) corner at
+    ``xy``, moved inside the canvas (and cut where it is larger)."""
+    (tag_h, tag_w), (height, width) = tag.shape[:2], canvas.shape[:2]
     x, y = xy
     if anchor_bottom:
-        y -= tag.height
-    x = min(max(0, x), max(0, canvas.width - tag.width))
-    y = min(max(0, y), max(0, canvas.height - tag.height))
-    canvas.paste(tag, (int(x), int(y)))
+        y -= tag_h
+    x = int(min(max(0, x), max(0, width - tag_w)))
+    y = int(min(max(0, y), max(0, height - tag_h)))
+    canvas[y : y + tag_h, x : x + tag_w] = tag[: height - y, : width - x]
+
+
+def _draw_box(canvas, box, color, line):
+    """Draws a box outline ``line`` pixels wide inside xyxy ``box`` (ints; the
+    right and bottom edges are exclusive), cut at the canvas's edges."""
+    x1, y1, x2, y2 = box
+    x2, y2 = max(x1, x2 - 1) + 1, max(y1, y2 - 1) + 1
+    height, width = canvas.shape[:2]
+    strips = ((y1, min(y2, y1 + line), x1, x2), (max(y1, y2 - line), y2, x1, x2),
+              (y1, y2, x1, min(x2, x1 + line)), (y1, y2, max(x1, x2 - line), x2))
+    for top, bottom, left, right in strips:
+        top, bottom, left, right = max(top, 0), min(bottom, height), max(left, 0), min(right, width)
+        if top < bottom and left < right:
+            canvas[top:bottom, left:right] = color
 
 
 def count_classes(classes, class_names):
@@ -155,7 +175,7 @@ def count_classes(classes, class_names):
     return {class_names[int(i)]: int(n) for i, n in zip(ids, counts)}
 
 
-def draw_detections(image, detections, class_names, counts=False, fps=None, status=()):
+def draw_detections(image, detections, class_names, counts=False, fps=None, status=(), out=None):
     """Draws boxes with "name score" labels, optionally class counts, FPS and status lines.
 
     Detections with ``track_ids`` (``utils.predict.tracking.TrackedDetections``) are
@@ -171,12 +191,14 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
         fps: frames per second to draw top right (None: not drawn).
         status: more lines of text drawn top right, below the FPS.
 
+        out: an RGB uint8 (H, W, 3) array to draw into instead of a copy of
+            ``image`` (``image`` itself to draw in place).
+
     Returns:
-        new RGB uint8 (H, W, 3) array.
+        the drawn RGB uint8 (H, W, 3) array: ``out``, or a new one.
     """
-    canvas = Image.fromarray(np.ascontiguousarray(image))
-    draw = ImageDraw.Draw(canvas)
-    hw = image.shape[:2]
+    canvas = np.array(image, np.uint8, order="C") if out is None else out
+    hw = canvas.shape[:2]
     font_size = font_size_for(hw)
     line = line_width_for(hw)
     boxes = np.asarray(detections.boxes, np.float64).reshape(-1, 4)
@@ -187,21 +209,21 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
     # Weakest first, so the strongest boxes and labels end up on top.
     for i in np.argsort(scores, kind="stable"):
         color = class_color(classes[i])
-        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
-        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=color, width=line)
+        box = tuple(int(round(v)) for v in boxes[i])
+        _draw_box(canvas, box, color, line)
         prefix = f"#{int(track_ids[i])} " if track_ids[i] >= 0 else ""
         tag = _tag(f"{prefix}{class_names[int(classes[i])]} {float(scores[i]):.2f}", font_size, color)
         # Above the box when it fits, else just inside its top edge.
-        _paste_tag(canvas, tag, (x1, y1), anchor_bottom=y1 >= tag.height)
+        _paste_tag(canvas, tag, box[:2], anchor_bottom=box[1] >= tag.shape[0])
     if counts:
         _draw_counts(canvas, classes, class_names, font_size)
     lines = ([f"FPS {fps:.1f}"] if fps is not None else []) + list(status)
     y = 0
     for text in lines:
         tag = _tag(text, font_size, _BLACK)
-        _paste_tag(canvas, tag, (canvas.width, y))
-        y += tag.height
-    return np.array(canvas)
+        _paste_tag(canvas, tag, (hw[1], y))
+        y += tag.shape[0]
+    return canvas
 
 
 def draw_tracking(image, trails=(), line=None):
@@ -251,12 +273,12 @@ def _draw_counts(canvas, classes, class_names, font_size):
     ids, numbers = np.unique(np.asarray(classes, np.int64), return_counts=True)
     rows = [(f"{class_names[int(i)]}: {int(n)}", class_color(i)) for i, n in zip(ids, numbers)]
     rows.append((f"total: {int(numbers.sum())}", _BLACK))
-    width = max(_tag(text, font_size, color).width for text, color in rows)
+    width = max(_tag(text, font_size, color).shape[1] for text, color in rows)
     tags = [_tag(text, font_size, color, width) for text, color in rows]
-    y = canvas.height - sum(tag.height for tag in tags)
+    y = canvas.shape[0] - sum(tag.shape[0] for tag in tags)
     for tag in tags:
         _paste_tag(canvas, tag, (0, y))
-        y += tag.height
+        y += tag.shape[0]
 
 
 def objectness_map(raw_level, num_classes):
