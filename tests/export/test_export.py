@@ -575,6 +575,36 @@ def test_auto_exports_once_then_reuses_and_detects_like_keras(model, auto_checkp
     assert problem is None
 
 
+class _Answers:
+    """A stand-in predictor giving fixed detections (one per image) and raw heads."""
+
+    def __init__(self, scores):
+        from utils.predict.predictor import Detections
+
+        self.detections = [Detections(np.array([[10, 10, 40, 40]] * len(s), np.float32).reshape(-1, 4),
+                                      np.array(s, np.float32), np.zeros(len(s), np.int32)) for s in scores]
+
+    def predict_batch(self, images):
+        return [self.detections[int(image[0, 0, 0])] for image in images]
+
+    def raw_outputs(self, images):
+        return [np.ones((len(images), 2, 2, 3), np.float32)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_detection_at_the_threshold_found_by_one_side_alone_passes_the_check(precision):
+    from utils.export.verify import TOLERANCES, check_export
+
+    images = [np.full((8, 8, 3), i, np.uint8) for i in range(2)]
+    tolerance, conf = TOLERANCES[precision], 0.5
+    # Scored just above the threshold by the Keras model, just below it by the export.
+    near = conf + tolerance.score / 2
+    assert check_export(_Answers([[near], []]), _Answers([[], []]), images, tolerance, conf)[1] is None
+    # A clear detection that the export misses, with nothing found by both, fails.
+    _, problem = check_export(_Answers([[0.9], []]), _Answers([[], []]), images, tolerance, conf)
+    assert problem == "none of the 1 detections is found by both"
+
+
 def test_auto_falls_back_to_tensorflow_and_says_why(auto_checkpoint, monkeypatch, caplog, capsys):
     from utils.export import auto_runtime, verify
     from utils.export.auto_runtime import RuntimeChoiceError, load_predictor as load_auto
