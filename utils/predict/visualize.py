@@ -149,7 +149,8 @@ def _paste_tag(canvas, tag, xy, anchor_bottom=False):
 
 def _draw_box(canvas, box, color, line):
     """Draws a box outline ``line`` pixels wide inside xyxy ``box`` (ints; the
-    right and bottom edges are exclusive), cut at the canvas's edges."""
+    right and bottom edges are exclusive), cut at the canvas's edges, as Pillow
+    draws a rectangle's outline; a box thinner than two lines is filled."""
     x1, y1, x2, y2 = box
     x2, y2 = max(x1, x2 - 1) + 1, max(y1, y2 - 1) + 1
     height, width = canvas.shape[:2]
@@ -190,7 +191,6 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
         counts: also draw the number of detections per class, bottom left.
         fps: frames per second to draw top right (None: not drawn).
         status: more lines of text drawn top right, below the FPS.
-
         out: an RGB uint8 (H, W, 3) array to draw into instead of a copy of
             ``image`` (``image`` itself to draw in place).
 
