@@ -141,6 +141,21 @@ def test_draw_counts_and_fps():
     assert count_classes(det.classes, ["a", "b", "c"]) == {"a": 2, "c": 1}
 
 
+def test_the_counts_panel_moves_off_the_boxes_to_another_corner():
+    image = np.full((120, 160, 3), 255, np.uint8)
+    in_the_corner = _detections([[2, 90, 40, 118]], [0.9], [1])
+    out = draw_detections(image, in_the_corner, ["a", "b"], counts=True)
+    plain = draw_detections(image, in_the_corner, ["a", "b"])
+    # The box's outline stays as drawn without counts; the panel (its total row black)
+    # is in the bottom-right corner instead.
+    assert np.array_equal(out[90:118, 2:6], plain[90:118, 2:6])
+    assert (out[-3, -2] == 0).all() and (plain[-3, -2] == 255).all()
+    # Boxes in every corner but the top-left: the panel goes there.
+    everywhere = _detections([[0, 60, 80, 120], [80, 60, 160, 120], [100, 0, 160, 40]], [0.9, 0.8, 0.7], [0, 1, 0])
+    out = draw_detections(image, everywhere, ["a", "b"], counts=True)
+    assert (out[2, 2] == class_color(0)).all() and (draw_detections(image, everywhere, ["a", "b"])[2, 2] == 255).all()
+
+
 def test_draw_no_detections_returns_copy():
     image = np.zeros((40, 50, 3), np.uint8)
     out = draw_detections(image, _detections(np.zeros((0, 4)), [], []), ["a"], counts=True)

@@ -188,7 +188,8 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
             (N,) and ``classes`` int (N,) (e.g. ``utils.predict.predictor.Detections``),
             optionally ``track_ids`` int (N,).
         class_names: list of C display names indexed by the class ids.
-        counts: also draw the number of detections per class, bottom left.
+        counts: also draw the number of detections per class, in the bottom-left
+            corner (another corner where that one covers more of the boxes).
         fps: frames per second to draw top right (None: not drawn).
         status: more lines of text drawn top right, below the FPS.
         out: an RGB uint8 (H, W, 3) array to draw into instead of a copy of
@@ -216,7 +217,7 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
         # Above the box when it fits, else just inside its top edge.
         _paste_tag(canvas, tag, box[:2], anchor_bottom=box[1] >= tag.shape[0])
     if counts:
-        _draw_counts(canvas, classes, class_names, font_size)
+        _draw_counts(canvas, classes, class_names, font_size, boxes)
     lines = ([f"FPS {fps:.1f}"] if fps is not None else []) + list(status)
     y = 0
     for text in lines:
@@ -265,19 +266,29 @@ def draw_tracking(image, trails=(), line=None):
     return canvas
 
 
-def _draw_counts(canvas, classes, class_names, font_size):
-    """Draws per-class counts and the total as a panel in the bottom-left corner.
-
-    Bottom left because box labels sit on the boxes' top edges.
-    """
+def _draw_counts(canvas, classes, class_names, font_size, boxes):
+    """Draws per-class counts and the total as a panel in a corner: the bottom-left
+    one (box labels sit on the boxes' top edges), or, where that covers more of the
+    boxes, the bottom-right or the top-left one, whichever covers the least (the
+    top-right corner holds the frame rate)."""
     ids, numbers = np.unique(np.asarray(classes, np.int64), return_counts=True)
     rows = [(f"{class_names[int(i)]}: {int(n)}", class_color(i)) for i, n in zip(ids, numbers)]
     rows.append((f"total: {int(numbers.sum())}", _BLACK))
     width = max(_tag(text, font_size, color).shape[1] for text, color in rows)
     tags = [_tag(text, font_size, color, width) for text, color in rows]
-    y = canvas.shape[0] - sum(tag.shape[0] for tag in tags)
+    panel_h = sum(tag.shape[0] for tag in tags)
+    canvas_h, canvas_w = canvas.shape[:2]
+    corners = [(0, canvas_h - panel_h), (canvas_w - width, canvas_h - panel_h), (0, 0)]
+
+    def covered(corner):
+        x, y = corner
+        overlap_w = np.clip(np.minimum(boxes[:, 2], x + width) - np.maximum(boxes[:, 0], x), 0, None)
+        overlap_h = np.clip(np.minimum(boxes[:, 3], y + panel_h) - np.maximum(boxes[:, 1], y), 0, None)
+        return float((overlap_w * overlap_h).sum())
+
+    x, y = min(corners, key=covered)  # the first of equals: bottom left
     for tag in tags:
-        _paste_tag(canvas, tag, (0, y))
+        _paste_tag(canvas, tag, (x, y))
         y += tag.shape[0]
 
 
