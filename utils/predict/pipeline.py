@@ -306,7 +306,7 @@ class FrameStream:
     def _hand_on(self, seq, item):
         """Hands ``item``, the ``seq``-th of the stream, on to the iterating thread;
         False when the stream was closed."""
-        if isinstance(self._out, _InOrder):
+        if self._room is not None:  # several detectors: filed under its place
             self._out.put(seq, item)
             return not self._stop.is_set()
         return self._put(self._out, item)

@@ -30,9 +30,9 @@ in the ONNX ``metadata_props`` and the OpenVINO ``rt_info`` under the key
 ``effyolo.json`` inside a SavedModel folder.
 """
 
+import copy
 import json
 import logging
-import copy
 import os
 import threading
 import warnings
@@ -468,9 +468,9 @@ class OpenVINOPredictor(ExportedPredictor):
 
     def for_streams(self):
         """A copy compiled for throughput (several inference streams, as many frames in
-        flight, each from its own thread); on 2 cores it gave a video at 416 6-18% more
+        flight, each from its own thread); on 2 cores it gave a video at 416 18-24% more
         frames per second than one detector thread, with EfficientNet-Lite0 and B0
-        (benchmarks/bench_video.py). Itself and 1 when OpenVINO finds one stream best."""
+        (benchmarks/bench_video.py, medians of 8 rounds). Itself and 1 when OpenVINO finds one stream best."""
         if self._streams is None:  # compiled once, for every video of a run
             twin = copy.copy(self)
             twin._compile("THROUGHPUT", self.metadata)
