@@ -5,11 +5,11 @@ For each detector and input size, ``utils.predict.job.run_predict_video`` (what
 ``predict.py --source clip.mp4 --track`` runs) processes the same video, first with
 ``overlap=False`` (read, detect, track, draw and write one frame after the other,
 in one thread), then overlapped (reading, detecting and drawing/writing in threads
-of their own, with as many detector threads as the runtime has inference streams,
+of their own, with as many detector threads as the runtime keeps frames in flight,
 see ``BasePredictor.for_streams``) and, for a runtime with several streams, also
-overlapped with one detector thread; ``--repeats`` rounds of these runs go back to
-back in rotating order, and the median FPS of each way and the median ratio to the
-sequential run within the rounds are printed. Each
+overlapped with one detector thread and with one frame fewer in flight; ``--repeats``
+rounds of these runs go back to back in rotating order, and the median FPS of each
+way and the median ratio to the sequential run within the rounds are printed. Each
 stage is also timed alone (decoding; the detector's letterboxing, network and NMS;
 tracking; drawing and encoding), since the overlapped throughput is bounded by the
 slowest stage and by the cores the stages share.
@@ -162,15 +162,18 @@ def open_checkpoint(path, size, runtime, cache_dir):
     return load_predictor(path, runtime=runtime, input_size=size, cache_dir=cache_dir)
 
 
-class OneDetector:
-    """A predictor without its throughput copy (``for_streams``): overlapped, it is
-    run by one detector thread, one frame at a time."""
+class InFlight:
+    """A predictor run overlapped with ``frames`` in flight: 1 is one detector thread on
+    the predictor itself; more, as many threads on its throughput copy (``for_streams``)."""
 
-    def __init__(self, predictor):
-        self.predictor, self.class_names = predictor, predictor.class_names
+    def __init__(self, predictor, frames):
+        self.predictor, self.frames, self.class_names = predictor, frames, predictor.class_names
 
     def predict_batch(self, images, timings=None):
         return self.predictor.predict_batch(images, timings)
+
+    def for_streams(self):
+        return (self.predictor, 1) if self.frames == 1 else (self.predictor.for_streams()[0], self.frames)
 
 
 def run_video(predictor, video, overlap, track):
@@ -232,11 +235,14 @@ def main(argv=None):
                 stages = time_stages(predictor, video, track)
                 # Runs back to back, in rotating order, so that one round shares the machine's
                 # load; a ratio is the median of the rounds'. A runtime with several
-                # inference streams is also run overlapped with one detector thread.
-                streams = getattr(predictor, "for_streams", lambda: (predictor, 1))()[1]
+                # inference streams is also run overlapped with one detector thread, and
+                # with one frame fewer in flight.
+                in_flight = getattr(predictor, "for_streams", lambda: (predictor, 1))()[1]
                 ways = {"sequential": (predictor, False), "overlapped": (predictor, True)}
-                if streams > 1:
-                    ways["1 detector"] = (OneDetector(predictor), True)
+                if in_flight > 1:
+                    ways["1 detector"] = (InFlight(predictor, 1), True)
+                if in_flight > 2:
+                    ways[f"{in_flight - 1} in flight"] = (InFlight(predictor, in_flight - 1), True)
                 fps = {way: [] for way in ways}
                 for repeat in range(args.repeats):
                     order = list(ways)[repeat % len(ways):] + list(ways)[:repeat % len(ways)]
@@ -247,18 +253,19 @@ def main(argv=None):
                 median = {way: float(np.median(values)) for way, values in fps.items()}
                 rows.append((label, size, median, ratio, stages))
                 print(f"{label}@{size}: " + ", ".join(f"{way} {median[way]:.1f} FPS" for way in fps)
-                      + f"; overlapped with {streams} detector thread(s) (rounds: "
+                      + f"; overlapped with {in_flight} detector thread(s) (rounds: "
                       + ", ".join(f"{o / q:.2f}x" for q, o in zip(fps["sequential"], fps["overlapped"]))
                       + "); stages alone (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
                       flush=True)
     print()
-    print(f"{'detector':<30}{'input':>6}{'sequential':>12}{'1 detector':>16}{'overlapped':>16}"
-          f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (median FPS (ratio); ms/frame)")
+    columns = list(dict.fromkeys(way for _, _, median, _, _ in rows for way in median if way != "sequential"))
+    columns.sort(key=lambda way: way == "overlapped")  # the overlapped way last
+    print(f"{'detector':<30}{'input':>6}{'sequential':>12}" + "".join(f"{way:>16}" for way in columns)
+          + f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (median FPS (ratio); ms/frame)")
     for label, size, median, ratio, stages in rows:
-        cells = [f"{median[way]:.1f} ({ratio[way]:.2f}x)" if way in median else "-"
-                 for way in ("1 detector", "overlapped")]
-        print(f"{label:<30}{size:>6}{median['sequential']:>12.1f}{cells[0]:>16}{cells[1]:>16}"
-              f"{stages['decode']:>8.1f}{stages['detect']:>8.1f}{stages['track']:>7.2f}"
+        cells = [f"{median[way]:.1f} ({ratio[way]:.2f}x)" if way in median else "-" for way in columns]
+        print(f"{label:<30}{size:>6}{median['sequential']:>12.1f}" + "".join(f"{cell:>16}" for cell in cells)
+              + f"{stages['decode']:>8.1f}{stages['detect']:>8.1f}{stages['track']:>7.2f}"
               f"{stages['draw + encode']:>10.1f}")
 
 

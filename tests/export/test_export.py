@@ -116,8 +116,9 @@ def test_openvino_streams_detect_like_one_request_from_several_threads(artifacts
     twin, streams = exported.for_streams()
     assert streams >= 1 and twin.precision == exported.precision and (twin is exported) == (streams == 1)
     assert exported.for_streams()[0] is twin  # compiled once
-    if streams > 1:
+    if streams > 1:  # one frame in flight more than the inference streams
         assert twin.compiled is not exported.compiled
+        assert streams == int(twin.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
     result = _assert_same(exported, _FromThreads(twin, max(streams, 3)), _images(9, seed=13))
     assert result.matched >= 20
 

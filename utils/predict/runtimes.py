@@ -64,6 +64,9 @@ CHECKPOINT_SUFFIXES = (".keras", ".weights.h5")
 FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}
 # The format each runtime runs, by its ``--runtime`` name in predict.py and get_map.py.
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}
+# Frames a video keeps in flight on OpenVINO's throughput copy beyond its inference
+# streams (see ``OpenVINOPredictor.for_streams``).
+_SPARE_FRAMES_IN_FLIGHT = 1
 
 
 class ArtifactError(ValueError):
@@ -467,15 +470,18 @@ class OpenVINOPredictor(ExportedPredictor):
         self._ports = {name: port for port in self.compiled.outputs for name in port.get_names()}
 
     def for_streams(self):
-        """A copy compiled for throughput (several inference streams, as many frames in
-        flight, each from its own thread); on 2 cores it gave a video at 416 18-24% more
-        frames per second than one detector thread, with EfficientNet-Lite0 and B0
-        (benchmarks/bench_video.py, medians of 8 rounds). Itself and 1 when OpenVINO finds one stream best."""
+        """A copy compiled for throughput (several inference streams), and how many
+        frames to keep in flight on it, each from its own thread: one more than the
+        streams, so that a stream has its next frame waiting while the thread of the
+        frame it finished hands that one on and letterboxes another (on 2 cores, 2
+        streams: a video at 416 ran 5-12% faster with 3 frames in flight than with 2,
+        Lite0 and B0, and no faster with 4; benchmarks/bench_video.py). Itself and 1
+        when OpenVINO finds one stream best."""
         if self._streams is None:  # compiled once, for every video of a run
             twin = copy.copy(self)
             twin._compile("THROUGHPUT", self.metadata)
             streams = int(twin.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            self._streams = (twin, streams) if streams > 1 else (self, 1)
+            self._streams = (twin, streams + _SPARE_FRAMES_IN_FLIGHT) if streams > 1 else (self, 1)
         return self._streams
 
     @property
