@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from utils.predict import visualize
 from utils.image import letterbox_geometry
 from utils.predict.visualize import (
+    CountsPanel,
     Viewer,
     blend_heatmap,
     class_color,
@@ -154,6 +155,28 @@ def test_the_counts_panel_moves_off_the_boxes_to_another_corner():
     everywhere = _detections([[0, 60, 80, 120], [80, 60, 160, 120], [100, 0, 160, 40]], [0.9, 0.8, 0.7], [0, 1, 0])
     out = draw_detections(image, everywhere, ["a", "b"], counts=True)
     assert (out[2, 2] == class_color(0)).all() and (draw_detections(image, everywhere, ["a", "b"])[2, 2] == 255).all()
+
+
+def test_a_videos_counts_panel_stays_in_its_corner_while_no_other_covers_less():
+    image = np.full((120, 160, 3), 255, np.uint8)
+    names = ["a", "b"]
+    panel = CountsPanel()
+    in_the_corner = _detections([[2, 90, 40, 118]], [0.9], [1])
+    elsewhere = _detections([[70, 30, 90, 50]], [0.9], [1])
+
+    def total_row_at(frame):  # where the panel's black total row is: bottom left or right
+        return "left" if (frame[-3, 2] == 0).all() else "right" if (frame[-3, -2] == 0).all() else None
+
+    assert total_row_at(draw_detections(image, elsewhere, names, counts=panel)) == "left"
+    assert total_row_at(draw_detections(image, in_the_corner, names, counts=panel)) == "right"
+    # The object has left the bottom-left corner: a video's panel stays where it is,
+    # a single picture's goes to the first free corner.
+    assert total_row_at(draw_detections(image, elsewhere, names, counts=panel)) == "right"
+    assert total_row_at(draw_detections(image, elsewhere, names, counts=True)) == "left"
+    # An object in its corner moves it again, to the least covered one.
+    in_the_right_corner = _detections([[120, 90, 158, 118]], [0.9], [1])
+    assert total_row_at(draw_detections(image, in_the_right_corner, names, counts=panel)) == "left"
+    assert panel.corner == 0
 
 
 def test_draw_no_detections_returns_copy():

@@ -57,6 +57,7 @@ from utils.predict.tracking import (
     tracker_settings,
 )
 from utils.predict.visualize import (
+    CountsPanel,
     Viewer,
     blend_heatmap,
     count_classes,
@@ -447,7 +448,8 @@ class _PredictVideo:
     def __init__(self, predictor, viewer, writer, stem, bar, outputs, *, count, max_frames, stream,
                  tracker=None, live=False):
         self.predictor, self.viewer, self.writer, self.stem, self.bar = predictor, viewer, writer, stem, bar
-        self.outputs, self.count, self.max_frames = outputs, count, max_frames
+        self.outputs, self.max_frames = outputs, max_frames
+        self.counts_panel = CountsPanel() if count else False  # the panel's corner, from frame to frame
         self.stream, self.tracker, self.live = stream, tracker, live
         self.fps, self.last = None, None
 
@@ -477,7 +479,7 @@ class _PredictVideo:
             det = self.tracker.update(det, frame.shape[:2], frame=frame, frame_number=item.index + 1,
                                       timestamp=item.timestamp if self.live else None)
             picture = draw_tracking(frame, self.tracker.trails(det), self.tracker.line)
-        annotated = draw_detections(frame, det, self.predictor.class_names, counts=self.count,
+        annotated = draw_detections(frame, det, self.predictor.class_names, counts=self.counts_panel,
                                     fps=None if self.live else self.fps, status=self._status(), out=picture)
         self.writer.write(annotated)
         self.outputs.save(f"{self.stem}_{self.writer.frames - 1:06d}", frame, det)
@@ -543,11 +545,11 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
             raise UsageError(str(exc)) from None
         print(tracker.describe())
     # A file is about frames per second: a runtime with several inference streams
-    # detects that many frames at once. A camera is about the delay: one at a time.
+    # detects several frames at once. A camera is about the delay: one at a time.
     for_streams = getattr(predictor, "for_streams", None)  # stand-ins may lack it
     detector, in_flight = for_streams() if for_streams and overlap and not live else (predictor, 1)
     if in_flight > 1:
-        print(f"Detecting {in_flight} frames at once ({in_flight} inference streams).")
+        print(f"Detecting {in_flight} frames at once.")
     stream = FrameStream(reader, lambda frame: detector.predict_batch([frame])[0], overlap=overlap or live,
                          newest_only=live, detectors=in_flight)
     bar = tqdm(total=total, unit="frame", desc=str(source))

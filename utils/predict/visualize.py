@@ -189,7 +189,9 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
             optionally ``track_ids`` int (N,).
         class_names: list of C display names indexed by the class ids.
         counts: also draw the number of detections per class, in the bottom-left
-            corner (another corner where that one covers more of the boxes).
+            corner (another corner where that one covers more of the boxes); a
+            ``CountsPanel`` instead of True keeps the panel in its corner from frame
+            to frame while no other corner covers less (a video).
         fps: frames per second to draw top right (None: not drawn).
         status: more lines of text drawn top right, below the FPS.
         out: an RGB uint8 (H, W, 3) array to draw into instead of a copy of
@@ -217,7 +219,8 @@ def draw_detections(image, detections, class_names, counts=False, fps=None, stat
         # Above the box when it fits, else just inside its top edge.
         _paste_tag(canvas, tag, box[:2], anchor_bottom=box[1] >= tag.shape[0])
     if counts:
-        _draw_counts(canvas, classes, class_names, font_size, boxes)
+        _draw_counts(canvas, classes, class_names, font_size, boxes,
+                     counts if isinstance(counts, CountsPanel) else CountsPanel())
     lines = ([f"FPS {fps:.1f}"] if fps is not None else []) + list(status)
     y = 0
     for text in lines:
@@ -266,11 +269,26 @@ def draw_tracking(image, trails=(), line=None):
     return canvas
 
 
-def _draw_counts(canvas, classes, class_names, font_size, boxes):
+class CountsPanel:
+    """Where the counts panel of a run of frames sits: it stays in its corner while no
+    other corner would cover less of the boxes, so that in a video it does not move
+    back each time an object leaves the corner it moved away from.
+
+    Attributes:
+        corner: 0, 1, 2 for bottom left, bottom right, top left; None before the
+            first frame.
+    """
+
+    def __init__(self):
+        self.corner = None
+
+
+def _draw_counts(canvas, classes, class_names, font_size, boxes, panel):
     """Draws per-class counts and the total as a panel in a corner: the bottom-left
     one (box labels sit on the boxes' top edges), or, where that covers more of the
     boxes, the bottom-right or the top-left one, whichever covers the least (the
-    top-right corner holds the frame rate)."""
+    top-right corner holds the frame rate); ``panel``'s corner while it covers no
+    more than those."""
     ids, numbers = np.unique(np.asarray(classes, np.int64), return_counts=True)
     rows = [(f"{class_names[int(i)]}: {int(n)}", class_color(i)) for i, n in zip(ids, numbers)]
     rows.append((f"total: {int(numbers.sum())}", _BLACK))
@@ -286,7 +304,11 @@ def _draw_counts(canvas, classes, class_names, font_size, boxes):
         overlap_h = np.clip(np.minimum(boxes[:, 3], y + panel_h) - np.maximum(boxes[:, 1], y), 0, None)
         return float((overlap_w * overlap_h).sum())
 
-    x, y = min(corners, key=covered)  # the first of equals: bottom left
+    coverage = [covered(corner) for corner in corners]
+    least = int(np.argmin(coverage))  # the first of equals: bottom left
+    if panel.corner is None or coverage[panel.corner] > coverage[least]:
+        panel.corner = least
+    x, y = corners[panel.corner]
     for tag in tags:
         _paste_tag(canvas, tag, (x, y))
         y += tag.shape[0]
