@@ -475,7 +475,7 @@ class OpenVINOPredictor(ExportedPredictor):
         streams, so that a stream has its next frame waiting while the thread of the
         frame it finished hands that one on and letterboxes another (on 2 cores, 2
         streams: a video at 416 ran 5-12% faster with 3 frames in flight than with 2,
-        Lite0 and B0, and no faster with 4; benchmarks/bench_video.py). Itself and 1
+        Lite0 and B0, and -1% to +3% with 4; benchmarks/bench_video.py). Itself and 1
         when OpenVINO finds one stream best."""
         if self._streams is None:  # compiled once, for every video of a run
             twin = copy.copy(self)
