@@ -101,6 +101,24 @@ def shape_iou(wh_a, wh_b):
 
 
 
+def np_intersection(a, b, inclusive=False):
+    """Intersection areas of xyxy boxes in NumPy, broadcasting ``a`` against ``b``.
+
+    Args:
+        a, b: (..., 4) xyxy, broadcastable.
+        inclusive: the VOC devkit's inclusive-pixel convention (width = x2 - x1 + 1).
+
+    Returns:
+        float64 (...) areas; 0 where the boxes do not overlap.
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    one = 1.0 if inclusive else 0.0
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + one
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + one
+    return np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+
+
 def np_iou(a, b, inclusive=False):
     """IoU of xyxy boxes in NumPy, broadcasting ``a`` against ``b``.
 
@@ -116,9 +134,7 @@ def np_iou(a, b, inclusive=False):
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     one = 1.0 if inclusive else 0.0
-    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + one
-    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + one
-    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    inter = np_intersection(a, b, inclusive)
     area_a = np.maximum(a[..., 2] - a[..., 0] + one, 0.0) * np.maximum(a[..., 3] - a[..., 1] + one, 0.0)
     area_b = np.maximum(b[..., 2] - b[..., 0] + one, 0.0) * np.maximum(b[..., 3] - b[..., 1] + one, 0.0)
     union = area_a + area_b - inter

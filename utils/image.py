@@ -256,8 +256,10 @@ def letterbox(image, input_size):
         uint8 (S, S, 3) canvas.
     """
     _, (new_h, new_w), (top, left) = letterbox_geometry(image.shape[:2], input_size)
-    resized = shrink(image, new_w, new_h) if new_w < image.shape[1] else cv2.resize(
-        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if new_w < image.shape[1]:
+        resized = shrink(image, new_w, new_h)
+    else:
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((input_size, input_size, 3), PAD_VALUE, np.uint8)
     canvas[top : top + new_h, left : left + new_w] = resized
     return canvas

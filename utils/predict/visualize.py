@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from utils.boxes import np_intersection
 from utils.image import letterbox_geometry
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def _draw_box(canvas, box, color, line):
     right and bottom edges are exclusive), cut at the canvas's edges, as Pillow
     draws a rectangle's outline; a box thinner than two lines is filled."""
     x1, y1, x2, y2 = box
-    x2, y2 = max(x1, x2 - 1) + 1, max(y1, y2 - 1) + 1
+    x2, y2 = max(x1 + 1, x2), max(y1 + 1, y2)
     height, width = canvas.shape[:2]
     strips = ((y1, min(y2, y1 + line), x1, x2), (max(y1, y2 - line), y2, x1, x2),
               (y1, y2, x1, min(x2, x1 + line)), (y1, y2, max(x1, x2 - line), x2))
@@ -297,14 +298,7 @@ def _draw_counts(canvas, classes, class_names, font_size, boxes, panel):
     panel_h = sum(tag.shape[0] for tag in tags)
     canvas_h, canvas_w = canvas.shape[:2]
     corners = [(0, canvas_h - panel_h), (canvas_w - width, canvas_h - panel_h), (0, 0)]
-
-    def covered(corner):
-        x, y = corner
-        overlap_w = np.clip(np.minimum(boxes[:, 2], x + width) - np.maximum(boxes[:, 0], x), 0, None)
-        overlap_h = np.clip(np.minimum(boxes[:, 3], y + panel_h) - np.maximum(boxes[:, 1], y), 0, None)
-        return float((overlap_w * overlap_h).sum())
-
-    coverage = [covered(corner) for corner in corners]
+    coverage = [float(np_intersection(boxes, (x, y, x + width, y + panel_h)).sum()) for x, y in corners]
     least = int(np.argmin(coverage))  # the first of equals: bottom left
     if panel.corner is None or coverage[panel.corner] > coverage[least]:
         panel.corner = least
