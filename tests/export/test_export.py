@@ -123,6 +123,34 @@ def test_openvino_streams_detect_like_one_request_from_several_threads(artifacts
     assert result.matched >= 20
 
 
+class _OneByOne:
+    """A predictor whose batch is detected one image a call."""
+
+    def __init__(self, predictor):
+        self.predictor, self.class_names = predictor, predictor.class_names
+
+    def predict_batch(self, images):
+        return [self.predictor.predict(image) for image in images]
+
+
+@pytest.mark.slow
+def test_openvino_compiles_a_fixed_batch_for_each_batch_size(artifacts):
+    """OpenVINO runs the IR's dynamic batch fixed at each batch size met (faster), each
+    compiled once, with the detections of one image a call."""
+    exported = load_predictor(artifacts["openvino"], **SETTINGS)
+    assert list(exported.compiled.inputs[0].get_partial_shape()) == [1, SIZE, SIZE, 3]
+    images = _images(5, seed=17)
+    # compare() hands the reference and the other the same batches of 5.
+    from utils.export.verify import compare
+
+    result = compare(exported, _OneByOne(exported), images, batch_size=5)
+    assert result.matched >= 10 and result.only_reference == result.only_other == 0, result.summary()
+    assert result.max_box_diff <= BOX_TOLERANCE and result.max_score_diff <= SCORE_TOLERANCE, result.summary()
+    five = exported._compiled_for(5)
+    assert list(five.inputs[0].get_partial_shape()) == [5, SIZE, SIZE, 3]
+    assert exported._compiled_for(5) is five and exported._compiled_for(1) is exported.compiled
+
+
 @pytest.mark.parametrize("fmt", EACH_FORMAT)
 def test_export_reproduces_keras_detections(fmt, model, artifacts):
     from utils.predict.predictor import Predictor
