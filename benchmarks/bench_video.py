@@ -12,7 +12,9 @@ rounds of these runs go back to back in rotating order, and the median FPS of ea
 way and the median ratio to the sequential run within the rounds are printed. Each
 stage is also timed alone (decoding; the detector's letterboxing, network and NMS;
 tracking; drawing and encoding), since the overlapped throughput is bounded by the
-slowest stage and by the cores the stages share.
+slowest stage and by the cores the stages share; and the cores each way kept busy
+(the process's CPU time over the wall time of its runs): where the overlapped way keeps
+all of them busy, only less work per frame makes it faster.
 
 Detectors: ``--models`` checkpoints (e.g. trained on ``real_photos.py``'s data, run
 at each of ``--sizes``), or by default untrained Lite0 and B0 (the speed does not
@@ -30,6 +32,7 @@ import argparse
 import contextlib
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -176,8 +179,15 @@ class InFlight:
         return (self.predictor, 1) if self.frames == 1 else (self.predictor.for_streams()[0], self.frames)
 
 
+def cpu_seconds():
+    """CPU time of this process so far (user + system, all threads), in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_video(predictor, video, overlap, track):
-    """Frames per second of one run_predict_video on ``video``, output discarded."""
+    """(frames per second, cores kept busy: CPU time over wall time) of one
+    run_predict_video on ``video``, output discarded."""
     from utils.predict.job import _NoViewer, run_predict_video
     from utils.predict.sources import Source, VideoReader
     from utils.predict.tracking import TrackingOptions
@@ -187,11 +197,11 @@ def run_video(predictor, video, overlap, track):
         frames = reader.frame_count
         quiet = io.StringIO()
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_seconds()
             run_predict_video(predictor, reader, Path(out), _NoViewer(), overlap=overlap,
                               tracking=TrackingOptions() if track else None)
-            elapsed = time.perf_counter() - started
-    return frames / elapsed
+            elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    return frames / elapsed, cpu / elapsed
 
 
 def main(argv=None):
@@ -243,30 +253,34 @@ def main(argv=None):
                     ways["1 detector"] = (InFlight(predictor, 1), True)
                 if in_flight > 2:
                     ways[f"{in_flight - 1} in flight"] = (InFlight(predictor, in_flight - 1), True)
-                fps = {way: [] for way in ways}
+                fps, busy = {way: [] for way in ways}, {way: [] for way in ways}
                 for repeat in range(args.repeats):
                     order = list(ways)[repeat % len(ways):] + list(ways)[:repeat % len(ways)]
                     for way in order:
                         runner, overlap = ways[way]
-                        fps[way].append(run_video(runner, video, overlap, track))
+                        rate, cores = run_video(runner, video, overlap, track)
+                        fps[way].append(rate)
+                        busy[way].append(cores)
                 ratio = {way: float(np.median(np.divide(fps[way], fps["sequential"]))) for way in fps}
                 median = {way: float(np.median(values)) for way, values in fps.items()}
-                rows.append((label, size, median, ratio, stages))
+                cores = {way: float(np.median(values)) for way, values in busy.items()}
+                rows.append((label, size, median, ratio, stages, cores))
                 print(f"{label}@{size}: " + ", ".join(f"{way} {median[way]:.1f} FPS" for way in fps)
                       + f"; overlapped with {in_flight} detector thread(s) (rounds: "
                       + ", ".join(f"{o / q:.2f}x" for q, o in zip(fps["sequential"], fps["overlapped"]))
-                      + "); stages alone (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
-                      flush=True)
+                      + "); stages alone (ms/frame): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+                      + "; cores kept busy: " + ", ".join(f"{way} {cores[way]:.2f}" for way in cores), flush=True)
     print()
-    columns = list(dict.fromkeys(way for _, _, median, _, _ in rows for way in median if way != "sequential"))
+    columns = list(dict.fromkeys(way for _, _, median, *_ in rows for way in median if way != "sequential"))
     columns.sort(key=lambda way: way == "overlapped")  # the overlapped way last
     print(f"{'detector':<30}{'input':>6}{'sequential':>12}" + "".join(f"{way:>16}" for way in columns)
-          + f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}  (median FPS (ratio); ms/frame)")
-    for label, size, median, ratio, stages in rows:
+          + f"{'decode':>8}{'detect':>8}{'track':>7}{'draw+enc':>10}{'cores busy':>12}"
+          + "  (median FPS (ratio); ms/frame; sequential/overlapped)")
+    for label, size, median, ratio, stages, cores in rows:
         cells = [f"{median[way]:.1f} ({ratio[way]:.2f}x)" if way in median else "-" for way in columns]
         print(f"{label:<30}{size:>6}{median['sequential']:>12.1f}" + "".join(f"{cell:>16}" for cell in cells)
               + f"{stages['decode']:>8.1f}{stages['detect']:>8.1f}{stages['track']:>7.2f}"
-              f"{stages['draw + encode']:>10.1f}")
+              f"{stages['draw + encode']:>10.1f}{cores['sequential']:>7.2f}/{cores['overlapped']:.2f}")
 
 
 if __name__ == "__main__":
