@@ -258,9 +258,9 @@ def main(argv=None):
                     order = list(ways)[repeat % len(ways):] + list(ways)[:repeat % len(ways)]
                     for way in order:
                         runner, overlap = ways[way]
-                        rate, cores = run_video(runner, video, overlap, track)
+                        rate, cores_busy = run_video(runner, video, overlap, track)
                         fps[way].append(rate)
-                        busy[way].append(cores)
+                        busy[way].append(cores_busy)
                 ratio = {way: float(np.median(np.divide(fps[way], fps["sequential"]))) for way in fps}
                 median = {way: float(np.median(values)) for way, values in fps.items()}
                 cores = {way: float(np.median(values)) for way, values in busy.items()}
