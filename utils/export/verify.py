@@ -3,8 +3,18 @@
 Detections of two predictors are matched per image and class (greedy by score, to
 the nearest box of the class if their IoU is at least 0.5 or no coordinate differs by
 more than a pixel); the comparison reports the largest box and score differences of the
-matched pairs and the detections only one side found. ``check_export`` turns that and
-the raw heads' difference into a verdict, with a ``Tolerance`` per inference precision.
+matched pairs and the detections only one side found, and which of those a near tie
+explains (below). ``check_export`` turns that and the raw heads' difference into a
+verdict, with a ``Tolerance`` per inference precision.
+
+A near tie: two sides whose scores differ in the fifth decimal can still keep different
+boxes. NMS drops a box that overlaps a better one of its class by more than its IoU
+threshold, so a box at nearly that IoU is kept by one side and dropped by the other; and
+the per-class box limit cuts the boxes below the last one kept, which moves with any
+box kept or dropped above it. A detection one side alone found is explained when the
+other side shows such a tie: it kept a box of the class overlapping it by nearly the NMS
+IoU (boxes are clipped to the image after NMS, which moves their IoU a little), or it
+reached the per-class limit with boxes scoring as high.
 The mAP is the one of ``utils.eval.evaluator.Evaluator``, on images read into memory
 once and shared by the predictors compared.
 """
@@ -20,6 +30,10 @@ from utils.eval.images import EvalImage, images_from_annotation_file, read_pixel
 
 MATCH_IOU = 0.5
 MATCH_PIXELS = 1.0
+# How far below the NMS IoU threshold an overlap still counts as a near tie, and how far
+# above the last score kept at the box limit a score still counts as cut by it.
+NEAR_TIE_IOU = 0.1
+NEAR_TIE_SCORE = 1e-3
 
 
 @dataclass
@@ -35,6 +49,11 @@ class Comparison:
         max_score_diff: largest score difference of a matched pair.
         unmatched_max_score: highest score among the unmatched detections (0 if none);
             near the threshold, a score difference flips a detection in or out.
+        unexplained: unmatched detections that no near tie explains (see the module
+            docstring; all of them when ``nms_iou`` and ``max_boxes`` are None).
+        unexplained_max_score: highest score among those (0 if none).
+        nms_iou: the NMS IoU threshold both sides ran at (None: unknown).
+        max_boxes: the boxes per class both sides kept at most (None: unknown).
     """
 
     images: int = 0
@@ -44,6 +63,10 @@ class Comparison:
     max_box_diff: float = 0.0
     max_score_diff: float = 0.0
     unmatched_max_score: float = 0.0
+    unexplained: int = 0
+    unexplained_max_score: float = 0.0
+    nms_iou: float = None
+    max_boxes: int = None
     box_diffs: list = field(default_factory=list, repr=False)
 
     def add(self, reference, other):
@@ -63,7 +86,7 @@ class Comparison:
                     best = candidates[nearest]
             if best is None:
                 self.only_reference += 1
-                self.unmatched_max_score = max(self.unmatched_max_score, float(reference.scores[i]))
+                self._unmatched(reference, i, other)
                 continue
             used[best] = True
             self.matched += 1
@@ -72,8 +95,26 @@ class Comparison:
             self.max_box_diff = max(self.max_box_diff, box_diff)
             self.max_score_diff = max(self.max_score_diff, float(abs(reference.scores[i] - other.scores[best])))
         self.only_other += int((~used).sum())
-        if (~used).any():
-            self.unmatched_max_score = max(self.unmatched_max_score, float(other.scores[~used].max()))
+        for j in np.flatnonzero(~used):
+            self._unmatched(other, j, reference)
+
+    def _unmatched(self, found, i, missing):
+        """Counts detection ``i`` of ``found``, which ``missing`` lacks."""
+        score = float(found.scores[i])
+        self.unmatched_max_score = max(self.unmatched_max_score, score)
+        if not self._near_tie(found.boxes[i], score, found.classes[i], missing):
+            self.unexplained += 1
+            self.unexplained_max_score = max(self.unexplained_max_score, score)
+
+    def _near_tie(self, box, score, cls, other):
+        """Whether ``other`` (Detections) shows a near tie that explains it lacks this box."""
+        same = other.classes == cls
+        if self.nms_iou is not None and same.any():
+            if float(np.max(np_iou(box, other.boxes[same]))) >= self.nms_iou - NEAR_TIE_IOU:
+                return True
+        if self.max_boxes is not None and int(same.sum()) >= self.max_boxes:
+            return score <= float(other.scores[same].min()) + NEAR_TIE_SCORE
+        return False
 
     def summary(self):
         """One line for the console."""
@@ -82,6 +123,8 @@ class Comparison:
         if self.only_reference or self.only_other:
             line += (f"; unmatched: {self.only_reference} only in the Keras model, {self.only_other} only in the "
                      f"export (highest score {self.unmatched_max_score:.3f})")
+            if self.unexplained < self.only_reference + self.only_other:
+                line += f", {self.only_reference + self.only_other - self.unexplained} of them near ties"
         return line
 
 
@@ -89,15 +132,16 @@ def compare(reference, other, images, batch_size=1):
     """Runs two predictors on the same images and compares their detections.
 
     Args:
-        reference: the predictor taken as the truth (the Keras model).
-        other: the predictor checked (an export).
+        reference: the predictor taken as the truth (the Keras model); its
+            ``nms_iou`` and ``max_boxes``, where it has them, tell near ties apart.
+        other: the predictor checked (an export), at the same settings.
         images: RGB uint8 (H, W, 3) arrays.
         batch_size: images per call.
 
     Returns:
         a Comparison.
     """
-    result = Comparison()
+    result = Comparison(nms_iou=getattr(reference, "nms_iou", None), max_boxes=getattr(reference, "max_boxes", None))
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         for a, b in zip(reference.predict_batch(chunk), other.predict_batch(chunk)):
@@ -155,8 +199,9 @@ class Tolerance:
         box: largest box difference of a matched pair, pixels of the image.
         score: largest score difference of a matched pair.
         one_sided: whether detections found by one side only may score more than
-            ``score`` above the threshold. Near-equal scores of overlapping boxes
-            decide which one NMS keeps, and a lower precision may choose the other.
+            ``score`` above the threshold even where no near tie explains them.
+            Near-equal scores of overlapping boxes decide which one NMS keeps, and a
+            lower precision may choose the other.
     """
 
     heads: float
@@ -211,6 +256,7 @@ def check_export(reference, other, images, tolerance, conf):
         return result, f"boxes differ by {result.max_box_diff:.2f} px, more than {tolerance.box:g}"
     if result.max_score_diff > tolerance.score:
         return result, f"scores differ by {result.max_score_diff:.3g}, more than {tolerance.score:g}"
-    if unmatched and not tolerance.one_sided and confident:
-        return result, f"{unmatched} detections found by one side only, one scoring {result.unmatched_max_score:.3f}"
+    if result.unexplained and not tolerance.one_sided and result.unexplained_max_score > conf + tolerance.score:
+        return result, (f"{result.unexplained} detections found by one side only and not near a tie, one scoring "
+                         f"{result.unexplained_max_score:.3f}")
     return result, None
