@@ -15,6 +15,7 @@ box kept or dropped above it. A detection one side alone found is explained when
 other side shows such a tie: it kept a box of the class overlapping it by nearly the NMS
 IoU (boxes are clipped to the image after NMS, which moves their IoU a little), or it
 reached the per-class limit with boxes scoring as high.
+
 The mAP is the one of ``utils.eval.evaluator.Evaluator``, on images read into memory
 once and shared by the predictors compared.
 """
