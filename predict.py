@@ -72,6 +72,7 @@ from utils.predict.job import (
     MODES,
     UsageError,
     first_image,
+    first_images,
     open_source,
     open_viewer,
     output_dir,
@@ -155,8 +156,10 @@ def build_parser():
     return parser
 
 
-def load_predictor(args):
-    """The predictor for --model (a checkpoint or an export) and the prediction options; UsageError on bad files."""
+def load_predictor(args, check_images=None):
+    """The predictor for --model (a checkpoint or an export) and the prediction options;
+    ``check_images`` gives the pictures an export of a checkpoint is checked on
+    (``utils.export.auto_runtime.load_predictor``). UsageError on bad files."""
     from utils.checkpoint import CheckpointError
     from utils.export.auto_runtime import load_predictor as open_model
 
@@ -171,6 +174,7 @@ def load_predictor(args):
             nms_iou=args.nms_iou,
             max_boxes=args.max_boxes,
             letterbox=not args.no_letterbox,
+            check_images=check_images,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         # ClassCountError is a ValueError, as are bad classes and anchors files.
@@ -198,7 +202,8 @@ def run(args):
     source, reader = open_source(args.source, args.mode, tracking)
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
-        predictor = slicing_from_args(load_predictor(args), args)
+        # An export is checked against the Keras model on the run's own first pictures.
+        predictor = slicing_from_args(load_predictor(args, lambda count: first_images(source, count)), args)
         out = output_dir(args.out)
     except BaseException:
         if reader is not None:

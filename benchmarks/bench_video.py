@@ -154,15 +154,19 @@ class WaitingDetector:
                 for _ in images]
 
 
-def open_checkpoint(path, size, runtime, cache_dir):
-    """The predictor of a checkpoint at input ``size`` on ``runtime`` ("tf" or one of predict.py's)."""
+def open_checkpoint(path, size, runtime, cache_dir, video):
+    """The predictor of a checkpoint at input ``size`` on ``runtime`` ("tf" or one of
+    predict.py's), its export checked on the first frames of ``video`` as predict.py does."""
+    from utils.predict.job import first_images
     from utils.predict.predictor import Predictor
+    from utils.predict.sources import Source
 
     if runtime == "tf":
         return Predictor.from_checkpoint(path, input_size=size)
     from utils.export.auto_runtime import load_predictor
 
-    return load_predictor(path, runtime=runtime, input_size=size, cache_dir=cache_dir)
+    return load_predictor(path, runtime=runtime, input_size=size, cache_dir=cache_dir,
+                          check_images=lambda count: first_images(Source("video", Path(video)), count))
 
 
 class InFlight:
@@ -239,7 +243,7 @@ def main(argv=None):
                     label = f"{predictor.model.backbone_name} (untrained)"
                 else:
                     label = f"{labels.get(name, Path(name).stem)} ({args.runtime})"
-                    predictor = open_checkpoint(name, size, args.runtime, Path(scratch) / "exports")
+                    predictor = open_checkpoint(name, size, args.runtime, Path(scratch) / "exports", video)
                 for _ in range(3):  # builds the graph and warms the caches
                     predictor.predict_batch([np.zeros((size, size, 3), np.uint8)])
                 stages = time_stages(predictor, video, track)

@@ -706,6 +706,57 @@ def test_auto_falls_back_to_tensorflow_and_says_why(auto_checkpoint, monkeypatch
     assert "Runtime: TensorFlow fp32 (--runtime tf)" in capsys.readouterr().out
 
 
+def test_auto_checks_on_the_pictures_given_and_runs_float32_where_bfloat16_fails(auto_checkpoint, monkeypatch,
+                                                                                   caplog, capsys):
+    from utils.export import auto_runtime
+    from utils.export.auto_runtime import load_predictor as load_auto
+    from utils.export.verify import TOLERANCES
+    from utils.predict.predictor import Predictor
+    from utils.predict.runtimes import OpenVINOPredictor
+
+    # bfloat16 asked for whatever this CPU has, and its check made to fail: the export
+    # runs in float32, checked again on the same pictures (the run's own).
+    monkeypatch.setattr(auto_runtime, "choose_precision", lambda runtime, evaluation: ("bf16", "bf16 for the test"))
+    checks, real_check = [], auto_runtime.check_export
+    failing = {"bf16"}
+
+    def check_export(reference, other, images, tolerance, conf):
+        asked = "fp32" if checks else "bf16"
+        checks.append((tolerance, len(images)))
+        comparison, problem = real_check(reference, other, images, tolerance, conf)
+        return comparison, ("scores differ by 0.2, more than 0.15" if asked in failing else problem)
+
+    monkeypatch.setattr(auto_runtime, "check_export", check_export)
+    asked_for = []
+    pictures = _images(3, seed=7)
+
+    def own_pictures(count):
+        asked_for.append(count)
+        return pictures, "the first 3 frames of clip.mp4"
+
+    predictor = load_auto(auto_checkpoint, check_images=own_pictures, **SETTINGS)
+    assert isinstance(predictor, OpenVINOPredictor) and predictor.precision == "fp32"
+    assert asked_for == [auto_runtime.CHECK_IMAGES] and checks[1] == (TOLERANCES["fp32"], 3) and len(checks) == 2
+    line = capsys.readouterr().out
+    assert ("Runtime: OpenVINO fp32 (auto; float32: bfloat16 failed the check (scores differ by 0.2, more than "
+            "0.15)), export reused from") in line
+    assert line.rstrip().endswith("matches the Keras model on the first 3 frames of clip.mp4")
+    # float32 failing too: TensorFlow, said once.
+    checks.clear()
+    failing.add("fp32")
+    with caplog.at_level("WARNING"):
+        assert type(load_auto(auto_checkpoint, check_images=own_pictures, **SETTINGS)) is Predictor
+    assert len(checks) == 2
+    assert ("the OpenVINO fp32 export of tiny.keras failed its check against the Keras model on the first 3 frames "
+            "of clip.mp4 (scores differ by 0.2") in caplog.text
+    # A source that gives no pictures (a webcam): drawn ones.
+    checks.clear()
+    failing.clear()
+    assert load_auto(auto_checkpoint, check_images=lambda count: ([], "a webcam"), **SETTINGS).precision
+    assert [count for _, count in checks] == [auto_runtime.CHECK_IMAGES]
+    assert "matches the Keras model on 8 drawn images" in capsys.readouterr().out
+
+
 def test_runtime_of_an_export_is_its_own(artifacts, capsys):
     from utils.export.auto_runtime import RuntimeChoiceError, load_predictor as load_auto
 
@@ -783,7 +834,7 @@ def test_predict_and_get_map_run_a_checkpoint_on_the_fast_runtime(auto_checkpoin
     result = _run("predict.py", "--model", auto_checkpoint, "--source", folder / "img0.jpg", "--out",
                   tmp_path / "pred", "--save-txt", *settings)
     assert result.returncode == 0, result.stderr
-    assert "Runtime: OpenVINO" in result.stdout and "matches the Keras model on 8 drawn images" in result.stdout
+    assert "Runtime: OpenVINO" in result.stdout and "matches the Keras model on img0.jpg" in result.stdout
     assert (tmp_path / "pred" / "labels" / "img0.txt").is_file()
     result = _run("get_map.py", "--model", auto_checkpoint, "--annotations", annotations, "--out", tmp_path / "map",
                   "--no-plots", *settings)

@@ -372,6 +372,33 @@ def test_parse_source(tmp_path):
         parse_source(str(tmp_path / "data.csv"))
 
 
+def test_an_export_is_checked_on_the_first_pictures_of_the_run(tmp_path):
+    from tests.predict.video_fakes import frame_level, write_squares_video
+    from utils.predict.job import first_images
+
+    video = write_squares_video(tmp_path / "clip.mp4", frames=12)
+    frames, where = first_images(parse_source(str(video)), 5)
+    assert where == "the first 5 frames of clip.mp4" and len(frames) == 5
+    # In order and from the start: frame i is grey level 40 + 8 i away from the squares
+    # (the nearest level, after lossy encoding).
+    levels = np.array([frame_level(i) for i in range(12)])
+    assert [int(np.abs(levels - frame[110, 100].mean()).argmin()) for frame in frames] == [0, 1, 2, 3, 4]
+    assert frames[0].shape == (120, 200, 3) and frames[0].dtype == np.uint8
+    # A folder: its first readable images, a broken file left out.
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "a_broken.jpg").write_bytes(b"not a picture")
+    for name in ("b.jpg", "c.png", "d.jpg"):
+        _write_picture(folder / name)
+    images, where = first_images(parse_source(str(folder)), 2)
+    assert len(images) == 2 and where == "the first 2 images of pictures"
+    assert images[0].shape == (IMAGE_SIZE[1], IMAGE_SIZE[0], 3)
+    images, where = first_images(parse_source(str(folder / "c.png")), 8)
+    assert len(images) == 1 and where == "c.png"
+    # A webcam's frames are the run's: none are taken.
+    assert first_images(parse_source("0"), 8)[0] == []
+
+
 def test_output_names_never_collide(tmp_path):
     paths = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "b.jpeg", tmp_path / "c.bmp"]
     stems = unique_stems(paths)

@@ -19,11 +19,13 @@ records each file's SHA-256; an entry that does not match it, or that its runtim
 cannot open, is exported again. A checkpoint written again (a later epoch) has
 another key, and the entries of its earlier content are removed.
 
-The check: every run compares the export with the Keras model on a few images (drawn
-ones unless the caller gives some) within the tolerance of its precision
-(``utils.export.verify.TOLERANCES``). When the runtime is not installed, the export
-fails or the check does, ``auto`` runs the Keras model and says why in one line; a
-runtime named explicitly that is missing or cannot export is an error.
+The check: every run compares the export with the Keras model on a few images (the
+run's own first pictures where the caller gives them, as predict.py does, else drawn
+ones) within the tolerance of its precision (``utils.export.verify.TOLERANCES``).
+bfloat16 that fails it runs in float32 instead, checked again. When the runtime is
+not installed, the export fails or the float32 check does, ``auto`` runs the Keras
+model and says why in one line; a runtime named explicitly that is missing or cannot
+export is an error.
 """
 
 import hashlib
@@ -143,7 +145,10 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
         evaluation: run in float32 whatever the runtime (get_map.py).
         classes_path, input_size, anchors_path, conf, nms_iou, max_boxes, letterbox:
             as for ``utils.predict.runtimes.load_predictor``.
-        check_images: RGB uint8 images the export is checked on (default: drawn ones).
+        check_images: function(count) -> (RGB uint8 images, what they are, e.g. "the
+            first 8 frames of clip.mp4"): the run's own pictures to check the export
+            on, asked for only when there is an export to check; drawn images where
+            it gives none (default).
         cache_dir: the cache folder (default: beside the checkpoint, else the user's).
 
     Returns:
@@ -176,11 +181,15 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
             raise RuntimeChoiceError(f"--runtime {runtime}: {exc}") from None
         log.warning("Runtime: %s; running the Keras model on TensorFlow instead.", exc)
         return keras_predictor
-    if check_images:
-        images, where = check_images, f"the first {len(check_images)} images"
-    else:
+    images, where = check_images(CHECK_IMAGES) if check_images else ([], None)
+    if not images:
         images, where = synthetic_images(CHECK_IMAGES), f"{CHECK_IMAGES} drawn images"
     _, problem = check_export(keras_predictor, exported, images, TOLERANCES[exported.precision], conf)
+    if problem and precision == "bf16":
+        # The same export in float32 is still far faster than TensorFlow.
+        why = f"float32: bfloat16 failed the check ({problem})"
+        exported = _open_export(exported.path, keras_predictor, "fp32", anchors_path is not None)
+        _, problem = check_export(keras_predictor, exported, images, TOLERANCES[exported.precision], conf)
     if problem:
         log.warning("Runtime: the %s %s export of %s failed its check against the Keras model on %s (%s); running "
                     "the Keras model on TensorFlow instead.", exported.runtime_name, exported.precision,

@@ -20,6 +20,7 @@ with the user's input raise ``UsageError``, whose message is meant to be printed
 is, without a traceback.
 """
 
+import itertools
 import json
 import logging
 import sys
@@ -183,6 +184,35 @@ def first_image(source):
         if loaded:
             return loaded[0]
     raise UsageError(f"No readable image in {source.path}; fps mode needs one image.")
+
+
+def first_images(source, count):
+    """The first ``count`` readable pictures of a source, which ``--runtime auto``
+    checks an export on: the run's own pictures, not drawn ones.
+
+    Args:
+        source: the run's Source.
+        count: how many pictures at most.
+
+    Returns:
+        (images, where): RGB uint8 arrays and what they are ("the first 8 frames of
+        clip.mp4"); no images for a webcam, whose frames belong to the run.
+    """
+    if source.kind == "webcam":
+        return [], "a webcam"
+    if source.kind == "video":
+        try:
+            with VideoReader(source) as reader:
+                images = list(itertools.islice(reader, count))
+        except SourceError:  # it opened once already; should it fail now, drawn images stand in
+            images = []
+        what = "frames"
+    else:
+        loaded = (image for batch, _, _ in iter_batches(_image_paths(source), 1) for _, image in batch)
+        images, what = list(itertools.islice(loaded, count)), "images"
+    if source.kind == "image":
+        return images, source.path.name
+    return images, f"the first {len(images)} {what} of {source.path.name}"
 
 
 def output_dir(out):
