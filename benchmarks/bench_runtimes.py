@@ -107,17 +107,19 @@ def export_variant(variant, checkpoint, folder, args, calib):
     return run_export(options)
 
 
-def open_variant(variant, checkpoint, artifact, input_size, folder, **settings):
-    """The predictor of a variant; "auto" opens the checkpoint as predict.py does, its
-    export cached in ``folder``."""
+def open_variant(variant, checkpoint, artifact, input_size, folder, image_path, **settings):
+    """The predictor of a variant; "auto" opens the checkpoint as predict.py does on
+    ``image_path`` (its export cached in ``folder``, checked on that image)."""
     from utils.export.auto_runtime import load_predictor as load_auto
+    from utils.image import load_image
     from utils.predict.predictor import Predictor
     from utils.predict.runtimes import load_predictor
 
     if variant == "keras":
         return Predictor.from_checkpoint(checkpoint, input_size=input_size, **settings)
     if variant == "auto":
-        return load_auto(checkpoint, input_size=input_size, cache_dir=Path(folder) / "runtime_cache", **settings)
+        return load_auto(checkpoint, input_size=input_size, cache_dir=Path(folder) / "runtime_cache",
+                         check_images=lambda count: ([load_image(image_path)], image_path.name), **settings)
     return load_predictor(artifact, **settings)
 
 
@@ -178,7 +180,8 @@ def main(argv=None):
                 print(f"\n== export {variant}")
                 artifacts[variant] = export_variant(variant, checkpoint, folder, args, calib)
 
-        predictors = {v: open_variant(v, checkpoint, artifacts.get(v), args.input_size, folder) for v in variants}
+        predictors = {v: open_variant(v, checkpoint, artifacts.get(v), args.input_size, folder, image_path)
+                      for v in variants}
         from utils.image import load_image
 
         batch = predictors["keras"].batch([load_image(image_path)])
@@ -197,7 +200,7 @@ def main(argv=None):
             images, truth = None, None
             for variant in variants:
                 evaluator = open_variant(variant, checkpoint, artifacts.get(variant), args.input_size, folder,
-                                         conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
+                                         image_path, conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU)
                 if images is None:
                     images, truth = load_eval_set(args.eval, evaluator.class_names)
                 maps[variant] = voc_map(evaluator, images, truth)
