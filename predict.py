@@ -156,12 +156,13 @@ def build_parser():
     return parser
 
 
-def load_predictor(args, check_images=None):
+def load_predictor(args):
     """The predictor for --model (a checkpoint or an export) and the prediction options;
-    ``check_images`` gives the pictures an export of a checkpoint is checked on
-    (``utils.export.auto_runtime.load_predictor``). UsageError on bad files."""
+    UsageError on bad files. An export of a checkpoint is checked against the Keras
+    model on the first pictures of --source (``utils.export.auto_runtime``)."""
     from utils.checkpoint import CheckpointError
     from utils.export.auto_runtime import load_predictor as open_model
+    from utils.predict.sources import parse_source
 
     try:
         return open_model(
@@ -174,7 +175,7 @@ def load_predictor(args, check_images=None):
             nms_iou=args.nms_iou,
             max_boxes=args.max_boxes,
             letterbox=not args.no_letterbox,
-            check_images=check_images,
+            check_images=lambda count: first_images(parse_source(args.source), count),
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         # ClassCountError is a ValueError, as are bad classes and anchors files.
@@ -202,8 +203,7 @@ def run(args):
     source, reader = open_source(args.source, args.mode, tracking)
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
-        # An export is checked against the Keras model on the run's own first pictures.
-        predictor = slicing_from_args(load_predictor(args, lambda count: first_images(source, count)), args)
+        predictor = slicing_from_args(load_predictor(args), args)
         out = output_dir(args.out)
     except BaseException:
         if reader is not None:
