@@ -100,7 +100,8 @@ def build_parser():
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="what runs a checkpoint: auto (default) exports it once to the fastest runtime of "
                              "this CPU (OpenVINO, in bfloat16 where the CPU has it natively), checks the export "
-                             "against the Keras model and caches it beside the checkpoint; tf runs the Keras model "
+                             "against the Keras model on the first pictures of --source (float32 where bfloat16 "
+                             "fails the check) and caches it beside the checkpoint; tf runs the Keras model "
                              "on TensorFlow; onnxruntime, openvino and tflite export to that runtime")
     parser.add_argument("--source", required=True,
                         help="an image file, a folder of images, a video file, or a webcam index (0, 1, ...)")
