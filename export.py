@@ -65,6 +65,11 @@ def build_parser():
                         help=f"IoU threshold of the NMS in the graph (default {DEFAULT_NMS_IOU})")
     parser.add_argument("--max-boxes", type=int_at_least(1), default=DEFAULT_MAX_BOXES,
                         help=f"boxes kept per class by the NMS in the graph (default {DEFAULT_MAX_BOXES})")
+    parser.add_argument("--agnostic-nms", action="store_true",
+                        help="predictors of the export run one NMS over all classes (one box per object where "
+                             "similar classes compete), as kept in its metadata, unless predict.py is given "
+                             "--no-agnostic-nms; that NMS runs on the host from the raw heads, the graph's own "
+                             "is per class (default: per class)")
     parser.add_argument("--check-images", type=int_at_least(1), default=CHECK_IMAGES,
                         help=f"images the export is compared with the Keras model on (default {CHECK_IMAGES})")
     return parser
@@ -82,6 +87,7 @@ def main(argv=None):
         checkpoint=args.model, format=args.format, out=args.out, input_size=args.input_size, int8=args.int8,
         calib=args.calib, calib_images=args.calib_images, eval=args.eval, raw=args.raw, bf16=args.bf16,
         conf=args.conf, nms_iou=args.nms_iou, max_boxes=args.max_boxes, check_images=args.check_images,
+        agnostic_nms=args.agnostic_nms,
     )
     try:
         run_export(options)

@@ -95,6 +95,10 @@ def build_parser():
                         help=f"NMS IoU threshold of the detector (default {EVAL_NMS_IOU})")
     parser.add_argument("--max-boxes", type=int_at_least(1), default=DEFAULT_MAX_BOXES,
                         help=f"max_boxes of the detector's NMS (default {DEFAULT_MAX_BOXES})")
+    parser.add_argument("--agnostic-nms", action="store_true",
+                        help="one NMS over all classes instead of one per class (as predict.py runs by default); "
+                             "the mAP is then that of the boxes users see (default: per class, as the reference "
+                             "design evaluates)")
     parser.add_argument("--iou", type=fraction, default=EVAL_MATCH_IOU,
                         help=f"IoU needed to match a detection with a ground-truth object, VOC metrics "
                              f"(default {EVAL_MATCH_IOU})")
@@ -126,7 +130,7 @@ def load_predictor(args):
     """Builds the detector from --model (a checkpoint or an export) and the prediction options."""
     from utils.export.auto_runtime import load_predictor as open_model
 
-    settings = {name: getattr(args, name) for name in ("conf", "nms_iou", "max_boxes", "input_size")}
+    settings = {name: getattr(args, name) for name in ("conf", "nms_iou", "max_boxes", "input_size", "agnostic_nms")}
     predictor = open_model(args.model, runtime=args.runtime, evaluation=True, classes_path=args.classes, **settings)
     return slicing_from_args(predictor, args)
 

@@ -61,11 +61,18 @@ Examples:
   python predict.py --model logs/best.keras --source aerial.jpg --slice 416 --slice-overlap 0.2
 """
 
+import argparse
 import logging
 import sys
 
 from utils.cli import docstring_parser, fraction, input_size, int_at_least
-from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
+from utils.config import (
+    CHECKPOINT_SUFFIXES,
+    DEFAULT_AGNOSTIC_NMS,
+    DEFAULT_CONF,
+    DEFAULT_MAX_BOXES,
+    DEFAULT_NMS_IOU,
+)
 from utils.predict.job import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -126,6 +133,11 @@ def build_parser():
                              f"(default {DEFAULT_NMS_IOU})")
     parser.add_argument("--max-boxes", type=int_at_least(1), default=DEFAULT_MAX_BOXES,
                         help=f"most boxes kept per class and image (default {DEFAULT_MAX_BOXES})")
+    parser.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
+                        help="one NMS over all classes, so that an object whose similar classes score alike gets "
+                             "one box (its best class) instead of one box per class; --no-agnostic-nms: one NMS "
+                             "per class, as the reference design (default: an export's own setting, else "
+                             f"{'on' if DEFAULT_AGNOSTIC_NMS else 'off'})")
     parser.add_argument("--no-letterbox", action="store_true",
                         help="resize images to the input square ignoring their aspect ratio, instead of "
                              "letterboxing (use it if the model was trained that way)")
@@ -176,11 +188,19 @@ def load_predictor(args):
             nms_iou=args.nms_iou,
             max_boxes=args.max_boxes,
             letterbox=not args.no_letterbox,
+            agnostic_nms=_agnostic_nms(args),
             check_images=lambda count: first_images(parse_source(args.source), count),
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         # ClassCountError is a ValueError, as are bad classes and anchors files.
         raise UsageError(str(exc)) from None
+
+
+def _agnostic_nms(args):
+    """--agnostic-nms, where not given: an export's own setting, else the default."""
+    if args.agnostic_nms is not None:
+        return args.agnostic_nms
+    return None if not args.model.endswith(CHECKPOINT_SUFFIXES) else DEFAULT_AGNOSTIC_NMS
 
 
 def _warn_unused(args):

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from nets.backbones import backbone_options, build_backbone, get_spec
+from nets.class_separation import ClassSeparation
 from utils import keras_compat
 from utils.config import (
     ANCHOR_MASK,
@@ -173,6 +174,8 @@ class YoloV3(keras.Model):
         self._component_trackers = {
             key: keras.metrics.Mean(name=f"{key}_loss") for key in ("box", "obj", "cls")
         }
+        # Whether the classes are told apart at the objects (nets.class_separation).
+        self.class_separation = ClassSeparation(num_classes)
 
     @property
     def level_anchors(self):
@@ -209,6 +212,7 @@ class YoloV3(keras.Model):
         total, components = self.loss_fn(y, y_pred)
         for key, tracker in self._component_trackers.items():
             tracker.update_state(components[key])
+        self.class_separation.update_state(y[: len(STRIDES)], y_pred)
         if self.losses:
             total = total + keras.ops.sum(keras.ops.stack(self.losses))
         # Each replica returns its own batch mean; the gradients of all replicas are

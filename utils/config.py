@@ -29,12 +29,17 @@ ANCHOR_MIN_BPR = 0.98
 INPUT_MULTIPLE = 32
 
 DEFAULT_INPUT_SIZE = 416
+# File names a training checkpoint has (anything else is an export).
+CHECKPOINT_SUFFIXES = (".keras", ".weights.h5")
 DEFAULT_BACKBONE = "efficientnet-b0"
 
 # Prediction defaults (reference design).
 DEFAULT_CONF = 0.5
 DEFAULT_NMS_IOU = 0.3
 DEFAULT_MAX_BOXES = 100
+# predict.py runs one NMS over all classes: where similar classes compete, one box per
+# object instead of a stack of boxes of different classes (evaluation stays per class).
+DEFAULT_AGNOSTIC_NMS = True
 
 # Evaluation defaults (reference design).
 EVAL_CONF = 0.001

@@ -94,6 +94,10 @@ class YoloDecoder(keras.layers.Layer):
         max_boxes: maximum boxes kept per class (and, times C, in total, up to 1000).
         letterbox: True if images were letterboxed, False if plainly resized.
         box_coding: how the heads encode a box, "yolov3" or "yolov5" (``decode_head``).
+        agnostic: class-agnostic NMS: each box keeps only its best class's score,
+            and a box suppresses any lower-scored box it overlaps, whatever the two
+            classes (one box per object where similar classes compete); at most
+            ``max_boxes`` · C boxes (up to 1000) in all.
 
     Call args:
         raw_outputs: list of raw heads in STRIDES order, (B, S/stride, S/stride, 3·(5+C)).
@@ -108,8 +112,10 @@ class YoloDecoder(keras.layers.Layer):
     """
 
     def __init__(self, anchors, num_classes, input_size, conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU,
-                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, box_coding=DEFAULT_BOX_CODING, **kwargs):
+                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, box_coding=DEFAULT_BOX_CODING, agnostic=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.agnostic = bool(agnostic)
         self.box_coding = check_box_coding(box_coding)
         self.anchors = [[float(v) for v in a] for a in anchors]
         self.num_classes = int(num_classes)
@@ -138,7 +144,8 @@ class YoloDecoder(keras.layers.Layer):
         return xywh_to_xyxy(boxes_rel) * float(self.input_size), scores
 
     def nms(self, boxes, scores):
-        """Class-wise NMS with this decoder's conf, nms_iou and max_boxes.
+        """NMS with this decoder's conf, nms_iou and max_boxes: class-wise, or over
+        all classes with ``agnostic``.
 
         Args:
             boxes: (B, N, 4) xyxy boxes, any pixel unit.
@@ -149,6 +156,8 @@ class YoloDecoder(keras.layers.Layer):
             int32 and "valid" (B,) int32, K = min(max_boxes · C, 1000), best first.
         """
         max_total = min(self.max_boxes * self.num_classes, 1000)
+        if self.agnostic:
+            return self._agnostic_nms(boxes, scores, max_total)
         nms = tf.image.combined_non_max_suppression(
             tf.expand_dims(boxes, 2),
             scores,
@@ -163,6 +172,23 @@ class YoloDecoder(keras.layers.Layer):
             "scores": nms.nmsed_scores,
             "classes": tf.cast(nms.nmsed_classes, "int32"),
             "valid": tf.cast(nms.valid_detections, "int32"),
+        }
+
+    def _agnostic_nms(self, boxes, scores, max_total):
+        """One NMS over every class: each box with its best class, the ``nms`` dict."""
+        best = tf.reduce_max(scores, axis=-1)
+        classes = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        index, valid = tf.image.non_max_suppression_padded(
+            boxes, best, max_total, iou_threshold=self.nms_iou, score_threshold=self.conf,
+            pad_to_max_output_size=True,
+        )
+        keep = tf.range(max_total)[None, :] < valid[:, None]
+        keep_f = tf.cast(keep, boxes.dtype)
+        return {
+            "boxes": tf.gather(boxes, index, batch_dims=1) * keep_f[..., None],
+            "scores": tf.gather(best, index, batch_dims=1) * keep_f,
+            "classes": tf.where(keep, tf.gather(classes, index, batch_dims=1), 0),
+            "valid": tf.cast(valid, "int32"),
         }
 
     def to_image_pixels(self, boxes, image_shapes):
@@ -195,5 +221,6 @@ class YoloDecoder(keras.layers.Layer):
         config.update(
             anchors=self.anchors, num_classes=self.num_classes, input_size=self.input_size, conf=self.conf,
             nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox, box_coding=self.box_coding,
+            agnostic=self.agnostic,
         )
         return config

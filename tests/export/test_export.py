@@ -226,6 +226,39 @@ def test_other_settings_and_anchors_run_on_the_host(model, artifacts):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_agnostic_nms_export_carries_it_and_detects_like_keras(fmt, model, tmp_path):
+    from utils.export.exporter import ExportOptions, run_export
+    from utils.predict.predictor import Predictor
+
+    images = _images(4, seed=11)
+    settings = dict(conf=0.05, nms_iou=0.3, max_boxes=100)  # no image reaches the box limit
+    name = {"onnx": "agnostic.onnx", "openvino": "agnostic.xml"}[fmt]
+    path = run_export(ExportOptions(checkpoint=str(model[1]), format=fmt, out=str(tmp_path / name), check_images=2,
+                                    agnostic_nms=True, **settings))
+    exported = load_predictor(path, **settings)
+    assert exported.metadata.agnostic_nms and exported.agnostic_nms and exported.host_stage == "decode"
+    agnostic = _assert_same(Predictor(model[0], agnostic_nms=True, **settings), exported, images)
+    # Asked per class, the same export runs its own graph's NMS, like the Keras model per class.
+    per_class = load_predictor(path, agnostic_nms=False, **settings)
+    assert per_class.host_stage == "none"
+    _assert_same(Predictor(model[0], **settings), per_class, images)
+    # Agnostic NMS removes the boxes of other classes on the same objects: fewer boxes.
+    counts = [sum(len(found) for found in p.predict_batch(images)) for p in (exported, per_class)]
+    assert 0 < counts[0] < counts[1]
+
+
+@pytest.mark.slow
+def test_agnostic_nms_asked_of_a_per_class_export_runs_on_the_host(model, artifacts):
+    from utils.predict.predictor import Predictor
+
+    exported = load_predictor(artifacts["onnx"], agnostic_nms=True, **SETTINGS)
+    assert not exported.metadata.agnostic_nms and exported.host_stage == "decode"
+    _assert_same(Predictor(model[0], agnostic_nms=True, **SETTINGS), exported, _images(4, seed=12))
+    assert load_predictor(artifacts["onnx"], **SETTINGS).host_stage == "none"
+
+
+@pytest.mark.slow
 def test_heatmap_heads_match(model, artifacts):
     from utils.predict.predictor import Predictor
 

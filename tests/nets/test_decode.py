@@ -181,6 +181,29 @@ def test_nms_keeps_the_best_box_of_a_class_and_other_classes():
     np.testing.assert_allclose(boxes, [(21, 21, 33, 33), (20, 20, 32, 32)], atol=1e-3)
 
 
+def test_agnostic_nms_keeps_one_box_per_object_whatever_its_classes():
+    # One object with three look-alike classes scoring close together: per class NMS
+    # keeps a box of each, class-agnostic NMS only the best, with its class.
+    heads = empty_heads()
+    put_box(heads, 2, 3, 3, 0, (20, 20, 32, 32), 0.6, cls=1)
+    put_box(heads, 2, 3, 3, 1, (21, 21, 33, 33), 0.55, cls=0)
+    put_box(heads, 2, 3, 3, 2, (20, 21, 32, 33), 0.52, cls=2)
+    # A separate object of class 0 far away survives either way.
+    put_box(heads, 2, 6, 6, 0, (49, 49, 60, 60), 0.7, cls=0)
+    _, scores, classes = detections(run(heads, [[64, 64]]))
+    assert sorted(classes.tolist()) == [0, 0, 1, 2]
+    boxes, scores, classes = detections(run(heads, [[64, 64]], agnostic=True))
+    assert classes.tolist() == [0, 1]
+    np.testing.assert_allclose(scores, [0.7, 0.6], rtol=1e-4)
+    np.testing.assert_allclose(boxes, [(49, 49, 60, 60), (20, 20, 32, 32)], atol=1e-3)
+    # Below the IoU threshold two objects of different classes both stay.
+    heads = empty_heads()
+    put_box(heads, 2, 3, 3, 0, (20, 20, 32, 32), 0.9, cls=0)
+    put_box(heads, 2, 3, 4, 0, (28, 20, 40, 32), 0.8, cls=1)  # IoU 4*12 / (2*144 - 48) = 0.2
+    assert run(heads, [[64, 64]], agnostic=True, nms_iou=0.3)["valid"][0] == 2
+    assert run(heads, [[64, 64]], agnostic=True, nms_iou=0.1)["valid"][0] == 1
+
+
 def test_nms_iou_threshold_decides_suppression():
     # IoU of these two boxes is 100 / 156 ≈ 0.64.
     heads = empty_heads()
@@ -221,8 +244,10 @@ def test_max_boxes_per_class_is_respected():
 
 
 def test_decoder_get_config_round_trip():
-    decoder = YoloDecoder(ANCHORS, C, SIZE, conf=0.25, nms_iou=0.45, max_boxes=7, letterbox=False, name="dec")
+    decoder = YoloDecoder(ANCHORS, C, SIZE, conf=0.25, nms_iou=0.45, max_boxes=7, letterbox=False, name="dec",
+                          agnostic=True)
     config = decoder.get_config()
+    assert config["agnostic"] is True
     assert config["anchors"] == ANCHORS.tolist()
     assert (config["num_classes"], config["input_size"], config["conf"], config["nms_iou"]) == (C, SIZE, 0.25, 0.45)
     assert (config["max_boxes"], config["letterbox"]) == (7, False)

@@ -136,7 +136,7 @@ def choose_precision(runtime, evaluation):
 
 def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, input_size=None, anchors_path=None,
                    conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True,
-                   check_images=None, cache_dir=None):
+                   check_images=None, cache_dir=None, agnostic_nms=None):
     """A predictor for ``path`` on the runtime asked for, and one line saying which.
 
     Args:
@@ -151,6 +151,9 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
             on, asked for only when there is an export to check; drawn images where
             it gives none (default).
         cache_dir: the cache folder (default: beside the checkpoint, else the user's).
+        agnostic_nms: one NMS over all classes (True) or one per class (False); None:
+            an export's own setting, per class for a checkpoint. A checkpoint's cached
+            export keeps its NMS per class and runs the agnostic one on the host.
 
     Returns:
         a ``BasePredictor``.
@@ -166,8 +169,8 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
     options = dict(classes_path=classes_path, input_size=input_size, anchors_path=anchors_path, conf=conf,
                    nms_iou=nms_iou, max_boxes=max_boxes, letterbox=letterbox)
     if not Path(path).name.endswith(CHECKPOINT_SUFFIXES):
-        return _load_artifact(path, runtime, options)
-    keras_predictor = Predictor.from_checkpoint(path, **options)
+        return _load_artifact(path, runtime, {**options, "agnostic_nms": agnostic_nms})
+    keras_predictor = Predictor.from_checkpoint(path, agnostic_nms=bool(agnostic_nms), **options)
     if runtime == "tf":
         print("Runtime: TensorFlow fp32 (--runtime tf)")
         return keras_predictor
@@ -244,7 +247,8 @@ def _open_export(artifact, keras_predictor, precision, own_anchors):
     by the user, NMS, letterbox) and, for OpenVINO, at ``precision``."""
     options = dict(class_names=keras_predictor.class_names, conf=keras_predictor.conf,
                    nms_iou=keras_predictor.nms_iou, max_boxes=keras_predictor.max_boxes,
-                   letterbox=keras_predictor.letterbox, anchors=keras_predictor.anchors if own_anchors else None)
+                   letterbox=keras_predictor.letterbox, anchors=keras_predictor.anchors if own_anchors else None,
+                   agnostic_nms=keras_predictor.agnostic_nms)
     runtime = runtime_for(artifact)
     if runtime is OpenVINOPredictor:
         options["precision"] = precision

@@ -58,6 +58,10 @@ class ExportOptions:
         nms_iou: IoU threshold of the NMS in the graph.
         max_boxes: boxes kept per class.
         check_images: images compared with the Keras model after the export.
+        agnostic_nms: predictors of the artifact run one NMS over all classes by
+            default (recorded in the metadata). The graph's own NMS stays per class:
+            the batched class-agnostic NMS of TensorFlow converts to neither ONNX nor
+            OpenVINO, so the agnostic one runs on the host, from the raw heads.
     """
 
     checkpoint: str
@@ -74,6 +78,7 @@ class ExportOptions:
     nms_iou: float = DEFAULT_NMS_IOU
     max_boxes: int = DEFAULT_MAX_BOXES
     check_images: int = CHECK_IMAGES
+    agnostic_nms: bool = False
 
 
 def check_options(options):
@@ -209,6 +214,7 @@ def export_metadata(options, model, input_size):
         nms=nms, conf=options.conf, nms_iou=options.nms_iou, max_boxes=options.max_boxes,
         precision="int8" if options.int8 else "bf16" if options.bf16 else "fp32", outputs=output_order(nms),
         backbone=model.backbone_name, checkpoint=Path(options.checkpoint).name, box_coding=model.box_coding,
+        agnostic_nms=bool(options.agnostic_nms),
     )
 
 

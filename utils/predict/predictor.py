@@ -92,10 +92,12 @@ class BasePredictor:
         max_boxes: boxes kept per class.
         letterbox: letterbox (True) or plain resize (False).
         box_coding: how the heads encode a box, "yolov3" or "yolov5".
+        agnostic_nms: one NMS over all classes instead of one per class
+            (``utils.decode.YoloDecoder``'s ``agnostic``).
     """
 
     def __init__(self, class_names, input_size, anchors, conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU,
-                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, box_coding=DEFAULT_BOX_CODING):
+                 max_boxes=DEFAULT_MAX_BOXES, letterbox=True, box_coding=DEFAULT_BOX_CODING, agnostic_nms=False):
         self.class_names = list(class_names)
         self.input_size = check_input_size(input_size)
         self.anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
@@ -103,9 +105,10 @@ class BasePredictor:
         self.nms_iou = float(nms_iou)
         self.max_boxes = int(max_boxes)
         self.letterbox = bool(letterbox)
+        self.agnostic_nms = bool(agnostic_nms)
         self.decoder = YoloDecoder(self.anchors, len(self.class_names), self.input_size, conf=self.conf,
                                    nms_iou=self.nms_iou, max_boxes=self.max_boxes, letterbox=self.letterbox,
-                                   box_coding=box_coding)
+                                   box_coding=box_coding, agnostic=self.agnostic_nms)
 
     @property
     def num_classes(self):
@@ -184,10 +187,11 @@ class Predictor(BasePredictor):
         nms_iou: NMS IoU threshold.
         max_boxes: boxes kept per class.
         letterbox: letterbox (True) or plain resize (False).
+        agnostic_nms: one NMS over all classes instead of one per class.
     """
 
     def __init__(self, model, class_names=None, input_size=None, anchors=None, conf=DEFAULT_CONF,
-                 nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True):
+                 nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True, agnostic_nms=False):
         if class_names is not None and len(class_names) != model.num_classes:
             raise ClassCountError(
                 f"The classes file names {len(class_names)} classes but the model was trained "
@@ -198,7 +202,7 @@ class Predictor(BasePredictor):
             input_size if input_size is not None else model.input_size,
             anchors if anchors is not None else model.anchors,
             conf=conf, nms_iou=nms_iou, max_boxes=max_boxes, letterbox=letterbox,
-            box_coding=getattr(model, "box_coding", DEFAULT_BOX_CODING),
+            box_coding=getattr(model, "box_coding", DEFAULT_BOX_CODING), agnostic_nms=agnostic_nms,
         )
         self.model = model
         spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.uint8)

@@ -42,7 +42,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from utils.config import BOX_CODINGS, DEFAULT_BOX_CODING, DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
+from utils.config import (
+    BOX_CODINGS,
+    CHECKPOINT_SUFFIXES,
+    DEFAULT_BOX_CODING,
+    DEFAULT_CONF,
+    DEFAULT_MAX_BOXES,
+    DEFAULT_NMS_IOU,
+)
 from utils.image import check_input_size
 from utils.model_data import load_anchors, load_classes
 from utils.predict.predictor import DETECTION_OUTPUTS, RAW_OUTPUTS, BasePredictor, ClassCountError, Predictor
@@ -59,7 +66,6 @@ PIP_INSTALL = {
     "openvino": "pip install openvino==2026.4.1",
     "litert": "pip install ai-edge-litert==2.3.0",
 }
-CHECKPOINT_SUFFIXES = (".keras", ".weights.h5")
 # The extension each exported file format is recognized by (a SavedModel is a folder).
 FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}
 # The format each runtime runs, by its ``--runtime`` name in predict.py and get_map.py.
@@ -96,6 +102,10 @@ class ExportMetadata:
         checkpoint: file name of the checkpoint exported.
         box_coding: how the heads encode a box ("yolov3" or "yolov5"), for decoding
             on the host; metadata written without it is "yolov3".
+        agnostic_nms: a predictor of the artifact runs one NMS over all classes
+            unless told otherwise (``export.py --agnostic-nms``); metadata written
+            without it is per class. The graph's own NMS is always per class, so the
+            agnostic one runs on the host.
     """
 
     class_names: list
@@ -110,6 +120,7 @@ class ExportMetadata:
     backbone: str = ""
     checkpoint: str = ""
     box_coding: str = DEFAULT_BOX_CODING
+    agnostic_nms: bool = False
 
     def to_json(self):
         """The metadata as a JSON string, with its format name and version."""
@@ -145,7 +156,7 @@ def _not_exported(path, where):
 
 
 def load_predictor(path, classes_path=None, input_size=None, anchors_path=None, conf=DEFAULT_CONF,
-                   nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True):
+                   nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True, agnostic_nms=None):
     """A predictor for a checkpoint or an exported artifact, chosen by the path.
 
     Args:
@@ -158,6 +169,8 @@ def load_predictor(path, classes_path=None, input_size=None, anchors_path=None, 
         nms_iou: NMS IoU threshold.
         max_boxes: boxes kept per class.
         letterbox: letterbox (True) or plain resize (False).
+        agnostic_nms: one NMS over all classes (True), one per class (False), or
+            None: an export's own setting, class-wise for a checkpoint.
 
     Returns:
         a ``BasePredictor``.
@@ -171,7 +184,8 @@ def load_predictor(path, classes_path=None, input_size=None, anchors_path=None, 
     options = dict(conf=conf, nms_iou=nms_iou, max_boxes=max_boxes, letterbox=letterbox)
     if Path(path).name.endswith(CHECKPOINT_SUFFIXES):
         return Predictor.from_checkpoint(path, classes_path=classes_path, input_size=input_size,
-                                         anchors_path=anchors_path, **options)
+                                         anchors_path=anchors_path, agnostic_nms=bool(agnostic_nms), **options)
+    options["agnostic_nms"] = agnostic_nms
     runtime = runtime_for(path)
     class_names = load_classes(classes_path) if classes_path else None
     anchors = load_anchors(anchors_path) if anchors_path else None
@@ -209,12 +223,13 @@ class ExportedPredictor(BasePredictor):
         input_size: must be the artifact's own when given.
         anchors: (9, 2) anchors overriding the artifact's (decoding then runs here).
         conf, nms_iou, max_boxes, letterbox: as for ``Predictor``.
+        agnostic_nms: as for ``Predictor``; None: the artifact's own setting.
     """
 
     runtime_name = "a runtime"
 
     def __init__(self, path, class_names=None, input_size=None, anchors=None, conf=DEFAULT_CONF,
-                 nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True):
+                 nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True, agnostic_nms=None):
         self.path = Path(path)
         self.metadata = meta = self._open()
         if class_names is not None and len(class_names) != len(meta.class_names):
@@ -229,7 +244,8 @@ class ExportedPredictor(BasePredictor):
             )
         super().__init__(class_names if class_names is not None else meta.class_names, meta.input_size,
                          anchors if anchors is not None else meta.anchors, conf=conf, nms_iou=nms_iou,
-                         max_boxes=max_boxes, letterbox=letterbox, box_coding=meta.box_coding)
+                         max_boxes=max_boxes, letterbox=letterbox, box_coding=meta.box_coding,
+                         agnostic_nms=meta.agnostic_nms if agnostic_nms is None else agnostic_nms)
         self.host_stage = self._choose_host_stage(anchors)
         if self.host_stage == "decode":
             self._host = tf.function(self.decoder, reduce_retracing=True)
@@ -246,6 +262,9 @@ class ExportedPredictor(BasePredictor):
             return "decode"
         if meta.nms == "host":
             return "nms"
+        if self.agnostic_nms:
+            log.info("%s: class-agnostic NMS runs on the host (the graph's NMS is per class).", self.path.name)
+            return "decode"
         asked = (self.nms_iou, self.max_boxes)
         if asked == (meta.nms_iou, meta.max_boxes) and self.conf >= meta.conf:
             return "none"

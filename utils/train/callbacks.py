@@ -237,6 +237,68 @@ class BestEvaluationOutputs:
             self.write(evaluate_checkpoint(self.checkpoint), self.best_epoch)
 
 
+def separation_lines(epoch, class_names, true, other, count, worst=3):
+    """The epoch summary's class-separation line, and a second one when the class
+    scores sit at the prior (see ``nets.class_separation``).
+
+    Args:
+        epoch: the 1-based epoch.
+        class_names: the C class names.
+        true, other, count: ``ClassSeparation.per_class()``.
+        worst: how many of the least separated classes the warning names.
+
+    Returns:
+        A list of one or two lines ([] when no class had a positive).
+    """
+    from nets.class_separation import AT_PRIOR_SEPARATION
+
+    has = count > 0
+    if not has.any():
+        return []
+    separation = true - other
+    mean_sep = float(np.mean(separation[has]))
+    lines = [f"Epoch {epoch}: classes at the objects: true class {np.mean(true[has]):.2f}, best other class "
+             f"{np.mean(other[has]):.2f}, separation {mean_sep:.2f} (1: told apart, 0: at the prior)"]
+    order = [i for i in np.argsort(separation) if has[i]][:worst]
+    if mean_sep < AT_PRIOR_SEPARATION:
+        lines.append(
+            f"  The class scores sit at the prior: objects are found, but not yet told apart. Least separated: "
+            + ", ".join(f"{class_names[i]} {separation[i]:+.2f}" for i in order)
+            + ". See README, 'When mAP is low'.")
+    return lines
+
+
+def _tag(name):
+    """A class name as a TensorBoard tag and CSV column part."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+class ClassSeparationReport(keras.callbacks.Callback):
+    """After each epoch with validation: the validation class separation of every
+    class into the logs (``val_cls_sep/<class>``, with ``val_cls_true`` and
+    ``val_cls_other``), so that history.csv and TensorBoard hold it, and the summary
+    line of ``separation_lines``. Needs a model with a ``class_separation`` metric
+    (``nets.yolo.YoloV3``), which holds the validation pass's sums at the epoch's end."""
+
+    def __init__(self, class_names):
+        super().__init__()
+        self.class_names = list(class_names)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or "val_cls_sep" not in logs:
+            return
+        true, other, count = self.model.class_separation.per_class()
+        has = count > 0
+        if has.any():
+            logs["val_cls_true"] = float(np.mean(true[has]))
+            logs["val_cls_other"] = float(np.mean(other[has]))
+        for name, t, o, n in zip(self.class_names, true, other, count):
+            if n > 0:
+                logs[f"val_cls_sep/{_tag(name)}"] = float(t - o)
+        for line in separation_lines(epoch + 1, self.class_names, true, other, count):
+            print(line if line.startswith(" ") else "\n" + line)
+
+
 class RunCheckpointer(keras.callbacks.Callback):
     """Writes the run folder at every epoch end, each file atomically.
 
@@ -377,6 +439,7 @@ def plot_history(run_dir, history):
     atomic_write(Path(run_dir) / "loss.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
     plt.close(fig)
 
+    _plot_separation(run_dir, epochs, history)
     points = [(e, row["map"]) for e, row in zip(epochs, history) if "map" in row]
     if points:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -389,3 +452,27 @@ def plot_history(run_dir, history):
         fig.tight_layout()
         atomic_write(Path(run_dir) / "map.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
         plt.close(fig)
+
+
+def _plot_separation(run_dir, epochs, history):
+    """class_separation.png: at the validation objects, the true class's and the best
+    other class's mean probability per epoch (when validation measured them)."""
+    import matplotlib.pyplot as plt
+
+    keys = (("val_cls_true", "true class"), ("val_cls_other", "best other class"), ("val_cls_sep", "separation"))
+    if not any(keys[0][0] in row for row in history):
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label in keys:
+        points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean class probability at the objects")
+    ax.set_ylim(-0.05, 1.0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("Class separation (validation; 0: class scores at the prior)")
+    fig.tight_layout()
+    atomic_write(Path(run_dir) / "class_separation.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
+    plt.close(fig)
