@@ -16,6 +16,7 @@ from utils.config import (
     ANCHOR_MASK,
     ASSIGNERS,
     BOX_RATIO,
+    CLS_NORMS,
     CLS_RATIO,
     IGNORE_THRESHOLD,
     LEVEL_BALANCE,
@@ -64,8 +65,12 @@ class YoloLoss:
       the near misses positives). The objectness target of a positive is 1, or with
       ``obj_iou_target`` the CIoU of its decoded box with its target, detached from
       the gradient and clamped at 0 (YOLOv5's), so that scores rank boxes by quality;
-    * cls: binary cross-entropy on logits over positives,
-      ``* cls_ratio * C / 80 / P / C``. With label smoothing ``ls`` the class targets
+    * cls: binary cross-entropy on logits over positives, summed, ``/ P`` and
+      with ``cls_norm`` "reference" ``* cls_ratio * C / 80 / C`` (the reference
+      design's and YOLOv5's: the gain was tuned at 80 classes, and with fewer classes
+      the whole class term shrinks with C), "mean" ``* cls_ratio / C`` (the mean over
+      the classes at the gain as tuned, whatever C) or "sum" ``* cls_ratio`` (summed
+      over the classes, as Ultralytics' YOLOv8). With label smoothing ``ls`` the class targets
       are ``y * (1 - ls) + ls / C``: the smoothing mass is spread over the ``C``
       classes, so the positive class gets ``1 - ls + ls / C`` and every other class
       ``ls / C``.
@@ -79,7 +84,8 @@ class YoloLoss:
         balance: objectness weight of each level, in ``STRIDES`` order.
         box_ratio: weight of the box term.
         obj_ratio: weight of the objectness term at a 416x416 input.
-        cls_ratio: weight of the class term at 80 classes.
+        cls_ratio: weight of the class term (at 80 classes with ``cls_norm`` "reference").
+        cls_norm: one of ``CLS_NORMS``, how the class term is normalised (above).
         batch_scale: multiply the loss (total and components) by the global batch size,
             as YOLOv5/v8 do, so that SGD steps grow with the batch; the reference
             loss is not scaled.
@@ -117,6 +123,7 @@ class YoloLoss:
         batch_scale=False,
         assigner="yolov3",
         obj_iou_target=False,
+        cls_norm="reference",
     ):
         anchors = np.asarray(anchors, dtype="float32")
         num_anchors = sum(len(mask) for mask in ANCHOR_MASK)
@@ -133,6 +140,8 @@ class YoloLoss:
             raise ValueError(
                 f"balance needs one weight per level {STRIDES}, got {balance!r}."
             )
+        if cls_norm not in CLS_NORMS:
+            raise ValueError(f"cls_norm must be one of {', '.join(CLS_NORMS)}, got {cls_norm!r}.")
         if assigner not in ASSIGNERS:
             raise ValueError(f"assigner must be one of {', '.join(ASSIGNERS)}, got {assigner!r}.")
         self.anchors = anchors
@@ -146,6 +155,7 @@ class YoloLoss:
         self.box_ratio = float(box_ratio)
         self.obj_ratio = float(obj_ratio)
         self.cls_ratio = float(cls_ratio)
+        self.cls_norm = cls_norm
         self.batch_scale = bool(batch_scale)
 
     def __call__(self, y_true, y_pred):
@@ -191,6 +201,10 @@ class YoloLoss:
         return self.balance[level] * self.obj_ratio * area / _REFERENCE_AREA
 
     def _cls_scale(self):
+        if self.cls_norm == "sum":
+            return self.cls_ratio
+        if self.cls_norm == "mean":
+            return self.cls_ratio / self.num_classes
         # The reference's cls_ratio * C / 80, then the mean over the C classes.
         return self.cls_ratio * self.num_classes / _REFERENCE_NUM_CLASSES / self.num_classes
 

@@ -52,6 +52,10 @@ LEVEL_BALANCE = (0.4, 1.0, 4.0)
 BOX_RATIO = 0.05
 OBJ_RATIO = 5.0
 CLS_RATIO = 1.0
+# How the class term is normalised (nets.loss.YoloLoss): "reference" scales the gain by
+# C / 80 (the reference design and YOLOv5); "mean" keeps it as tuned at 80 classes for
+# any C; "sum" sums the BCE over the classes instead of averaging it (as Ultralytics).
+CLS_NORMS = ("reference", "mean", "sum")
 IGNORE_THRESHOLD = 0.5
 
 # Neck convolutions (reference design).

@@ -288,3 +288,27 @@ def test_scripts_name_a_keras_model_that_is_not_a_detector(foreign_model, tmp_pa
         assert f"{script}: error: {foreign_model}" in err and "not a detector of this project" in err, err
         assert "Traceback" not in err and "AttributeError" not in err
     assert sorted(os.listdir(tmp_path)) == ["a.png", "test.txt"]  # no output folder or file begun
+
+
+def test_a_checkpoint_written_before_class_separation_and_agnostic_nms_predicts_the_same_boxes():
+    """checkpoint_v1.keras (MobileNetV2 0.35, yolov5 box coding, input 64) and its
+    detections on three drawn images were written by the code before the model
+    carried a class-separation metric and the decoder an agnostic NMS."""
+    import json
+    from pathlib import Path
+
+    from tests.helpers import varied_images
+
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "checkpoint_v1_boxes.json").read_text())
+    loaded = load_model(data / "checkpoint_v1.keras")
+    assert loaded.box_coding == "yolov5" and loaded.class_names == ["a", "b", "c"]
+    predictor = Predictor(loaded, conf=expected["conf"], nms_iou=expected["nms_iou"],
+                          max_boxes=expected["max_boxes"])
+    found = predictor.predict_batch(varied_images(3, seed=5))
+    assert sum(len(d["scores"]) for d in expected["detections"]) > 20
+    for image, want in zip(found, expected["detections"]):
+        assert len(image) == len(want["scores"])
+        np.testing.assert_allclose(image.scores, want["scores"], atol=1e-4)
+        np.testing.assert_allclose(image.boxes, want["boxes"], atol=0.05)
+        assert image.classes.tolist() == want["classes"]

@@ -489,6 +489,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from nets.loss import YoloLoss
 
 assigner, anchors, grids = sys.argv[1], np.array(json.loads(sys.argv[2]), "float32"), json.loads(sys.argv[3])
+cls_norm, batch_scale = sys.argv[4], sys.argv[5] == "1"
 rng = np.random.default_rng(0)
 num_classes, batch = 3, 4
 levels = []
@@ -506,7 +507,8 @@ gt = np.zeros((batch, 4, 4), "float32")
 gt[:2, 0] = [0.5, 0.5, 0.3, 0.2]
 y_true = levels + [gt]
 y_pred = [rng.normal(size=(batch, g, g, 3 * (5 + num_classes))).astype("float32") for g in grids]
-loss = YoloLoss(anchors, num_classes, 64, assigner=assigner, obj_iou_target=True, label_smoothing=0.1)
+loss = YoloLoss(anchors, num_classes, 64, assigner=assigner, obj_iou_target=True, label_smoothing=0.1,
+                cls_norm=cls_norm, batch_scale=batch_scale)
 single = [float(v) for v in (loss(y_true, y_pred)[0], *loss(y_true, y_pred)[1].values())]
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -522,10 +524,12 @@ print(json.dumps({"single": single, "split": split}))
 """
 
 
-@pytest.mark.parametrize("assigner", ["yolov3", "yolov5"])
-def test_a_batch_split_over_two_devices_has_the_loss_of_the_whole_batch(assigner):
+@pytest.mark.parametrize("assigner, cls_norm, batch_scale", [("yolov3", "reference", "0"), ("yolov5", "mean", "1")])
+def test_a_batch_split_over_two_devices_has_the_loss_of_the_whole_batch(assigner, cls_norm, batch_scale):
     """The counts that normalise each term are those of the whole batch, so the mean of the
-    replicas' losses equals one device's loss even when the positives are all on one replica."""
+    replicas' losses equals one device's loss even when the positives are all on one replica
+    (the reference recipe's loss, and the short recipe's: class term as a mean over the classes,
+    loss times the batch)."""
     import json
     import subprocess
     import sys
@@ -533,7 +537,8 @@ def test_a_batch_split_over_two_devices_has_the_loss_of_the_whole_batch(assigner
     from tests.helpers import ROOT
 
     proc = subprocess.run(
-        [sys.executable, "-c", _SPLIT_SCRIPT, assigner, json.dumps(ANCHORS.tolist()), json.dumps(list(GRIDS))],
+        [sys.executable, "-c", _SPLIT_SCRIPT, assigner, json.dumps(ANCHORS.tolist()), json.dumps(list(GRIDS)),
+         cls_norm, batch_scale],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -79,7 +79,7 @@ def test_every_flag_override_wins_over_the_recipe_and_reaches_config_json(tmp_pa
     overrides = {
         "optimizer": "sgd", "lr": 0.02, "min_lr": 0.001, "lr_batch_scaling": True, "momentum": 0.8,
         "weight_decay": 1e-4, "warmup_epochs": 1.0, "warmup_min_steps": 7, "warmup_bias_lr": 0.05,
-        "box_gain": 0.1, "obj_gain": 2.0, "cls_gain": 3.0, "loss_batch_scale": False, "ema": False,
+        "box_gain": 0.1, "obj_gain": 2.0, "cls_gain": 3.0, "cls_norm": "sum", "loss_batch_scale": False, "ema": False,
         "ema_decay": 0.99, "ema_tau": 10.0, "freeze_epochs": 2, "jitter": 0.2, "scale_min": 0.5,
         "scale_max": 1.5, "mosaic_ratio": 0.3, "assigner": "yolov3", "anchor_t": 3.0, "obj_iou_target": False,
     }
@@ -105,6 +105,36 @@ def test_train_py_flags_reach_the_configuration():
                                                                                      False, 1.0)
     assert (cfg.loss_batch_scale, cfg.momentum, cfg.obj_gain) == (True, 0.85, 0.3)
     assert train.config_from_args(train.parse_args([])).ema is None  # left to the recipe
+
+
+def test_class_norm_scales_the_class_term_and_old_configs_keep_the_reference():
+    from utils.train.settings import from_saved
+
+    anchors = load_anchors(DEFAULT_ANCHORS)
+    rng = np.random.default_rng(1)
+    num_classes, batch = 11, 2
+    y_pred = [rng.normal(0, 1, (batch, SIZE // s, SIZE // s, 3 * (5 + num_classes))).astype("float32")
+              for s in (32, 16, 8)]
+    y_true = []
+    for s in (32, 16, 8):
+        t = np.zeros((batch, SIZE // s, SIZE // s, 3, 5 + num_classes), np.float32)
+        t[:, 0, 0, 0, :4] = (0.2, 0.2, 0.3, 0.3)
+        t[:, 0, 0, 0, 4] = 1.0
+        t[:, 0, 0, 0, 7] = 1.0
+        y_true.append(t)
+    y_true.append(np.tile(np.array([[[0.2, 0.2, 0.3, 0.3]]], np.float32), (batch, 1, 1)))
+    cls = {norm: float(YoloLoss(anchors, num_classes, SIZE, cls_ratio=0.5, cls_norm=norm)(y_true, y_pred)[1]["cls"])
+           for norm in ("reference", "mean", "sum")}
+    assert cls["reference"] > 0
+    np.testing.assert_allclose(cls["mean"], cls["reference"] * 80 / num_classes, rtol=1e-5)
+    np.testing.assert_allclose(cls["sum"], cls["mean"] * num_classes, rtol=1e-5)
+    with pytest.raises(ValueError, match="cls_norm"):
+        YoloLoss(anchors, num_classes, SIZE, cls_norm="median")
+    # The recipes: the reference's own, the short recipe's mean; a config.json written
+    # before the setting existed trained with the reference's.
+    assert RECIPES["reference"].cls_norm == "reference" and RECIPES["short"].cls_norm == "mean"
+    assert from_saved({"cls_gain": 0.5})["cls_norm"] == "reference"
+    assert from_saved({"cls_gain": 0.5, "cls_norm": "sum"})["cls_norm"] == "sum"
 
 
 def test_bias_warmup_is_refused_for_adam():

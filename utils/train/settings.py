@@ -15,7 +15,7 @@ for ``alpha`` and ``drop_connect_rate`` the backbone's default.
 import argparse
 from dataclasses import dataclass
 
-from utils.config import ASSIGNERS, DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
+from utils.config import ASSIGNERS, CLS_NORMS, DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
 
 # Argument groups of train.py, in the order --help shows them.
 GROUPS = {
@@ -179,7 +179,11 @@ SETTINGS = (
        "weights)", low=0.0, summary="warm-up"),
     _r("box_gain", float, "weight of the box (CIoU) loss", low=0.0, summary="loss"),
     _r("obj_gain", float, "weight of the objectness loss at 416x416", low=0.0, summary="loss"),
-    _r("cls_gain", float, "weight of the class loss at 80 classes", low=0.0, summary="loss"),
+    _r("cls_gain", float, "weight of the class loss (at 80 classes with --cls-norm reference)", low=0.0,
+       summary="loss"),
+    _r("cls_norm", str, "class loss normalisation: reference: gain x classes/80 of the mean BCE over the classes "
+       "(the reference design, YOLOv5); mean: the gain x that mean, whatever the class count; sum: the gain x the "
+       "BCE summed over the classes (YOLOv8)", choices=CLS_NORMS, summary="loss"),
     _r("loss_batch_scale", bool, "multiply the loss by the batch size (YOLOv5/v8)", summary="loss"),
     _r("assigner", str, "yolov3: each box trains its best anchor in the cell of its centre; yolov5: every anchor "
        "within --anchor-t of its shape, in its cell and the two nearest neighbours, with the YOLOv5 box coding "
@@ -276,11 +280,15 @@ def check_ranges(cfg, error=ValueError):
 
 def from_saved(saved):
     """Setting values from a config.json, with the "not set" markers of older files
-    (0 or -1) read as None; an unknown key is an error."""
+    (0 or -1) read as None, and the class-loss normalisation of files older than it;
+    an unknown key is an error."""
     unknown = sorted(set(saved) - set(BY_NAME))
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
     values = dict(saved)
+    # A run saved before the class-loss normalisation was a setting trained with the reference's.
+    if "cls_gain" in values and "cls_norm" not in values:
+        values["cls_norm"] = "reference"
     for name, unset in (("alpha", 0.0), ("drop_connect_rate", -1.0)):
         if values.get(name) is not None and values[name] <= unset:
             values[name] = None

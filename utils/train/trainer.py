@@ -231,7 +231,7 @@ def _train_in_folder(run):
     model.loss_fn = YoloLoss(
         run.anchors, len(class_names), cfg.input_size, label_smoothing=cfg.label_smoothing,
         box_ratio=cfg.box_gain, obj_ratio=cfg.obj_gain, cls_ratio=cfg.cls_gain, batch_scale=cfg.loss_batch_scale,
-        assigner=cfg.assigner, obj_iou_target=cfg.obj_iou_target,
+        assigner=cfg.assigner, obj_iou_target=cfg.obj_iou_target, cls_norm=cfg.cls_norm,
     )
     ema = _make_ema(cfg, model, run.run_dir, state)
     val_ds = _validation_dataset(run)
@@ -267,7 +267,8 @@ def _train_in_folder(run):
         callbacks = _phase_callbacks(cfg, phase, steps, bias_group, ema, evaluator,
                                      [ClassSeparationReport(class_names), checkpointer, tensorboard], on_evaluated)
         train_ds = _training_dataset(run, phase, start)
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase.end,
+        # The dataset shuffles itself (seeded); shuffle=False tells Keras so, without its warning.
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase.end, shuffle=False,
                   callbacks=callbacks, verbose=1 if not os.environ.get("CI") else 2)
     if best_outputs is not None:
         best_outputs.finish(lambda path: make_map_evaluator(load_model(path), val_set, class_names, cfg.input_size,
