@@ -102,6 +102,20 @@ def load_model(path, compile=False):
     return model
 
 
+def read_model_config(path):
+    """The detector's own config (``YoloV3.get_config``) stored in a ``.keras`` archive,
+    read without building the model; ValueError if the file holds none."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return dict(config["config"])
+    except (zipfile.BadZipFile, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a .keras archive with a model config ({exc})") from None
+
+
 def _check_detector(model, path):
     """Raises CheckpointError unless ``model`` is a detector of this project (a YoloV3)."""
     from nets.yolo import YoloV3

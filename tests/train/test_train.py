@@ -249,3 +249,56 @@ def test_nan_guard_names_epoch_and_step():
         guard.on_train_batch_end(0, {"loss": np.float32("inf")})
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 8"):
         guard.on_train_batch_end(7, {"loss": np.array(-np.inf)})
+
+
+def _saved_config(**changes):
+    """The config.json of a short run of 3 epochs at input 64, with ``changes``."""
+    import dataclasses
+
+    from utils.train.config import TrainConfig
+
+    cfg = dataclasses.asdict(TrainConfig(recipe="short", epochs=3, input_size=64).resolved(100, 3))
+    cfg.update(changes)
+    return cfg
+
+
+def _finished_run(tmp_path, box_coding="yolov5", **changes):
+    """A run folder as train.py leaves it after epoch 1 of 3 (the checkpoint holds only its config)."""
+    import zipfile
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = _saved_config(**changes)
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    (run_dir / "train_state.json").write_text(json.dumps({"epoch": 1, "history": []}))
+    model = {"backbone": cfg["backbone"], "input_size": 64, "num_classes": 3, "box_coding": box_coding}
+    with zipfile.ZipFile(run_dir / "last.keras", "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "YoloV3", "config": model}))
+    return run_dir
+
+
+def test_resume_names_the_file_and_key_of_a_broken_config(tmp_path):
+    from utils.train.config import ConfigError, TrainConfig
+    from utils.train.trainer import _resume_state
+
+    run_dir = _finished_run(tmp_path)
+    cfg, state = _resume_state(TrainConfig(), run_dir)
+    assert cfg.assigner == "yolov5" and state.epoch == 1
+    (run_dir / "config.json").write_text('{"epochs": 3, "backbone": ')
+    with pytest.raises(ConfigError, match=r"unreadable .*config\.json.*start a new run"):
+        _resume_state(TrainConfig(), run_dir)
+    (run_dir / "config.json").write_bytes(b"\x89PNG\x00\xff")
+    with pytest.raises(ConfigError, match=r"unreadable .*config\.json"):
+        _resume_state(TrainConfig(), run_dir)
+    (run_dir / "config.json").write_text(json.dumps(_saved_config(assigner="yolov9")))
+    with pytest.raises(ConfigError, match=r"config\.json \(the key 'assigner' is 'yolov9'; it must be one of"):
+        _resume_state(TrainConfig(), run_dir)
+
+
+def test_resume_refuses_settings_that_change_the_model(tmp_path):
+    from utils.train.config import ConfigError, TrainConfig
+    from utils.train.trainer import _resume_state
+
+    run_dir = _finished_run(tmp_path, box_coding="yolov5", assigner="yolov3")
+    with pytest.raises(ConfigError, match=r"assigner 'yolov3' in config\.json, 'yolov5' in the checkpoint"):
+        _resume_state(TrainConfig(), run_dir)

@@ -281,7 +281,9 @@ def check_ranges(cfg, error=ValueError):
 def from_saved(saved):
     """Setting values from a config.json, with the "not set" markers of older files
     (0 or -1) read as None, and the class-loss normalisation of files older than it;
-    an unknown key is an error."""
+    an unknown key, or a value outside its setting's range, is a ValueError naming the key."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"holds a {type(saved).__name__}, not the settings")
     unknown = sorted(set(saved) - set(BY_NAME))
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
@@ -292,6 +294,15 @@ def from_saved(saved):
     for name, unset in (("alpha", 0.0), ("drop_connect_rate", -1.0)):
         if values.get(name) is not None and values[name] <= unset:
             values[name] = None
+    for name, value in values.items():
+        setting = BY_NAME[name]
+        try:
+            valid = setting.is_valid(value)
+        except TypeError:
+            valid = False
+        if not valid:
+            must = setting.range_text() or f"a {setting.kind.__name__}"
+            raise ValueError(f"the key {name!r} is {value!r}; it must be {must}")
     return values
 
 

@@ -290,12 +290,14 @@ def _resume_state(cfg, run_dir):
                   if os.environ.get("TF_CONFIG") else "")
         raise ConfigError(f"--resume {run_dir}: no finished epoch to resume from (needs config.json, "
                           f"{STATE_FILE} and last.keras).{shared}")
-    saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    epochs = max(cfg.epochs, saved["epochs"]) if cfg.epochs != TrainConfig.epochs else saved["epochs"]
     try:
-        cfg = TrainConfig(**{**from_saved(saved), "epochs": epochs})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--resume {run_dir}: unreadable {CONFIG_FILE} ({exc})") from None
+        saved = from_saved(json.loads((run_dir / CONFIG_FILE).read_text()))
+        epochs = max(cfg.epochs, saved["epochs"]) if cfg.epochs != TrainConfig.epochs else saved["epochs"]
+        cfg = TrainConfig(**{**saved, "epochs": epochs})
+    except (OSError, UnicodeDecodeError, TypeError, KeyError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"--resume {run_dir}: unreadable {run_dir / CONFIG_FILE} ({exc}); fix it or start a "
+                          "new run") from None
+    _check_checkpoint_fits(cfg, run_dir / "last.keras")
     try:
         state = RunState.read(state_path)
     except ValueError as exc:
@@ -304,6 +306,26 @@ def _resume_state(cfg, run_dir):
         print(f"Run {run_dir} already finished its {cfg.epochs} epochs.")
         return cfg, None
     return cfg, state
+
+
+def _check_checkpoint_fits(cfg, checkpoint):
+    """ConfigError unless the settings that define the model (``config.json``) are the
+    checkpoint's own: a resumed run must go on training the same network."""
+    from utils.checkpoint import read_model_config
+
+    try:
+        model = read_model_config(checkpoint)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: {checkpoint} cannot be read ({exc})") from None
+    differ = [f"{key} {ours!r} in config.json, {theirs!r} in the checkpoint"
+              for key, ours, theirs in (("assigner", cfg.assigner, model.get("box_coding", "yolov3")),
+                                        ("backbone", cfg.backbone, model.get("backbone")),
+                                        ("input_size", cfg.input_size, model.get("input_size")))
+              if ours is not None and theirs is not None and ours != theirs]
+    if differ:
+        raise ConfigError(f"--resume {checkpoint.parent}: the settings that define the model differ from its "
+                          f"checkpoint's: {'; '.join(differ)}. Put config.json back as it was, or start a new "
+                          "run with --weights to begin from the checkpoint.")
 
 
 def _build_model(run):
