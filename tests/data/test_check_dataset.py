@@ -93,3 +93,14 @@ def test_a_clean_dataset_passes_and_an_untrainable_one_fails(tmp_path):
     assert [f.kind for f in report.findings if f.severity == ERROR] == ["no usable image"]
     assert sum(f.severity == WARNING for f in report.findings) == 2
     assert "training is impossible" in report.verdict()
+
+
+def test_a_binary_file_is_refused_by_name_without_a_traceback(tmp_path):
+    from tests.helpers import run_script
+
+    junk = tmp_path / "junk.txt"
+    junk.write_bytes(bytes(range(256)) * 4)
+    proc = run_script("check_dataset.py", str(junk))
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert f"{junk} is not a text annotation file" in proc.stdout + proc.stderr
+    assert proc.returncode == 1

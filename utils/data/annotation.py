@@ -7,6 +7,7 @@ so image paths may contain spaces; files written by other tools in the plain for
 read unchanged.
 """
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,26 +133,33 @@ def read_annotation_file(path, num_classes=None):
     if not path.is_file():
         raise FileNotFoundError(f"Annotation file not found: {path}")
     annotations, problems = [], []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            try:
-                ann = parse_line(line, str(path), lineno)
-            except AnnotationError as exc:
-                problems.append(str(exc))
-                continue
-            if ann is None:
-                continue
-            keep = np.ones(len(ann), bool)
-            for i, (box, cls) in enumerate(zip(ann.boxes, ann.classes)):
-                if num_classes is not None and cls >= num_classes:
-                    problems.append(f"{path}:{lineno}: class id {cls} out of range (model has {num_classes} classes); box skipped")
-                    keep[i] = False
-                elif box[2] <= box[0] or box[3] <= box[1]:
-                    problems.append(f"{path}:{lineno}: empty or inverted box {box.tolist()}; box skipped")
-                    keep[i] = False
-            if not keep.all():
-                ann = Annotation(ann.path, ann.boxes[keep], ann.classes[keep], ann.difficult[keep])
-            annotations.append(ann)
+    try:
+        # Read whole, so that a binary file is refused before any line; lines as open() splits them.
+        lines = io.StringIO(path.read_text(encoding="utf-8"), newline=None)
+    except UnicodeDecodeError as exc:
+        from utils.data.report import DatasetError
+
+        raise DatasetError(f"{path} is not a text annotation file (byte {exc.start} is not UTF-8); annotation "
+                           "lines are 'image_path x1,y1,x2,y2,class_id ...'") from None
+    for lineno, line in enumerate(lines, 1):
+        try:
+            ann = parse_line(line, str(path), lineno)
+        except AnnotationError as exc:
+            problems.append(str(exc))
+            continue
+        if ann is None:
+            continue
+        keep = np.ones(len(ann), bool)
+        for i, (box, cls) in enumerate(zip(ann.boxes, ann.classes)):
+            if num_classes is not None and cls >= num_classes:
+                problems.append(f"{path}:{lineno}: class id {cls} out of range (model has {num_classes} classes); box skipped")
+                keep[i] = False
+            elif box[2] <= box[0] or box[3] <= box[1]:
+                problems.append(f"{path}:{lineno}: empty or inverted box {box.tolist()}; box skipped")
+                keep[i] = False
+        if not keep.all():
+            ann = Annotation(ann.path, ann.boxes[keep], ann.classes[keep], ann.difficult[keep])
+        annotations.append(ann)
     return annotations, problems
 
 
