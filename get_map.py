@@ -144,6 +144,10 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
         print(f"get_map.py: error: {exc}", file=sys.stderr)
         return 1
+    except PermissionError as exc:
+        print(f"get_map.py: error: {exc.filename or exc}: permission denied; choose an --out this user can write",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -72,6 +72,21 @@ def next_run_dir(base, mkdir=True):
     raise RuntimeError(f"No free folder name found after {base} ... {numbered_path(base, _MAX_TRIES - 1)}.")
 
 
+def check_writable_folder(path, what="the output folder"):
+    """ValueError, naming ``what`` and ``path``, unless ``path`` is a folder this process
+    can write in, or can be created as one (its nearest existing parent writable)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; name a folder (it is created if needed)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: {existing} cannot be written by this user; choose another folder")
+
+
 def _umask():
     # The umask can only be read by setting it; the restrictive value in between
     # keeps files that another thread creates meanwhile private rather than open.

@@ -690,3 +690,25 @@ def test_mode_all_writes_the_diagnostics_and_the_error_gallery(tmp_path, monkeyp
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     assert (out / "confusion_matrix.csv").read_text().splitlines()[1] == "traffic light,1,0,1"
     assert [p.name for p in (out / "errors").iterdir()] == ["01_b.jpg"]  # image a has no error
+
+
+def test_an_out_that_is_a_file_or_cannot_be_written_gets_a_message(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import get_map
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    annotations = write(tmp_path / "test.txt", f"{tmp_path / 'a.png'} 0,0,20,15,0\n")
+    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    taken = write(tmp_path / "f.txt", "a file the user keeps\n")
+    argv = ["--model", "unused.keras", "--annotations", str(annotations), "--no-plots", "--out"]
+    assert get_map.main([*argv, str(taken)]) == 1
+    assert f"--out {taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "a file the user keeps\n"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
+
+    monkeypatch.setattr(get_map, "run", refuse)
+    assert get_map.main([*argv, str(tmp_path / "locked")]) == 1
+    assert "locked: permission denied; choose an --out this user can write" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from utils.eval.diagnostics import diagnose, diagnostics_json, format_diagnostic
 from utils.eval.evaluator import score_detections
 from utils.eval.images import images_from_source, images_from_voc
 from utils.eval.tables import format_coco_summary, format_problems, format_voc_table, json_ready
-from utils.run_dir import write_text_atomic
+from utils.run_dir import check_writable_folder, write_text_atomic
 
 MODES = {
     "all": "detections, ground truth and metrics",
@@ -236,6 +236,8 @@ def run(args, open_predictor):
     out = Path(args.out)
     if args.mode in PREDICTING_MODES and not args.model:
         raise ValueError(f"--mode {args.mode} needs --model")
+    if args.mode in PREDICTING_MODES:
+        check_writable_folder(out, "--out")
     if args.save_errors and args.mode != "all":
         print(f"--save-errors: mode {args.mode} draws no error gallery (it needs the images, their detections and "
               "the ground truth); use --mode all", file=sys.stderr)
