@@ -210,6 +210,12 @@ def test_operating_point_file_gives_predicts_default_conf(tmp_path, caplog):
     conf_file(model).write_text(json.dumps({"conf": 3}))
     assert default_conf(model, 0.5)[0] == 0.5
     assert "outside [0, 1)" in caplog.text
+    # An undertrained model's best F1 at confidence 0: the default, and why.
+    write_conf_file(model, {"conf": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}, epoch=1,
+                    evaluated_on="the validation set (5 images)")
+    conf, origin = default_conf(model, 0.5)
+    assert conf == 0.5
+    assert "best-F1 confidence 0.000 (F1 0.000" in origin and "below 0.05" in origin and "undertrained" in origin
 
 
 def test_predict_takes_the_checkpoints_best_f1_confidence_unless_conf_is_given(tmp_path, monkeypatch, capsys):

@@ -21,6 +21,9 @@ from utils.run_dir import write_text_atomic
 log = logging.getLogger(__name__)
 
 SUFFIX = ".eval.json"
+# A best-F1 confidence below this comes from a model that has not learned enough to be
+# used at it (hundreds of boxes an image); the default confidence is used instead.
+MIN_OPERATING_CONF = 0.05
 
 
 def conf_file(model_path):
@@ -87,5 +90,9 @@ def default_conf(model_path, fallback):
                                  "beside the model)")
     where = found.get("evaluated_on", "an evaluation")
     epoch = f" at epoch {found['epoch']}" if found.get("epoch") is not None else ""
+    if found["conf"] < MIN_OPERATING_CONF:
+        return float(fallback), (f"the default confidence {fallback:g}: the best-F1 confidence "
+                                 f"{found['conf']:.3f} (F1 {found.get('f1', math.nan):.3f}; {conf_file(model_path)}) "
+                                 f"is below {MIN_OPERATING_CONF:g}, where an undertrained model puts it")
     return found["conf"], (f"the best-F1 confidence {found['conf']:.3f} of the model on {where}{epoch} "
                            f"(F1 {found.get('f1', math.nan):.3f}; {conf_file(model_path)})")
