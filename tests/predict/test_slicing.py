@@ -175,3 +175,42 @@ def test_get_map_passes_the_slice_flags_on(monkeypatch):
     assert isinstance(slicer, SlicingPredictor) and slicer.predictor is detector
     assert (slicer.size, slicer.overlap, slicer.full_image, slicer.merge) == (320, 0.25, True, "nms")
     assert get_map.load_predictor(whole) is detector
+
+
+class _StreamingSquareFinder:
+    """A fake predictor whose video copy (``for_streams``) is another SquareFinder,
+    as OpenVINO's throughput copy is another predictor."""
+
+    def __init__(self):
+        from tests.predict.video_fakes import SquareFinder
+
+        self.image_finder, self.video_finder = SquareFinder(), SquareFinder()
+        self.class_names = self.image_finder.class_names
+
+    def predict_batch(self, images, timings=None):
+        return self.image_finder.predict_batch(images, timings)
+
+    def for_streams(self):
+        return self.video_finder, 2
+
+
+def test_a_video_is_sliced_like_an_image(monkeypatch, tmp_path):
+    import predict
+    from tests.predict.video_fakes import write_squares_video
+
+    sliced = SlicingPredictor(_StreamingSquareFinder(), 64, 0.25)
+    twin, in_flight = sliced.for_streams()
+    assert isinstance(twin, SlicingPredictor) and in_flight == 2
+    assert twin.predictor is sliced.predictor.video_finder and (twin.size, twin.overlap) == (64, 0.25)
+
+    finder = _StreamingSquareFinder()
+    monkeypatch.setattr(predict, "load_predictor", lambda args: finder)
+    video = write_squares_video(tmp_path / "clip.mp4", frames=6)
+    out = tmp_path / "out"
+    assert predict.main(["--model", "m.keras", "--source", str(video), "--out", str(out), "--save-txt",
+                         "--slice", "64"]) == 0
+    # Every frame went to the video copy in tiles (200x120 at 64 px with the default overlap: more than one).
+    calls = finder.video_finder.calls + finder.image_finder.calls
+    assert len(calls) >= 6 and all(n > 1 for n in calls)
+    labels = sorted((out / "labels").glob("clip_*.txt"))
+    assert len(labels) == 6 and all(label.read_text().strip() for label in labels)

@@ -210,6 +210,17 @@ class SlicingPredictor:
             raise AttributeError(name)
         return getattr(self.predictor, name)
 
+    def for_streams(self):
+        """The wrapped predictor's video copy (``BasePredictor.for_streams``), sliced the
+        same way, and its frames in flight: a video is sliced like an image."""
+        inner = getattr(self.predictor, "for_streams", None)
+        if inner is None:
+            return self, 1
+        twin, in_flight = inner()
+        if twin is self.predictor:
+            return self, in_flight
+        return SlicingPredictor(twin, self.size, self.overlap, self.full_image, self.merge), in_flight
+
     def tiles(self, image):
         """Offsets (K, 4) xyxy of ``image``'s tiles."""
         return tile_offsets(image.shape[:2], self.size, self.overlap)
