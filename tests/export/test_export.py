@@ -723,6 +723,14 @@ def test_auto_falls_back_to_tensorflow_and_says_why(auto_checkpoint, monkeypatch
         assert type(load_auto(auto_checkpoint, evaluation=True, **SETTINGS)) is Predictor
     assert "failed its check against the Keras model on 8 drawn images (raw heads differ" in caplog.text
     assert "running the Keras model on TensorFlow instead" in caplog.text
+    # Named by the user, the runtime runs all the same, the finding and the export's path said.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        named = load_auto(auto_checkpoint, runtime="openvino", evaluation=True, **SETTINGS)
+    assert named.runtime_name == "OpenVINO" and str(named.path) in caplog.text
+    assert "differs from the Keras model on 8 drawn images (raw heads differ" in caplog.text
+    assert "running it all the same, as --runtime openvino asks" in caplog.text
+    assert "differs from the Keras model on 8 drawn images" in capsys.readouterr().out
     monkeypatch.undo()
 
     caplog.clear()
@@ -775,13 +783,27 @@ def test_auto_checks_on_the_pictures_given_and_runs_float32_where_bfloat16_fails
             "0.15)), ") in line
     assert line.rstrip().endswith("matches the Keras model on the first 3 frames of clip.mp4")
     # float32 failing too: TensorFlow, said once.
+    # float32 failing too, on the export reused from the cache: the export is named and
+    # made again (a cached file altered in place would fail this way), checked again,
+    # and then TensorFlow runs, said once.
     checks.clear()
     failing.add("fp32")
+    for note in Path(auto_checkpoint).parent.glob(f"{auto_runtime.CACHE_FOLDER}/*/{auto_runtime.CHECK_FAILED}"):
+        note.unlink()  # left by the test above, whose check failed another way
     with caplog.at_level("WARNING"):
         assert type(load_auto(auto_checkpoint, check_images=own_pictures, **SETTINGS)) is Predictor
-    assert len(checks) == 2 and len([r for r in caplog.records if r.getMessage().startswith("Runtime:")]) == 1
-    assert ("the OpenVINO fp32 export of tiny.keras failed its check against the Keras model on the first 3 frames "
-            "of clip.mp4 (scores differ by 0.2") in caplog.text
+    assert len(checks) == 4 and len([r for r in caplog.records if r.getMessage().startswith("Runtime:")]) == 1
+    assert "Runtime cache: the cached export " in caplog.text and "; exporting again" in caplog.text
+    assert ("failed its check against the Keras model on the first 3 frames of clip.mp4 (scores differ by 0.2"
+            in caplog.text)
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Runtime: the OpenVINO fp32 export ")]
+    assert failed and "model.xml of tiny.keras" in failed[0]
+    # The same failure on the next run: no new export, the note of the failed check is in the cache.
+    checks.clear()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert type(load_auto(auto_checkpoint, check_images=own_pictures, **SETTINGS)) is Predictor
+    assert len(checks) == 2 and "exporting again" not in caplog.text
     # A source that gives no pictures (a webcam): drawn ones.
     checks.clear()
     failing.clear()

@@ -76,6 +76,8 @@ CHECK_IMAGES = 8
 # one), so a change of --conf above it needs no new export.
 GRAPH_CONF = 0.1
 MANIFEST = "manifest.json"
+# Written into a cache entry whose export failed its check against the Keras model, with the finding.
+CHECK_FAILED = "check_failed.txt"
 STAGING_PREFIX = ".staging-"
 STAGING_MAX_AGE_S = 24 * 3600
 # The module each runtime is imported as, with the pip line of requirements.txt.
@@ -178,8 +180,8 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
     try:
         _require_runtime(name)
         precision, why = choose_precision(name, evaluation)
-        exported, how = _cached_predictor(path, keras_predictor, RUNTIME_FORMATS[name], precision,
-                                          anchors_path is not None, cache_dir)
+        exported, how, reused = _cached_predictor(path, keras_predictor, RUNTIME_FORMATS[name], precision,
+                                                  anchors_path is not None, cache_dir)
     except (ArtifactError, ExportError) as exc:
         if runtime != "auto":
             raise RuntimeChoiceError(f"--runtime {runtime}: {exc}") from None
@@ -188,16 +190,30 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
     images, where = check_images(CHECK_IMAGES) if check_images else ([], None)
     if not images:
         images, where = synthetic_images(CHECK_IMAGES), f"{CHECK_IMAGES} drawn images"
-    _, problem = check_export(keras_predictor, exported, images, TOLERANCES[exported.precision], conf)
-    if problem and precision == "bf16":
-        # The same export in float32 is still far faster than TensorFlow.
-        why = f"float32: bfloat16 failed the check ({problem})"
-        exported = _open_export(exported.path, keras_predictor, "fp32", anchors_path is not None)
-        _, problem = check_export(keras_predictor, exported, images, TOLERANCES[exported.precision], conf)
+    own_anchors = anchors_path is not None
+    exported, why, problem = _checked(keras_predictor, exported, precision, why, images, conf, own_anchors)
+    if problem and reused and not (exported.path.parent / CHECK_FAILED).is_file():
+        # A cached export that its manifest vouches for but that no longer matches (a file altered in place);
+        # one that failed when it was made fails the same way again and is not made anew on every run.
+        log.warning("Runtime cache: the cached export %s fails its check against the Keras model on %s (%s); "
+                    "exporting again.", exported.path, where, problem)
+        shutil.rmtree(exported.path.parent, ignore_errors=True)
+        exported, how, _ = _cached_predictor(path, keras_predictor, RUNTIME_FORMATS[name], precision, own_anchors,
+                                             cache_dir)
+        exported, why, problem = _checked(keras_predictor, exported, precision, why, images, conf, own_anchors)
     if problem:
-        log.warning("Runtime: the %s %s export of %s failed its check against the Keras model on %s (%s); running "
-                    "the Keras model on TensorFlow instead.", exported.runtime_name, exported.precision,
-                    Path(path).name, where, problem)
+        _write_quietly(exported.path.parent / CHECK_FAILED, f"{where}: {problem}\n")
+    if problem and runtime != "auto":
+        log.warning("Runtime: the %s %s export %s differs from the Keras model on %s (%s); running it all the "
+                    "same, as --runtime %s asks (--runtime auto would run TensorFlow).", exported.runtime_name,
+                    exported.precision, exported.path, where, problem, runtime)
+        print(f"Runtime: {exported.runtime_name} {exported.precision} ({runtime}), {how}; differs from the Keras "
+              f"model on {where}")
+        return exported
+    if problem:
+        log.warning("Runtime: the %s %s export %s of %s failed its check against the Keras model on %s (%s); "
+                    "running the Keras model on TensorFlow instead.", exported.runtime_name, exported.precision,
+                    exported.path, Path(path).name, where, problem)
         return keras_predictor
     print(f"Runtime: {exported.runtime_name} {exported.precision} ({runtime}" + (f"; {why}" if why else "")
           + f"), {how}; matches the Keras model on {where}")
@@ -228,18 +244,38 @@ def _require_runtime(name):
 
 
 def _cached_predictor(checkpoint, keras_predictor, fmt, precision, own_anchors, cache_dir):
-    """(the export's predictor, what was done); a cached export its runtime cannot open is
-    exported again."""
+    """(the export's predictor, what was done, whether it came from the cache); a cached
+    export its runtime cannot open is exported again."""
     artifact, how, reused = cached_export(checkpoint, keras_predictor, fmt, cache_dir)
     try:
-        return _open_export(artifact, keras_predictor, precision, own_anchors), how
+        return _open_export(artifact, keras_predictor, precision, own_anchors), how, reused
     except ArtifactError as exc:
         if not reused:
             raise
         log.warning("Runtime cache: %s cannot be opened (%s); exporting again.", artifact.parent, exc)
         shutil.rmtree(artifact.parent, ignore_errors=True)
     artifact, how, _ = cached_export(checkpoint, keras_predictor, fmt, cache_dir)
-    return _open_export(artifact, keras_predictor, precision, own_anchors), how
+    return _open_export(artifact, keras_predictor, precision, own_anchors), how, False
+
+
+def _write_quietly(path, text):
+    """Writes ``text`` to ``path`` if the folder can be written (a read-only cache is used as it is)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        pass
+
+
+def _checked(keras_predictor, exported, precision, why, images, conf, own_anchors):
+    """Checks ``exported`` against the Keras model on ``images``; a bfloat16 export that
+    fails is opened and checked again in float32, which is still far faster than
+    TensorFlow. Returns (the predictor, why its precision, the problem or None)."""
+    _, problem = check_export(keras_predictor, exported, images, TOLERANCES[exported.precision], conf)
+    if problem and precision == "bf16":
+        why = f"float32: bfloat16 failed the check ({problem})"
+        exported = _open_export(exported.path, keras_predictor, "fp32", own_anchors)
+        _, problem = check_export(keras_predictor, exported, images, TOLERANCES[exported.precision], conf)
+    return exported, why, problem
 
 
 def _open_export(artifact, keras_predictor, precision, own_anchors):
