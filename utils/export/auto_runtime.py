@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -404,7 +405,7 @@ def _staging_folder(roots):
     for root in roots:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+            staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=root))
             os.chmod(staging, new_folder_mode())  # mkdtemp's folder is private; the entry is not
         except OSError as exc:
             problems.append(f"{root} cannot be written ({exc.strerror or exc})")
@@ -414,11 +415,41 @@ def _staging_folder(roots):
     raise ExportError("no cache folder can be written: " + "; ".join(problems))
 
 
+def _machine_prefix():
+    """The name start of this machine's staging folders."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40]
+    return f"{STAGING_PREFIX}{host}-"
+
+
+def _staging_prefix():
+    """The name start of this process's staging folders: its machine and process id."""
+    return f"{_machine_prefix()}{os.getpid()}-"
+
+
+def _owner_gone(folder):
+    """Whether ``folder`` was staged by a process of this machine that no longer runs."""
+    mine = _machine_prefix()
+    if not folder.name.startswith(mine):
+        return False
+    try:
+        pid = int(folder.name[len(mine):].split("-", 1)[0])
+        os.kill(pid, 0)
+    except ValueError:
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process that runs
+        return False
+    return False
+
+
 def _remove_leftovers(root, staging):
-    """Removes what exports killed on the way left in ``root`` (a running one is younger)."""
+    """Removes what exports killed on the way left in ``root``: at once where the process
+    that staged it is gone from this machine, else after ``STAGING_MAX_AGE_S`` (a
+    folder of another machine sharing the cache may still be in use)."""
     for old in root.glob(STAGING_PREFIX + "*"):
         try:
-            if old != staging and time.time() - old.stat().st_mtime > STAGING_MAX_AGE_S:
+            if old != staging and (_owner_gone(old) or time.time() - old.stat().st_mtime > STAGING_MAX_AGE_S):
                 shutil.rmtree(old, ignore_errors=True)
         except OSError:  # removed meanwhile by another run
             continue
