@@ -3,7 +3,8 @@
 For each checkpoint: the test mAP@0.5 at the evaluation settings (confidence 0.001,
 NMS IoU 0.5) with NMS per class and over all classes, and, at the prediction
 settings (``--conf``, NMS IoU 0.3), how many boxes land on each ground-truth object
-(IoU >= 0.5) and on how many objects two or more boxes of different classes stack.
+(IoU >= 0.5), on how many objects two or more boxes of different classes stack, and
+how many objects have a box of their own class.
 
 Usage:
     python benchmarks/bench_agnostic_nms.py --test lookalike/test.txt --models run1/best.keras run2/best.keras
@@ -29,19 +30,22 @@ def parse_args(argv=None):
 
 
 def boxes_per_object(predictor, annotations):
-    """(mean boxes on an object, objects with boxes of two or more classes, objects) at the predictor's settings."""
+    """At the predictor's settings: (mean boxes on an object, objects with boxes of two or
+    more classes, objects with a box of their own class, objects, boxes in all)."""
     from utils.boxes import np_iou
     from utils.image import load_image
 
-    on_object, stacked, total = [], 0, 0
+    on_object, stacked, right, total, boxes = [], 0, 0, 0, 0
     for annotation in annotations:
         found = predictor.predict_batch([load_image(annotation.path)])[0]
-        for box in annotation.boxes:
+        boxes += len(found)
+        for box, cls in zip(annotation.boxes, annotation.classes):
             total += 1
             hits = np_iou(np.asarray(box, np.float32), found.boxes) >= 0.5 if len(found) else np.zeros(0, bool)
             on_object.append(int(hits.sum()))
             stacked += int(len(set(found.classes[hits].tolist())) >= 2)
-    return float(np.mean(on_object)) if on_object else 0.0, stacked, total
+            right += int(bool(np.any(found.classes[hits] == cls)))
+    return float(np.mean(on_object)) if on_object else 0.0, stacked, right, total, boxes
 
 
 def main(argv=None):
@@ -54,7 +58,8 @@ def main(argv=None):
     from utils.predict.predictor import Predictor
 
     annotations = read_annotation_file(args.test)[0]
-    print(f"{'model':<40} {'NMS':<9} {'mAP@0.5':>8} {'boxes/object':>13} {'stacked objects':>16}")
+    print(f"{'model':<40} {'NMS':<9} {'mAP@0.5':>8} {'boxes':>6} {'boxes/object':>13} {'stacked':>8} "
+          f"{'found, right class':>19} {'objects':>8}")
     for path in args.models:
         model = load_model(path)
         evaluator = Evaluator.from_annotations(annotations, model.class_names, where="--test")
@@ -62,9 +67,9 @@ def main(argv=None):
             kind = "agnostic" if agnostic else "per class"
             scored = evaluator(Predictor(model, conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU, agnostic_nms=agnostic))
             shown = Predictor(model, conf=args.conf, nms_iou=DEFAULT_NMS_IOU, agnostic_nms=agnostic)
-            mean, stacked, total = boxes_per_object(shown, annotations)
-            print(f"{str(path)[-40:]:<40} {kind:<9} {100 * scored.map:>7.2f}% {mean:>13.2f} "
-                  f"{stacked:>7} of {total:<6}", flush=True)
+            mean, stacked, right, total, boxes = boxes_per_object(shown, annotations)
+            print(f"{str(path)[-40:]:<40} {kind:<9} {100 * scored.map:>7.2f}% {boxes:>6} {mean:>13.2f} "
+                  f"{stacked:>8} {right:>19} {total:>8}", flush=True)
     return 0
 
 
