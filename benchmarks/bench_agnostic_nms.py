@@ -3,8 +3,9 @@
 For each checkpoint: the test mAP@0.5 at the evaluation settings (confidence 0.001,
 NMS IoU 0.5) with NMS per class and over all classes, and, at the prediction
 settings (``--conf``, NMS IoU 0.3), how many boxes land on each ground-truth object
-(IoU >= 0.5), on how many objects two or more boxes of different classes stack, and
-how many objects have a box of their own class.
+(IoU >= 0.5), on how many objects two or more boxes of different classes stack, how
+many objects have a box of their own class, and the F1 of the boxes shown (an object
+found with its class a true positive, every other box a false one).
 
 Usage:
     python benchmarks/bench_agnostic_nms.py --test lookalike/test.txt --models run1/best.keras run2/best.keras
@@ -59,7 +60,7 @@ def main(argv=None):
 
     annotations = read_annotation_file(args.test)[0]
     print(f"{'model':<40} {'NMS':<9} {'mAP@0.5':>8} {'boxes':>6} {'boxes/object':>13} {'stacked':>8} "
-          f"{'found, right class':>19} {'objects':>8}")
+          f"{'found, right class':>19} {'objects':>8} {'F1':>6}")
     for path in args.models:
         model = load_model(path)
         evaluator = Evaluator.from_annotations(annotations, model.class_names, where="--test")
@@ -68,8 +69,10 @@ def main(argv=None):
             scored = evaluator(Predictor(model, conf=EVAL_CONF, nms_iou=EVAL_NMS_IOU, agnostic_nms=agnostic))
             shown = Predictor(model, conf=args.conf, nms_iou=DEFAULT_NMS_IOU, agnostic_nms=agnostic)
             mean, stacked, right, total, boxes = boxes_per_object(shown, annotations)
+            # Each object found with its class is a true positive, every other box a false one.
+            f1 = 2 * right / (boxes + total) if boxes + total else 0.0
             print(f"{str(path)[-40:]:<40} {kind:<9} {100 * scored.map:>7.2f}% {boxes:>6} {mean:>13.2f} "
-                  f"{stacked:>8} {right:>19} {total:>8}", flush=True)
+                  f"{stacked:>8} {right:>19} {total:>8} {f1:>6.3f}", flush=True)
     return 0
 
 

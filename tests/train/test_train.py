@@ -74,6 +74,12 @@ def _check_run_folder(run_dir, epochs, class_names):
         assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
         assert row["map"] != "" and 0.0 <= float(row["map"]) <= 1.0  # --eval-period 1
         assert float(row["lr"]) > 0
+        # The class separation at the validation objects, per class and overall.
+        per_class = [float(row[f"val_cls_sep/{name}"]) for name in class_names if row.get(f"val_cls_sep/{name}")]
+        assert per_class and all(-1.0 <= v <= 1.0 for v in per_class)
+        assert float(row["val_cls_true"]) - float(row["val_cls_other"]) == pytest.approx(float(row["val_cls_sep"]),
+                                                                                         abs=1e-4)
+    assert (run_dir / "class_separation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     state = json.loads((run_dir / "train_state.json").read_text())
     assert state["epoch"] == epochs
