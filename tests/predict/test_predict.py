@@ -336,7 +336,11 @@ def test_prediction_options_reach_the_predictor(monkeypatch, tmp_path, capsys):
                            "--no-letterbox", "--out", str(tmp_path / "o")])
     assert status == 2 and "stop before loading" in capsys.readouterr().err
     assert seen == {"path": "m.keras", "classes_path": "c.txt", "anchors_path": "a.txt", "input_size": 96,
-                    "conf": 0.3, "nms_iou": 0.4, "max_boxes": 7, "letterbox": False}
+                    "conf": 0.3, "nms_iou": 0.4, "max_boxes": 7, "letterbox": False, "agnostic_nms": True}
+    # --no-agnostic-nms: one NMS per class, as the reference design.
+    seen.clear()
+    predict.main(["--model", "m.keras", "--source", str(image), "--no-agnostic-nms", "--out", str(tmp_path / "o")])
+    assert seen["agnostic_nms"] is False
 
 
 # --- helpers ------------------------------------------------------------------------
