@@ -79,7 +79,7 @@ def test_every_flag_override_wins_over_the_recipe_and_reaches_config_json(tmp_pa
     overrides = {
         "optimizer": "sgd", "lr": 0.02, "min_lr": 0.001, "lr_batch_scaling": True, "momentum": 0.8,
         "weight_decay": 1e-4, "warmup_epochs": 1.0, "warmup_min_steps": 7, "warmup_bias_lr": 0.05,
-        "box_gain": 0.1, "obj_gain": 2.0, "cls_gain": 3.0, "cls_norm": "sum", "loss_batch_scale": False, "ema": False,
+        "box_gain": 0.1, "obj_gain": 2.0, "cls_gain": 3.0, "cls_norm": "mean", "loss_batch_scale": False, "ema": False,
         "ema_decay": 0.99, "ema_tau": 10.0, "freeze_epochs": 2, "jitter": 0.2, "scale_min": 0.5,
         "scale_max": 1.5, "mosaic_ratio": 0.3, "assigner": "yolov3", "anchor_t": 3.0, "obj_iou_target": False,
     }
@@ -130,9 +130,9 @@ def test_class_norm_scales_the_class_term_and_old_configs_keep_the_reference():
     np.testing.assert_allclose(cls["sum"], cls["mean"] * num_classes, rtol=1e-5)
     with pytest.raises(ValueError, match="cls_norm"):
         YoloLoss(anchors, num_classes, SIZE, cls_norm="median")
-    # The recipes: the reference's own, the short recipe's mean; a config.json written
-    # before the setting existed trained with the reference's.
-    assert RECIPES["reference"].cls_norm == "reference" and RECIPES["short"].cls_norm == "mean"
+    # Every recipe keeps the reference's; a config.json written before the setting
+    # existed trained with it.
+    assert {recipe.cls_norm for recipe in RECIPES.values()} == {"reference"}
     assert from_saved({"cls_gain": 0.5})["cls_norm"] == "reference"
     assert from_saved({"cls_gain": 0.5, "cls_norm": "sum"})["cls_norm"] == "sum"
 

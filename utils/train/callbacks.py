@@ -264,7 +264,8 @@ def separation_lines(epoch, class_names, true, other, count, worst=3):
         lines.append(
             f"  The class scores sit at the prior: objects are found, but not yet told apart. Least separated: "
             + ", ".join(f"{class_names[i]} {separation[i]:+.2f}" for i in order)
-            + ". See README, 'When mAP is low'.")
+            + ". If it stays so, train with a stronger class term (--cls-norm mean); see README, "
+              "'When mAP is low'.")
     return lines
 
 

@@ -14,18 +14,18 @@ values used.
   a few thousand images: AdamW at 0.002 · 5 / (4 + classes) (Ultralytics'
   ``optimizer=auto`` rule), decoupled weight decay, a per-step linear warm-up, the
   YOLOv5 loss gains (box 0.05, obj 1 at 640² i.e. 0.42 at 416², cls 0.5) with the
-  loss multiplied by the batch size, the class term the mean BCE over the classes at
-  its gain whatever the class count (``cls_norm`` "mean": YOLOv5's classes/80 left it
-  too weak to learn look-alike classes in a short run), an EMA of the weights, 3
-  epochs with a pretrained backbone frozen, light augmentation (aspect jitter 0.1,
-  scale 0.75-1.25): a few thousand steps are too few to learn through the
-  reference's strong jitter), and the yolov5 assigner with the IoU as the objectness
-  target: several positives per object teach the class head many times more per step.
+  loss multiplied by the batch size and the class term scaled by classes/80 as YOLOv5
+  does (``cls_norm`` "mean" keeps it at its gain whatever the class count: it tells
+  look-alike classes apart in a short run, at a cost in localization where the
+  classes are distinct), an EMA of the weights, 3 epochs with a pretrained backbone
+  frozen, light augmentation (aspect jitter 0.1, scale 0.75-1.25): a few thousand
+  steps are too few to learn through the reference's strong jitter), and the yolov5
+  assigner with the IoU as the objectness target: several positives per object teach
+  the class head many times more per step.
 * ``long``: for long runs on large datasets: the reference optimizer and schedule
-  with the YOLOv5 loss normalization (gains as ``short``, the class term scaled by
-  classes/80 as YOLOv5 does, loss × batch), a per-step warm-up with a high bias
-  learning rate, an EMA of the weights, the yolov5 assigner, and the reference's
-  frozen epochs and augmentation strength.
+  with the YOLOv5 loss normalization (gains as ``short``, loss × batch), a per-step
+  warm-up with a high bias learning rate, an EMA of the weights, the yolov5 assigner,
+  and the reference's frozen epochs and augmentation strength.
 
 ``--recipe auto`` (the default) picks ``short`` when the run takes at most
 ``AUTO_MAX_ITERATIONS`` nominal iterations, ``ceil(images / max(batch, 64)) · epochs``
@@ -122,7 +122,7 @@ RECIPES = {
         box_gain=0.05,
         obj_gain=_YOLOV5_OBJ_AT_416,
         cls_gain=0.5,
-        cls_norm="mean",
+        cls_norm="reference",
         loss_batch_scale=True,
         ema=True,
         ema_decay=EMA_DECAY,
@@ -144,7 +144,6 @@ RECIPES["long"] = RECIPES["short"].replace(
     optimizer="sgd",
     momentum=0.937,
     warmup_bias_lr=0.1,
-    cls_norm="reference",
     freeze_epochs=50,
     jitter=0.3,
     scale_min=0.25,
