@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_photos import BACKGROUNDS, PhotoSource, coin_crops, soft_ellipse  # noqa: E402
+from real_photos import BACKGROUNDS, PhotoSource, coin_crops, soft_ellipse, write_dataset  # noqa: E402
 
 from utils.boxes import np_iou  # noqa: E402
 
@@ -173,26 +173,12 @@ def main(argv=None):
     fonts = load_fonts()
     backgrounds = [photos.open(name) for name in BACKGROUNDS]
     out = Path(args.out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
     # bench_recipe.py reports the look-alike classes' mean AP next to the others'.
     (out / "groups.json").write_text(json.dumps({"look-alike": DIGITS, "distinct": [DISTINCT]}, indent=1) + "\n")
     rng = np.random.default_rng(args.seed)
-    lines, counts = [], np.zeros(len(CLASS_NAMES), int)
-    for i in range(args.num_images):
-        image, boxes = make_image(rng, backgrounds, fonts, coins, args)
-        path = (out / "images" / f"{i:05d}.jpg").resolve()
-        image.save(path, quality=92)
-        lines.append(" ".join([str(path)] + [",".join(map(str, b)) for b in boxes]))
-        for b in boxes:
-            counts[b[4]] += 1
-    n_test, n_val = args.test, args.val
-    splits = {"test": lines[:n_test], "val": lines[n_test : n_test + n_val], "train": lines[n_test + n_val :]}
-    for name, part in splits.items():
-        (out / f"{name}.txt").write_text("\n".join(part) + "\n")
-    print(f"{args.num_images} images in {out}: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items()))
-    print(f"{len(fonts)} fonts; objects per class: " + ", ".join(f"{n} {c}" for c, n in zip(CLASS_NAMES, counts)))
-
+    print(f"{len(fonts)} fonts")
+    write_dataset(out, CLASS_NAMES, args, lambda: make_image(rng, backgrounds, fonts, coins, args))
 
 if __name__ == "__main__":
     main()

@@ -150,14 +150,22 @@ def main(argv=None):
     objects = load_objects(photos)
     class_names = list(OBJECTS)
     backgrounds = [photos.open(name) for name in BACKGROUNDS]
-    out = Path(args.out)
+    rng = np.random.default_rng(args.seed)
+    write_dataset(Path(args.out), class_names, args,
+                  lambda: make_image(rng, backgrounds, objects, class_names, args.min_side, args.max_side,
+                                     args.min_object, args.max_object, args.max_objects))
+    print(f"coin crops found: {len(objects['coin'])}")
+
+
+def write_dataset(out, class_names, args, make):
+    """Writes ``args.num_images`` images made by ``make() -> (PIL image, boxes)`` into
+    ``out/images``, ``classes.txt`` and the test, val and train annotation files (the
+    first ``args.test``, the next ``args.val``, the rest), and prints the counts."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "classes.txt").write_text("\n".join(class_names) + "\n")
-    rng = np.random.default_rng(args.seed)
     lines, counts = [], np.zeros(len(class_names), int)
     for i in range(args.num_images):
-        image, boxes = make_image(rng, backgrounds, objects, class_names, args.min_side, args.max_side,
-                                  args.min_object, args.max_object, args.max_objects)
+        image, boxes = make()
         path = (out / "images" / f"{i:05d}.jpg").resolve()
         image.save(path, quality=92)
         lines.append(" ".join([str(path)] + [",".join(map(str, b)) for b in boxes]))
@@ -169,7 +177,6 @@ def main(argv=None):
         (out / f"{name}.txt").write_text("\n".join(part) + "\n")
     print(f"{args.num_images} images in {out}: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items()))
     print("objects per class: " + ", ".join(f"{n} {c}" for c, n in zip(class_names, counts)))
-    print(f"coin crops found: {len(objects['coin'])}")
 
 
 if __name__ == "__main__":

@@ -111,18 +111,8 @@ def test_class_norm_scales_the_class_term_and_old_configs_keep_the_reference():
     from utils.train.settings import from_saved
 
     anchors = load_anchors(DEFAULT_ANCHORS)
-    rng = np.random.default_rng(1)
-    num_classes, batch = 11, 2
-    y_pred = [rng.normal(0, 1, (batch, SIZE // s, SIZE // s, 3 * (5 + num_classes))).astype("float32")
-              for s in (32, 16, 8)]
-    y_true = []
-    for s in (32, 16, 8):
-        t = np.zeros((batch, SIZE // s, SIZE // s, 3, 5 + num_classes), np.float32)
-        t[:, 0, 0, 0, :4] = (0.2, 0.2, 0.3, 0.3)
-        t[:, 0, 0, 0, 4] = 1.0
-        t[:, 0, 0, 0, 7] = 1.0
-        y_true.append(t)
-    y_true.append(np.tile(np.array([[[0.2, 0.2, 0.3, 0.3]]], np.float32), (batch, 1, 1)))
+    num_classes = 11
+    y_true, y_pred = _one_positive_batch(num_classes, batch=2, cls=2, seed=1)
     cls = {norm: float(YoloLoss(anchors, num_classes, SIZE, cls_ratio=0.5, cls_norm=norm)(y_true, y_pred)[1]["cls"])
            for norm in ("reference", "mean", "sum")}
     assert cls["reference"] > 0
@@ -143,10 +133,9 @@ def test_bias_warmup_is_refused_for_adam():
         validate_recipe_values(cfg)
 
 
-def test_loss_gains_and_batch_scale():
-    anchors = load_anchors(DEFAULT_ANCHORS)
-    rng = np.random.default_rng(0)
-    batch, num_classes = 3, 4
+def _one_positive_batch(num_classes, batch, cls, seed):
+    """(y_true, y_pred) of a batch with one positive of class ``cls`` per level and image, random heads."""
+    rng = np.random.default_rng(seed)
     y_pred = [rng.normal(0, 1, (batch, SIZE // s, SIZE // s, 3 * (5 + num_classes))).astype("float32")
               for s in (32, 16, 8)]
     y_true = []
@@ -154,9 +143,16 @@ def test_loss_gains_and_batch_scale():
         t = np.zeros((batch, SIZE // s, SIZE // s, 3, 5 + num_classes), np.float32)
         t[:, 0, 0, 0, :4] = (0.2, 0.2, 0.3, 0.3)
         t[:, 0, 0, 0, 4] = 1.0
-        t[:, 0, 0, 0, 5] = 1.0
+        t[:, 0, 0, 0, 5 + cls] = 1.0
         y_true.append(t)
     y_true.append(np.tile(np.array([[[0.2, 0.2, 0.3, 0.3]]], np.float32), (batch, 1, 1)))
+    return y_true, y_pred
+
+
+def test_loss_gains_and_batch_scale():
+    anchors = load_anchors(DEFAULT_ANCHORS)
+    batch, num_classes = 3, 4
+    y_true, y_pred = _one_positive_batch(num_classes, batch, cls=0, seed=0)
     _, ref = YoloLoss(anchors, num_classes, SIZE)(y_true, y_pred)
     total, parts = YoloLoss(anchors, num_classes, SIZE, box_ratio=0.1, obj_ratio=1.0, cls_ratio=0.5,
                             batch_scale=True)(y_true, y_pred)

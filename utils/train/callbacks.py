@@ -305,7 +305,7 @@ class RunCheckpointer(keras.callbacks.Callback):
 
     Files: ``last.keras`` (+ ``last_optimizer.npz``), ``best.keras`` (by validation loss or
     mAP), ``epoch_NNN.keras`` every ``save_period`` epochs, ``history.csv``,
-    ``loss.png`` / ``map.png`` and ``train_state.json`` (what ``--resume`` reads). With an
+    ``loss.png`` / ``class_separation.png`` / ``map.png`` and ``train_state.json`` (what ``--resume`` reads). With an
     EMA the checkpoints hold the averaged weights, and ``last_raw_weights.npz`` the raw
     ones training continues from.
 
@@ -418,7 +418,8 @@ def write_history_csv(path, history):
 
 
 def plot_history(run_dir, history):
-    """Writes loss.png (training and validation loss) and map.png (when mAP exists)."""
+    """Writes loss.png (training and validation loss), class_separation.png (when
+    validation measured it) and map.png (when mAP exists)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,9 +437,7 @@ def plot_history(run_dir, history):
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title("Loss")
-    fig.tight_layout()
-    atomic_write(Path(run_dir) / "loss.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
-    plt.close(fig)
+    _save_figure(fig, Path(run_dir) / "loss.png")
 
     _plot_separation(run_dir, epochs, history)
     points = [(e, row["map"]) for e, row in zip(epochs, history) if "map" in row]
@@ -450,9 +449,7 @@ def plot_history(run_dir, history):
         ax.set_ylim(0, 1)
         ax.grid(True, alpha=0.3)
         ax.set_title(f"Validation mAP@0.5 (best {max(p[1] for p in points):.3f})")
-        fig.tight_layout()
-        atomic_write(Path(run_dir) / "map.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
-        plt.close(fig)
+        _save_figure(fig, Path(run_dir) / "map.png")
 
 
 def _plot_separation(run_dir, epochs, history):
@@ -474,6 +471,13 @@ def _plot_separation(run_dir, epochs, history):
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title("Class separation (validation; 0: class scores at the prior)")
+    _save_figure(fig, Path(run_dir) / "class_separation.png")
+
+
+def _save_figure(fig, path):
+    """Writes ``fig`` as a PNG at ``path`` atomically, and closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    atomic_write(Path(run_dir) / "class_separation.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), ".png")
     plt.close(fig)
