@@ -28,6 +28,7 @@ model and says why in one line; a runtime named explicitly that is missing or ca
 export is an error.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
-from utils.run_dir import new_folder_mode
+from utils.run_dir import new_folder_mode, write_text_atomic
 from utils.predict.predictor import Predictor
 from utils.predict.runtimes import (
     CHECKPOINT_SUFFIXES,
@@ -203,7 +204,8 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
                                              cache_dir)
         exported, why, problem = _checked(keras_predictor, exported, precision, why, images, conf, own_anchors)
     if problem:
-        _write_quietly(exported.path.parent / CHECK_FAILED, f"{where}: {problem}\n")
+        with contextlib.suppress(OSError):  # a read-only cache is used as it is
+            write_text_atomic(exported.path.parent / CHECK_FAILED, f"{where}: {problem}\n")
     if problem and runtime != "auto":
         log.warning("Runtime: the %s %s export %s differs from the Keras model on %s (%s); running it all the "
                     "same, as --runtime %s asks (--runtime auto would run TensorFlow).", exported.runtime_name,
@@ -257,14 +259,6 @@ def _cached_predictor(checkpoint, keras_predictor, fmt, precision, own_anchors, 
         shutil.rmtree(artifact.parent, ignore_errors=True)
     artifact, how, _ = cached_export(checkpoint, keras_predictor, fmt, cache_dir)
     return _open_export(artifact, keras_predictor, precision, own_anchors), how, False
-
-
-def _write_quietly(path, text):
-    """Writes ``text`` to ``path`` if the folder can be written (a read-only cache is used as it is)."""
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError:
-        pass
 
 
 def _checked(keras_predictor, exported, precision, why, images, conf, own_anchors):
