@@ -126,9 +126,9 @@ def build_parser():
     return parser
 
 
-def load_predictor(args):
+def open_evaluated_model(args):
     """Builds the detector from --model (a checkpoint or an export) and the prediction options."""
-    from utils.export.auto_runtime import load_predictor as open_model
+    from utils.export.auto_runtime import open_on_runtime as open_model
 
     settings = {name: getattr(args, name) for name in ("conf", "nms_iou", "max_boxes", "input_size", "agnostic_nms")}
     predictor = open_model(args.model, runtime=args.runtime, evaluation=True, classes_path=args.classes, **settings)
@@ -140,7 +140,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return run(args, load_predictor)
+        return run(args, open_evaluated_model)
     except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
         print(f"get_map.py: error: {exc}", file=sys.stderr)
         return 1

@@ -169,12 +169,12 @@ def build_parser():
     return parser
 
 
-def load_predictor(args):
+def open_predictor(args):
     """The predictor for --model (a checkpoint or an export) and the prediction options;
     UsageError on bad files. An export of a checkpoint is checked against the Keras
     model on the first pictures of --source (``utils.export.auto_runtime``)."""
     from utils.checkpoint import CheckpointError
-    from utils.export.auto_runtime import load_predictor as open_model
+    from utils.export.auto_runtime import open_on_runtime as open_model
     from utils.predict.sources import parse_source
 
     try:
@@ -224,7 +224,7 @@ def run(args):
     source, reader = open_source(args.source, args.mode, tracking)
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
-        predictor = slicing_from_args(load_predictor(args), args)
+        predictor = slicing_from_args(open_predictor(args), args)
         out = output_dir(args.out)
     except BaseException:
         if reader is not None:

@@ -110,17 +110,17 @@ def export_variant(variant, checkpoint, folder, args, calib):
 def open_variant(variant, checkpoint, artifact, input_size, folder, image_path, **settings):
     """The predictor of a variant; "auto" opens the checkpoint as predict.py does on
     ``image_path`` (its export cached in ``folder``, checked on that image)."""
-    from utils.export.auto_runtime import load_predictor as load_auto
+    from utils.export.auto_runtime import open_on_runtime as load_auto
     from utils.image import load_image
     from utils.predict.predictor import Predictor
-    from utils.predict.runtimes import load_predictor
+    from utils.predict.runtimes import open_model_file
 
     if variant == "keras":
         return Predictor.from_checkpoint(checkpoint, input_size=input_size, **settings)
     if variant == "auto":
         return load_auto(checkpoint, input_size=input_size, cache_dir=Path(folder) / "runtime_cache",
                          check_images=lambda count: ([load_image(image_path)], image_path.name), **settings)
-    return load_predictor(artifact, **settings)
+    return open_model_file(artifact, **settings)
 
 
 def cpu_header():

@@ -163,9 +163,9 @@ def open_checkpoint(path, size, runtime, cache_dir, video):
 
     if runtime == "tf":
         return Predictor.from_checkpoint(path, input_size=size)
-    from utils.export.auto_runtime import load_predictor
+    from utils.export.auto_runtime import open_on_runtime
 
-    return load_predictor(path, runtime=runtime, input_size=size, cache_dir=cache_dir,
+    return open_on_runtime(path, runtime=runtime, input_size=size, cache_dir=cache_dir,
                           check_images=lambda count: first_images(Source("video", Path(video)), count))
 
 

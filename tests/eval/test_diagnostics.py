@@ -236,7 +236,7 @@ def test_predict_takes_the_checkpoints_best_f1_confidence_unless_conf_is_given(t
         seen.append(args.conf)
         raise UsageError("stop before loading")
 
-    monkeypatch.setattr(predict, "load_predictor", stop)
+    monkeypatch.setattr(predict, "open_predictor", stop)
     common = ["--model", str(model), "--source", str(image), "--out", str(tmp_path / "out")]
     assert predict.main(common) == 2
     assert "--conf 0.370: the best-F1 confidence 0.370 of the model on the validation set" in capsys.readouterr().out

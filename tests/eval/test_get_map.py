@@ -195,7 +195,7 @@ def test_mode_all_reads_the_png_images_of_a_voc_split(tmp_path, monkeypatch, cap
         write(base / "Annotations" / f"{image_id}.xml", VOC_XML.format(id=image_id, objects=xml).replace(".jpg", ".png"))
         (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (40, 30)).save(base / "JPEGImages" / f"{image_id}.png")
-    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: FakePredictor())
     out = tmp_path / "out"
     status = get_map.main(["--model", "unused.keras", "--voc-root", str(tmp_path / "VOCdevkit"), "--out", str(out),
                            "--no-plots"])
@@ -265,7 +265,7 @@ def test_mode0_chain_with_a_stand_in_predictor(tmp_path, monkeypatch, capsys):
         tmp_path / "test.txt",
         f"{tmp_path / 'a.png'} 0,0,20,15,0\n{tmp_path / 'b.png'} 20,15,40,30,0\n{tmp_path / 'gone.png'} 0,0,5,5,1\n",
     )
-    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: FakePredictor())
     out = tmp_path / "out"
     status = get_map.main(
         ["--model", "unused.keras", "--annotations", str(annotations), "--out", str(out), "--no-plots"]
@@ -531,7 +531,7 @@ def _evaluate(monkeypatch, annotations, out, predictor, results):
     """get_map.main in mode 0 with ``predictor``; the metrics it reports go to ``results``."""
     import get_map
 
-    monkeypatch.setattr(get_map, "load_predictor", lambda args: predictor[args.annotations])
+    monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: predictor[args.annotations])
     status = get_map.main(["--model", "unused.keras", "--annotations", str(annotations), "--out", str(out),
                            "--batch-size", "1", "--no-plots"])
     assert status == 0
@@ -671,7 +671,7 @@ def test_mode_all_writes_the_diagnostics_and_the_error_gallery(tmp_path, monkeyp
     # The stand-in finds image a's object (top-left quarter); on b it detects the
     # background and misses the object.
     annotations = write(tmp_path / "test.txt", f"{tmp_path / 'a.png'} 0,0,20,15,0\n{tmp_path / 'b.png'} 20,15,40,30,0\n")
-    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: FakePredictor())
     out = tmp_path / "out"
     assert get_map.main(["--model", "unused.keras", "--annotations", str(annotations), "--out", str(out),
                          "--save-errors", "5"]) == 0
@@ -699,7 +699,7 @@ def test_an_out_that_is_a_file_or_cannot_be_written_gets_a_message(tmp_path, mon
 
     Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
     annotations = write(tmp_path / "test.txt", f"{tmp_path / 'a.png'} 0,0,20,15,0\n")
-    monkeypatch.setattr(get_map, "load_predictor", lambda args: FakePredictor())
+    monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: FakePredictor())
     taken = write(tmp_path / "f.txt", "a file the user keeps\n")
     argv = ["--model", "unused.keras", "--annotations", str(annotations), "--no-plots", "--out"]
     assert get_map.main([*argv, str(taken)]) == 1

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.predict.runtimes import ArtifactError, MissingRuntimeError, load_predictor
+from utils.predict.runtimes import ArtifactError, MissingRuntimeError, open_model_file
 
 from tests.helpers import DETECTOR_CLASSES as CLASSES, DETECTOR_SIZE as SIZE, run_script, varied_images
 
@@ -112,7 +112,7 @@ class _FromThreads:
 def test_openvino_streams_detect_like_one_request_from_several_threads(artifacts):
     """The throughput copy a video file runs on (``for_streams``): the same detections,
     with several threads inferring at once (one request each)."""
-    exported = load_predictor(artifacts["openvino"], **SETTINGS)
+    exported = open_model_file(artifacts["openvino"], **SETTINGS)
     twin, streams = exported.for_streams()
     assert streams >= 1 and twin.precision == exported.precision and (twin is exported) == (streams == 1)
     assert exported.for_streams()[0] is twin  # compiled once
@@ -137,7 +137,7 @@ class _OneByOne:
 def test_openvino_compiles_a_fixed_batch_for_each_batch_size(artifacts):
     """OpenVINO runs the IR's dynamic batch fixed at each batch size met (faster), each
     compiled once, with the detections of one image a call."""
-    exported = load_predictor(artifacts["openvino"], **SETTINGS)
+    exported = open_model_file(artifacts["openvino"], **SETTINGS)
     assert list(exported.compiled.inputs[0].get_partial_shape()) == [1, SIZE, SIZE, 3]
     from utils.export.verify import compare
 
@@ -154,7 +154,7 @@ def test_openvino_compiles_a_fixed_batch_for_each_batch_size(artifacts):
 def test_export_reproduces_keras_detections(fmt, model, artifacts):
     from utils.predict.predictor import Predictor
 
-    exported = load_predictor(artifacts[fmt], **SETTINGS)
+    exported = open_model_file(artifacts[fmt], **SETTINGS)
     assert exported.host_stage == ("nms" if fmt == "tflite" else "none")
     images = _images(6, seed=5)
     result = _assert_same(Predictor(model[0], **SETTINGS), exported, images)
@@ -174,7 +174,7 @@ def test_exported_graph_has_exactly_one_image_input(fmt, artifacts):
         assert [o.name for o in graph.output] == ["boxes", "scores", "classes", "count", "raw_s32", "raw_s16",
                                                    "raw_s8"]
     elif fmt == "tflite":
-        signatures = load_predictor(path).interpreter.get_signature_list()
+        signatures = open_model_file(path).interpreter.get_signature_list()
         assert signatures["serving_default"]["inputs"] == ["images"]
     elif fmt == "saved_model":
         import tensorflow as tf
@@ -191,7 +191,7 @@ def test_exported_graph_has_exactly_one_image_input(fmt, artifacts):
 
 @pytest.mark.parametrize("fmt", EACH_FORMAT)
 def test_metadata_round_trips(fmt, model, artifacts):
-    exported = load_predictor(artifacts[fmt])
+    exported = open_model_file(artifacts[fmt])
     meta = exported.metadata
     assert meta.class_names == CLASSES and exported.class_names == CLASSES
     assert meta.input_size == SIZE == exported.input_size
@@ -209,12 +209,12 @@ def test_other_settings_and_anchors_run_on_the_host(model, artifacts):
     images = _images(4, seed=7)
     # Lower conf, another IoU: decoding and NMS on the host, as the Keras model does them.
     evaluation = dict(conf=0.01, nms_iou=0.5, max_boxes=30)
-    exported = load_predictor(artifacts["onnx"], **evaluation)
+    exported = open_model_file(artifacts["onnx"], **evaluation)
     assert exported.host_stage == "decode"
     _assert_same(Predictor(model[0], **evaluation), exported, images)
     # A higher conf than the export's is a filter on the graph's detections.
     higher = dict(SETTINGS, conf=0.3)
-    exported = load_predictor(artifacts["openvino"], **higher)
+    exported = open_model_file(artifacts["openvino"], **higher)
     assert exported.host_stage == "none"
     _assert_same(Predictor(model[0], **higher), exported, images)
     # Other anchors (and no letterbox) on TFLite, whose graph decodes with its own.
@@ -236,11 +236,11 @@ def test_agnostic_nms_export_carries_it_and_detects_like_keras(fmt, model, tmp_p
     name = {"onnx": "agnostic.onnx", "openvino": "agnostic.xml"}[fmt]
     path = run_export(ExportOptions(checkpoint=str(model[1]), format=fmt, out=str(tmp_path / name), check_images=2,
                                     agnostic_nms=True, **settings))
-    exported = load_predictor(path, **settings)
+    exported = open_model_file(path, **settings)
     assert exported.metadata.agnostic_nms and exported.agnostic_nms and exported.host_stage == "decode"
     agnostic = _assert_same(Predictor(model[0], agnostic_nms=True, **settings), exported, images)
     # Asked per class, the same export runs its own graph's NMS, like the Keras model per class.
-    per_class = load_predictor(path, agnostic_nms=False, **settings)
+    per_class = open_model_file(path, agnostic_nms=False, **settings)
     assert per_class.host_stage == "none"
     _assert_same(Predictor(model[0], **settings), per_class, images)
     # Agnostic NMS removes the boxes of other classes on the same objects: fewer boxes.
@@ -252,10 +252,10 @@ def test_agnostic_nms_export_carries_it_and_detects_like_keras(fmt, model, tmp_p
 def test_agnostic_nms_asked_of_a_per_class_export_runs_on_the_host(model, artifacts):
     from utils.predict.predictor import Predictor
 
-    exported = load_predictor(artifacts["onnx"], agnostic_nms=True, **SETTINGS)
+    exported = open_model_file(artifacts["onnx"], agnostic_nms=True, **SETTINGS)
     assert not exported.metadata.agnostic_nms and exported.host_stage == "decode"
     _assert_same(Predictor(model[0], agnostic_nms=True, **SETTINGS), exported, _images(4, seed=12))
-    assert load_predictor(artifacts["onnx"], **SETTINGS).host_stage == "none"
+    assert open_model_file(artifacts["onnx"], **SETTINGS).host_stage == "none"
 
 
 @pytest.mark.slow
@@ -265,7 +265,7 @@ def test_heatmap_heads_match(model, artifacts):
     images = _images(2, seed=9)
     reference = Predictor(model[0]).raw_outputs(images)
     for fmt in FORMATS:
-        heads = load_predictor(artifacts[fmt]).raw_outputs(images)
+        heads = open_model_file(artifacts[fmt]).raw_outputs(images)
         for a, b in zip(reference, heads):
             assert a.shape == b.shape
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
@@ -281,7 +281,7 @@ def test_raw_export_decodes_on_the_host(model, tmp_path):
     import onnx
 
     assert [o.name for o in onnx.load(str(path)).graph.output] == ["raw_s32", "raw_s16", "raw_s8"]
-    exported = load_predictor(path, **SETTINGS)
+    exported = open_model_file(path, **SETTINGS)
     assert exported.metadata.nms == "none" and exported.host_stage == "decode"
     _assert_same(Predictor(model[0], **SETTINGS), exported, _images(3, seed=11))
 
@@ -305,7 +305,7 @@ def test_yolov5_box_coding_exports_and_decodes_like_keras(model, tmp_path):
     save_model(net, checkpoint)
     path = run_export(ExportOptions(checkpoint=str(checkpoint), format="onnx", check_images=1,
                                     out=str(tmp_path / "v5.onnx"), **SETTINGS))
-    exported = load_predictor(path, **SETTINGS)
+    exported = open_model_file(path, **SETTINGS)
     assert exported.metadata.box_coding == "yolov5" and exported.host_stage == "none"
     images = _images(6, seed=5)
     keras_v5 = Predictor(net, **SETTINGS)
@@ -317,7 +317,7 @@ def test_yolov5_box_coding_exports_and_decodes_like_keras(model, tmp_path):
     assert any(len(a) != len(b) or not np.allclose(a.boxes, b.boxes, atol=1.0) for a, b in zip(v3, v5))
     # Decoding on the host (other NMS settings) uses the metadata's coding too.
     evaluation = dict(conf=0.01, nms_iou=0.5, max_boxes=30)
-    on_host = load_predictor(path, **evaluation)
+    on_host = open_model_file(path, **evaluation)
     assert on_host.host_stage == "decode"
     _assert_same(Predictor(net, **evaluation), on_host, images[:3])
 
@@ -364,7 +364,7 @@ def test_checkpoint_without_a_box_coding_decodes_as_before(model, tmp_path):
 
 def test_input_size_other_than_the_exports_is_refused(artifacts):
     with pytest.raises(ArtifactError, match="exported for input 64.*--input-size 96"):
-        load_predictor(artifacts["onnx"], input_size=96)
+        open_model_file(artifacts["onnx"], input_size=96)
 
 
 # --- int8 ------------------------------------------------------------------------------
@@ -393,13 +393,13 @@ def test_int8_onnx_and_openvino(model, data, tmp_path, capsys):
     dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     predictions = [node for node in graph.node if node.op_type == "Conv" and "_pred" in node.name]
     assert len(predictions) == 3 and not any(node.input[1] in dequantized for node in predictions)
-    exported = load_predictor(path, **SETTINGS)
+    exported = open_model_file(path, **SETTINGS)
     assert exported.metadata.precision == "int8" and exported.host_stage == "none"
     assert len(exported.predict(_images(1)[0])) >= 0
 
     common.pop("eval")
     xml = run_export(ExportOptions(format="openvino", out=str(tmp_path / "m_int8.xml"), **common))
-    exported = load_predictor(xml, **SETTINGS)
+    exported = open_model_file(xml, **SETTINGS)
     assert exported.metadata.precision == "int8" and exported.precision == "int8"
     assert all(len(d) >= 0 for d in exported.predict_batch(_images(2)))
     # NNCF's FakeQuantize operations, none on the prediction convolutions or after them.
@@ -458,7 +458,7 @@ def _hide_module(monkeypatch, name):
 def test_missing_runtime_names_the_pip_line(fmt, module, pip, artifacts, monkeypatch):
     _hide_module(monkeypatch, module)
     with pytest.raises(MissingRuntimeError) as error:
-        load_predictor(artifacts[fmt])
+        open_model_file(artifacts[fmt])
     assert pip in str(error.value) and str(artifacts[fmt]) in str(error.value)
 
 
@@ -491,7 +491,7 @@ def test_corrupt_artifacts_name_the_file(tmp_path):
     Path(str(bad_json) + ".json").write_text('{"format": "effyolo", "class_names": []}')
     for path in (onnx_file, tflite_file, xml_file, saved, bad_json):
         with pytest.raises(ArtifactError) as error:
-            load_predictor(path)
+            open_model_file(path)
         assert str(path) in str(error.value)
     alone = tmp_path / "alone.tflite"
     alone.write_bytes(b"x")
@@ -500,14 +500,14 @@ def test_corrupt_artifacts_name_the_file(tmp_path):
     for path, message in ((alone, "alone.tflite.json is missing"), (unknown, "unknown model type"),
                           (tmp_path, "not a SavedModel"), (tmp_path / "gone.onnx", "not found")):
         with pytest.raises(ArtifactError, match=message):
-            load_predictor(path)
+            open_model_file(path)
 
 
 def test_truncated_onnx_export_names_the_file(artifacts, tmp_path):
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(Path(artifacts["onnx"]).read_bytes()[:5000])
     with pytest.raises(ArtifactError, match="truncated.onnx: not a readable ONNX model"):
-        load_predictor(truncated)
+        open_model_file(truncated)
 
 
 def test_onnx_without_metadata_is_refused(artifacts, tmp_path):
@@ -518,7 +518,7 @@ def test_onnx_without_metadata_is_refused(artifacts, tmp_path):
     foreign = tmp_path / "foreign.onnx"
     onnx.save(proto, str(foreign))
     with pytest.raises(ArtifactError, match="only models written by export.py"):
-        load_predictor(foreign)
+        open_model_file(foreign)
 
 
 def test_predict_cli_reports_a_corrupt_artifact(tmp_path, capsys):
@@ -611,7 +611,7 @@ def exports_made(monkeypatch):
 
 
 def test_auto_exports_once_then_reuses_and_detects_like_keras(model, auto_checkpoint, exports_made, capsys):
-    from utils.export.auto_runtime import CACHE_FOLDER, choose_precision, load_predictor as load_auto
+    from utils.export.auto_runtime import CACHE_FOLDER, choose_precision, open_on_runtime as load_auto
     from utils.export.verify import TOLERANCES, check_export
     from utils.predict.predictor import Predictor
     from utils.predict.runtimes import OpenVINOPredictor
@@ -713,7 +713,7 @@ def test_a_detection_one_side_alone_kept_passes_the_check_where_a_near_tie_expla
 
 def test_auto_falls_back_to_tensorflow_and_says_why(auto_checkpoint, monkeypatch, caplog, capsys):
     from utils.export import auto_runtime, verify
-    from utils.export.auto_runtime import RuntimeChoiceError, load_predictor as load_auto
+    from utils.export.auto_runtime import RuntimeChoiceError, open_on_runtime as load_auto
     from utils.predict.predictor import Predictor
 
     # An export that fails its check (the one of the test above, from the cache).
@@ -750,7 +750,7 @@ def test_auto_falls_back_to_tensorflow_and_says_why(auto_checkpoint, monkeypatch
 def test_auto_checks_on_the_pictures_given_and_runs_float32_where_bfloat16_fails(auto_checkpoint, monkeypatch,
                                                                                    caplog, capsys):
     from utils.export import auto_runtime
-    from utils.export.auto_runtime import load_predictor as load_auto
+    from utils.export.auto_runtime import open_on_runtime as load_auto
     from utils.export.verify import TOLERANCES
     from utils.predict.predictor import Predictor
     from utils.predict.runtimes import OpenVINOPredictor
@@ -813,7 +813,7 @@ def test_auto_checks_on_the_pictures_given_and_runs_float32_where_bfloat16_fails
 
 
 def test_runtime_of_an_export_is_its_own(artifacts, capsys):
-    from utils.export.auto_runtime import RuntimeChoiceError, load_predictor as load_auto
+    from utils.export.auto_runtime import RuntimeChoiceError, open_on_runtime as load_auto
 
     assert load_auto(artifacts["onnx"], runtime="onnxruntime").runtime_name == "ONNX Runtime"
     assert "Runtime: ONNX Runtime fp32 (as exported)" in capsys.readouterr().out
@@ -837,7 +837,7 @@ def test_changed_or_corrupt_exports_are_made_again(model, tmp_path, exports_made
     import shutil
 
     from utils.checkpoint import save_model
-    from utils.export.auto_runtime import CACHE_FOLDER, load_predictor as load_auto
+    from utils.export.auto_runtime import CACHE_FOLDER, open_on_runtime as load_auto
     from utils.predict.predictor import Predictor
 
     folder = tmp_path / "readonly"

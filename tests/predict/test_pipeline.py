@@ -170,7 +170,7 @@ def test_video_pipeline_writes_every_frame_in_order(monkeypatch, tmp_path, capsy
 
     rng = random.Random(1)
     finder = finder_class(delay=lambda: rng.uniform(0, 0.01))
-    monkeypatch.setattr(predict, "load_predictor", lambda args: finder)
+    monkeypatch.setattr(predict, "open_predictor", lambda args: finder)
     video = write_squares_video(tmp_path / "clip.mp4", frames=24)
     out = tmp_path / "out"
     assert predict.main(["--model", "m.keras", "--source", str(video), "--out", str(out), "--track"]) == 0
@@ -188,7 +188,7 @@ def test_ctrl_c_while_drawing_leaves_a_playable_video(monkeypatch, tmp_path, cap
     import predict
     from utils.predict import job
 
-    monkeypatch.setattr(predict, "load_predictor", lambda args: SquareFinder())
+    monkeypatch.setattr(predict, "open_predictor", lambda args: SquareFinder())
     calls = {"n": 0}
     real = job.draw_detections
 

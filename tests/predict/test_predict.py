@@ -77,7 +77,7 @@ def main_with(predictor, model, monkeypatch):
         assert args.model == str(model[1])
         return predictor
 
-    monkeypatch.setattr(predict, "load_predictor", load)
+    monkeypatch.setattr(predict, "open_predictor", load)
     return lambda *args: predict.main([str(a) for a in args])
 
 

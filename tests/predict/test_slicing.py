@@ -142,7 +142,7 @@ def test_predict_slices_an_image(monkeypatch, tmp_path, capsys):
     import predict
 
     detector = TileAwareDetector([(150, 100, 260, 130, 0, 0.9)])
-    monkeypatch.setattr(predict, "load_predictor", lambda args: detector)
+    monkeypatch.setattr(predict, "open_predictor", lambda args: detector)
     image = tmp_path / "aerial.png"
     Image.fromarray(coordinate_image()).save(image)
     out = tmp_path / "out"
@@ -168,13 +168,13 @@ def test_get_map_passes_the_slice_flags_on(monkeypatch):
     whole = parser.parse_args(["--model", "m.keras"])
     detector = TileAwareDetector([])
     # In place of the modules that open models (and import TensorFlow).
-    fake = types.SimpleNamespace(load_predictor=lambda path, **kwargs: detector)
+    fake = types.SimpleNamespace(open_on_runtime=lambda path, **kwargs: detector)
     for name in ("utils.predict.runtimes", "utils.export.auto_runtime"):
         monkeypatch.setitem(sys.modules, name, fake)
-    slicer = get_map.load_predictor(sliced)
+    slicer = get_map.open_evaluated_model(sliced)
     assert isinstance(slicer, SlicingPredictor) and slicer.predictor is detector
     assert (slicer.size, slicer.overlap, slicer.full_image, slicer.merge) == (320, 0.25, True, "nms")
-    assert get_map.load_predictor(whole) is detector
+    assert get_map.open_evaluated_model(whole) is detector
 
 
 class _StreamingSquareFinder:
@@ -204,7 +204,7 @@ def test_a_video_is_sliced_like_an_image(monkeypatch, tmp_path):
     assert twin.predictor is sliced.predictor.video_finder and (twin.size, twin.overlap) == (64, 0.25)
 
     finder = _StreamingSquareFinder()
-    monkeypatch.setattr(predict, "load_predictor", lambda args: finder)
+    monkeypatch.setattr(predict, "open_predictor", lambda args: finder)
     video = write_squares_video(tmp_path / "clip.mp4", frames=6)
     out = tmp_path / "out"
     assert predict.main(["--model", "m.keras", "--source", str(video), "--out", str(out), "--save-txt",

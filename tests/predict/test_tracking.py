@@ -111,7 +111,7 @@ def run_predict(monkeypatch):
     """``predict.main`` with a SquareFinder standing in for the model."""
     import predict
 
-    monkeypatch.setattr(predict, "load_predictor", lambda args: SquareFinder())
+    monkeypatch.setattr(predict, "open_predictor", lambda args: SquareFinder())
     return lambda *args: predict.main(["--model", "unused.keras", *map(str, args)])
 
 

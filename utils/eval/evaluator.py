@@ -4,7 +4,7 @@
 export verification, the benchmarks and ``get_map.py`` share. The detector is
 anything with ``class_names`` and ``predict_batch``, the interface of
 ``utils.predict.predictor.BasePredictor``: the Keras ``Predictor`` or an exported
-model opened by ``utils.predict.runtimes.load_predictor``. This stage never opens a
+model opened by ``utils.predict.runtimes.open_model_file``. This stage never opens a
 model itself; the caller passes the predictor in.
 
 The parts serve alone too: ``predict_images`` runs a predictor over images in

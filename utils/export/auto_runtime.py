@@ -1,6 +1,6 @@
 """Running a checkpoint on the fastest runtime of this CPU: ``--runtime`` of predict.py and get_map.py.
 
-``load_predictor`` opens a checkpoint on the runtime asked for:
+``open_on_runtime`` opens a checkpoint on the runtime asked for:
 
 * ``tf``: the Keras model on TensorFlow, as trained;
 * ``onnxruntime``, ``openvino``, ``tflite``: the checkpoint exported to that
@@ -53,7 +53,7 @@ from utils.predict.runtimes import (
     ArtifactError,
     MissingRuntimeError,
     OpenVINOPredictor,
-    load_predictor as load_export,
+    open_model_file as load_export,
     runtime_for,
 )
 from utils.export.exporter import ExportOptions, synthetic_images, write_export
@@ -138,7 +138,7 @@ def choose_precision(runtime, evaluation):
     return "bf16", "this CPU computes bfloat16 natively"
 
 
-def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, input_size=None, anchors_path=None,
+def open_on_runtime(path, runtime="auto", evaluation=False, classes_path=None, input_size=None, anchors_path=None,
                    conf=DEFAULT_CONF, nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True,
                    check_images=None, cache_dir=None, agnostic_nms=None):
     """A predictor for ``path`` on the runtime asked for, and one line saying which.
@@ -149,7 +149,7 @@ def load_predictor(path, runtime="auto", evaluation=False, classes_path=None, in
         runtime: one of ``RUNTIMES``.
         evaluation: run in float32 whatever the runtime (get_map.py).
         classes_path, input_size, anchors_path, conf, nms_iou, max_boxes, letterbox:
-            as for ``utils.predict.runtimes.load_predictor``.
+            as for ``utils.predict.runtimes.open_model_file``.
         check_images: function(count) -> (RGB uint8 images, what they are, e.g. "the
             first 8 frames of clip.mp4"): the run's own pictures to check the export
             on, asked for only when there is an export to check; drawn images where

@@ -19,7 +19,7 @@ from utils.checkpoint import CheckpointError, load_model
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU, EVAL_CONF, EVAL_NMS_IOU
 from utils.image import check_input_size
 from utils.predict.predictor import Predictor
-from utils.predict.runtimes import FORMAT_SUFFIX, METADATA_KEY, ArtifactError, ExportMetadata, load_predictor
+from utils.predict.runtimes import FORMAT_SUFFIX, METADATA_KEY, ArtifactError, ExportMetadata, open_model_file
 from utils.export.formats import (
     FORMATS,
     NMS_PLACEMENT,
@@ -276,7 +276,7 @@ def run_export(options):
 
 def _open(path, **settings):
     try:
-        return load_predictor(path, **settings)
+        return open_model_file(path, **settings)
     except ArtifactError as exc:
         raise ExportError(f"the export cannot be run: {exc}") from None
 

@@ -1,6 +1,6 @@
 """Running exported detectors (ONNX, TFLite, SavedModel, OpenVINO) like a checkpoint.
 
-``load_predictor`` picks the runtime from the path: ``.keras`` / ``.weights.h5`` load
+``open_model_file`` picks the runtime from the path: ``.keras`` / ``.weights.h5`` load
 the Keras model (``Predictor``); ``.onnx`` runs with ONNX Runtime, ``.tflite`` with
 the LiteRT interpreter (``ai_edge_litert``, else ``tf.lite``), a SavedModel folder
 with TensorFlow and ``.xml`` with OpenVINO. Every runtime is a ``BasePredictor``, so
@@ -155,7 +155,7 @@ def _not_exported(path, where):
                          "can be run (they carry the class names, input size and anchors)")
 
 
-def load_predictor(path, classes_path=None, input_size=None, anchors_path=None, conf=DEFAULT_CONF,
+def open_model_file(path, classes_path=None, input_size=None, anchors_path=None, conf=DEFAULT_CONF,
                    nms_iou=DEFAULT_NMS_IOU, max_boxes=DEFAULT_MAX_BOXES, letterbox=True, agnostic_nms=None):
     """A predictor for a checkpoint or an exported artifact, chosen by the path.
 
