@@ -2,7 +2,7 @@
 
 Stages, bottom up: the shared modules of ``utils`` and ``nets``, then
 ``utils.data``, ``utils.eval``, ``utils.predict``, ``utils.export``,
-``utils.train`` and ``utils.demo``. A module may import its own stage and the ones below it, never a
+``utils.label``, ``utils.serve``, ``utils.train``, ``utils.api`` and ``utils.demo``. A module may import its own stage and the ones below it, never a
 higher one; nothing in the product imports ``benchmarks`` or ``tests``.
 
 Weight files sit beside the networks, not inside them: ``utils.weights`` reads and
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tests.helpers import ROOT
 
-STAGES = ("utils.data", "utils.eval", "utils.predict", "utils.export", "utils.train", "utils.demo")
+STAGES = ("utils.data", "utils.eval", "utils.predict", "utils.export", "utils.label", "utils.serve", "utils.train",
+          "utils.api", "utils.demo")
 FORBIDDEN_EVERYWHERE = ("benchmarks", "tests")
 WEIGHTS_PACKAGE = "utils.weights"
 WEIGHTS_USERS_IN_NETS = ("nets.backbones",)

@@ -11,7 +11,11 @@ The stage packages, from the bottom up (each may import only the ones before it)
   that run exported models (ONNX Runtime, LiteRT, TensorFlow, OpenVINO).
 * ``utils.export``: writing a trained model as ONNX, TFLite, SavedModel or
   OpenVINO IR, int8 quantization, and the checks of an export against the model.
+* ``utils.label``: pre-labels written as annotation sets (VOC, COCO, YOLO, Label
+  Studio, CVAT) and the ranking of the images a person should review first.
+* ``utils.serve``: the HTTP service behind ``serve.py``.
 * ``utils.train``: the training engine, its callbacks and learning-rate schedules.
+* ``utils.api``: the Python API (``Detector``, ``train``) over every stage below.
 * ``utils.demo``: the synthetic shapes dataset and the ``make demo`` driver, which
   runs the scripts as a user would.
 
