@@ -19,9 +19,10 @@ Modes (--mode):
 
 Outputs go to --out (default runs/predict). An existing folder is never written
 into: the first free one of runs/predict2, runs/predict3, ... is used instead, for an
---out given explicitly too. Label files are <out>/labels/<stem>.txt with one
-"class_name score x1 y1 x2 y2" line per detection (pixels; spaces in class names
-become underscores); crops are <out>/crops/<class>/<stem>_<k>.jpg.
+--out given explicitly too (a name ending in a digit gets a dash: run1-2, run1-3,
+...). Label files are <out>/labels/<stem>.txt with one "class_name score x1 y1 x2 y2"
+line per detection (pixels; spaces in class names become underscores); crops are
+<out>/crops/<class>/<stem>_<k>.jpg.
 
 Videos: frames are read, detected and drawn/written in three threads, and written
 in order. A webcam is read in its own thread and the detector always takes the
@@ -75,6 +76,7 @@ from utils.config import (
 )
 from utils.predict.job import (
     EXIT_INTERRUPTED,
+    EXIT_NOTHING_READ,
     EXIT_USAGE,
     MODES,
     UsageError,
@@ -91,6 +93,7 @@ from utils.predict.job import (
 )
 from utils.predict.slicing import add_slice_arguments, slicing_from_args
 from utils.predict.tracking import add_tracking_arguments
+from utils.run_dir import numbering_help
 
 log = logging.getLogger("predict")
 
@@ -116,8 +119,8 @@ def build_parser():
                         help="predict: save annotated outputs; fps: time one image; heatmap: save objectness "
                              "heat maps (default predict)")
     parser.add_argument("--out", default="runs/predict",
-                        help="output folder (default runs/predict); if it exists, the first free of <out>2, "
-                             "<out>3, ... is used, so no earlier run is overwritten")
+                        help=f"output folder (default runs/predict); {numbering_help()}, so no earlier run is "
+                             "overwritten")
     parser.add_argument("--classes",
                         help="class names file, one a line, for display (default: the names in the checkpoint); "
                              "must name as many classes as the model has")
@@ -203,7 +206,18 @@ def _agnostic_nms(args):
     return None if not args.model.endswith(CHECKPOINT_SUFFIXES) else DEFAULT_AGNOSTIC_NMS
 
 
-def _warn_unused(args):
+def _warn_unused(args, source, tracking):
+    """Warns of the options given that this mode and source do not use."""
+    frames = source.kind in ("video", "webcam") or tracking is not None
+    if args.batch_size > 1 and (args.mode == "fps" or frames):
+        log.warning("--batch-size is not used %s (frames go through the detector one at a time); ignored.",
+                    "in fps mode (it times batch 1)" if args.mode == "fps" else f"on the frames of {source}")
+    if args.mode == "predict" and args.max_frames and not frames:
+        log.warning("--max-frames stops a video, a webcam or a tracked folder, not %s; ignored.", source)
+    if args.mode == "heatmap":
+        for flag, used in (("--show", args.show), ("--count", args.count)):
+            if used:
+                log.warning("%s is not used in heatmap mode; ignored.", flag)
     if args.mode != "predict":
         for flag, used in (("--save-txt", args.save_txt), ("--crop", args.crop), ("--max-frames", args.max_frames)):
             if used:
@@ -218,10 +232,10 @@ def _warn_unused(args):
 
 def run(args):
     """Runs one mode; returns the exit status."""
-    _warn_unused(args)
     # The source is checked before the model is loaded, which takes far longer.
     tracking = tracking_options(args)
     source, reader = open_source(args.source, args.mode, tracking)
+    _warn_unused(args, source, tracking)
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
         predictor = slicing_from_args(open_predictor(args), args)
@@ -242,7 +256,10 @@ def run(args):
                                        tracking=tracking, **options)
         else:
             status = run_predict_images(predictor, source, out, viewer, batch_size=args.batch_size, **options)
-    print(f"Results saved to {out}")
+    if status == EXIT_NOTHING_READ and not any(out.iterdir()):
+        out.rmdir()  # nothing was read, so nothing was saved: no empty run folder stays behind
+    elif status != EXIT_NOTHING_READ:
+        print(f"Results saved to {out}")
     return status
 
 

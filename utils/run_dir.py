@@ -38,6 +38,21 @@ def numbered_path(base, number):
     return base.with_name(f"{base.name}{sep}{number}")
 
 
+def numbering_help(base="<out>"):
+    """How the scripts' help says a taken output folder is replaced, written from
+    ``numbered_path`` itself so that the two always agree.
+
+    Args:
+        base: the folder as the help names it ("<out>", "runs/predict", ...).
+
+    Returns:
+        e.g. "if it exists, the first free of <out>2, <out>3, ... is used (a name
+        ending in a digit gets a dash: run1-2)".
+    """
+    return (f"if it exists, the first free of {numbered_path(base, 2)}, {numbered_path(base, 3)}, ... is used "
+            f"(a name ending in a digit gets a dash: {numbered_path('run1', 2)})")
+
+
 def next_run_dir(base, mkdir=True):
     """The first of ``base``, ``base2``, ``base3``, ... that does not exist.
 

@@ -17,6 +17,7 @@ from utils.predict.tracking import (
     ObjectTracker,
     TrackingError,
     parse_count_line,
+    place_count_line,
     tracker_settings,
 )
 
@@ -188,3 +189,85 @@ def test_tracking_usage_errors(run_predict, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--count-line: must be four numbers x1,y1,x2,y2" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# --- the counting line on the frame, and videos with fewer frames than announced ------------
+
+
+def test_count_line_mixed_values_are_refused_and_the_reading_is_named():
+    with pytest.raises(argparse.ArgumentTypeError, match="mixes fractions of the frame"):
+        parse_count_line("0,0.5,1.5,0.5")
+    line = parse_count_line("0,0.5,1,0.5")
+    assert line.read_as == "fractions of the frame"
+    text = place_count_line(line, (320, 240), "road.mp4")
+    assert "read as fractions of the frame, the line (0, 120) to (320, 120) in pixels" in text
+    assert "320x240 frames of road.mp4" in text
+    assert "read as pixels, the line (10, 20) to (300, 20)" in place_count_line(
+        parse_count_line("10,20,300,20"), (320, 240), "road.mp4")
+
+
+def test_count_line_outside_the_frame_or_too_short_is_refused():
+    with pytest.raises(TrackingError, match=r"\(5000, 5000\) lies outside the 320x240 frame"):
+        place_count_line(parse_count_line("5000,5000,6000,6000"), (320, 240), "v.mp4")
+    with pytest.raises(TrackingError, match=r"\(330, 20\) lies outside"):
+        place_count_line(parse_count_line("10,20,330,20"), (320, 240), "v.mp4")
+    with pytest.raises(TrackingError, match="1.5 px long; a line must be at least 2 px"):
+        place_count_line(parse_count_line("0,0,1.5,0"), (320, 240), "v.mp4")
+    # The far edge of the frame is on it.
+    assert place_count_line(parse_count_line("0,240,320,240"), (320, 240), "v.mp4")
+    # A camera that tells no size: the line is placed on the first frame.
+    assert "placed on the first frame" in place_count_line(parse_count_line("0,0.5,1,0.5"), None, "webcam 0")
+
+
+def test_count_line_checked_before_the_run(run_predict, tmp_path, capsys):
+    video = write_squares_video(tmp_path / "v.mp4", frames=3, size=(200, 120))
+    assert run_predict("--source", video, "--out", tmp_path / "o", "--track",
+                       "--count-line", "5000,5000,6000,6000") == 2
+    err = capsys.readouterr().err
+    assert "read as pixels, and (5000, 5000) lies outside the 200x120 frame" in err
+    assert not (tmp_path / "o").exists()  # refused before any output folder was made
+    assert run_predict("--source", video, "--out", tmp_path / "o", "--track", "--count-line", "0,0.5,1,0.5") == 0
+    assert "read as fractions of the frame, the line (0, 60) to (200, 60) in pixels" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "o" / "v_summary.json").read_text())
+    assert summary["count_line"]["read_as"] == "fractions of the frame"
+
+
+def _mjpeg_avi(path, frames, size=(64, 48)):
+    """An MJPEG AVI of ``frames`` noise frames (each compresses to a similar size)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_video_without_frames_says_so_and_leaves_nothing(run_predict, tmp_path, capsys):
+    video = _mjpeg_avi(tmp_path / "empty.avi", frames=0)
+    out = tmp_path / "o"
+    assert run_predict("--source", video, "--out", out, "--track") == 1
+    captured = capsys.readouterr()
+    assert "empty.avi has no frames: its header announces none and none could be read; no video written." \
+        in captured.err
+    assert "Results saved" not in captured.out and "Tracks written" not in captured.out
+    assert not out.exists()  # no empty run folder, no empty tracks file
+
+
+def test_truncated_video_says_how_many_of_the_announced_frames_were_read(run_predict, tmp_path, capsys):
+    whole = _mjpeg_avi(tmp_path / "whole.avi", frames=10)
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    readable = len(read_frames(cut))
+    assert 0 < readable < 9
+    out = tmp_path / "o"
+    assert run_predict("--source", cut, "--out", out, "--track") == 0
+    captured = capsys.readouterr()
+    assert f"cut.avi: {readable} of the 10 frames announced in its header were read" in captured.err
+    assert f"Wrote {readable} frames" in captured.out and "Results saved" in captured.out
+    # A video read whole, or stopped by --max-frames, gets no such remark.
+    assert run_predict("--source", whole, "--out", tmp_path / "w", "--max-frames", 3) == 0
+    assert "announced in its header" not in capsys.readouterr().err

@@ -40,6 +40,7 @@ from utils.predict.sources import (
     VideoReader,
     VideoWriter,
     folder_files,
+    frames_read_note,
     image_output_name,
     iter_batches,
     parse_source,
@@ -55,6 +56,7 @@ from utils.predict.tracking import (
     ObjectTracker,
     TrackingError,
     TrackingOptions,
+    place_count_line,
     tracker_settings,
 )
 from utils.predict.visualize import (
@@ -116,12 +118,12 @@ def open_source(text, mode="predict", tracking=None):
         sequence = FrameSequence(source, fps=tracking.overrides.get("track_frame_rate"))
         if not sequence.paths:
             raise UsageError(f"Folder {source.path} holds no files to process.")
-        return source, sequence
+        return source, _with_count_line(sequence, tracking)
     if source.kind in ("video", "webcam"):
         if mode != "predict":
             raise UsageError(f"--mode {mode} works on an image or a folder, not on {source} (use --mode predict).")
         try:
-            return source, VideoReader(source)
+            return source, _with_count_line(VideoReader(source), tracking)
         except SourceError as exc:
             raise UsageError(str(exc)) from None
     if source.kind == "image":
@@ -129,6 +131,21 @@ def open_source(text, mode="predict", tracking=None):
     elif not folder_files(source.path):
         raise UsageError(f"Folder {source.path} holds no files to process.")
     return source, None
+
+
+def _with_count_line(reader, tracking):
+    """``reader``, once --count-line is known to lie on its frames; prints how the line was read.
+
+    Raises:
+        UsageError: the line lies outside the frame or is too short (the reader is closed).
+    """
+    if tracking is not None and tracking.count_line is not None:
+        try:
+            print(place_count_line(tracking.count_line, reader.frame_size, reader.source))
+        except TrackingError as exc:
+            reader.close()
+            raise UsageError(str(exc)) from None
+    return reader
 
 
 def _check_single_image(source):
@@ -591,9 +608,12 @@ def run_predict_video(predictor, reader, out, viewer, *, save_txt=False, crop=Fa
     closers = (stream.close, writer.close) + ((tracker.close,) if tracker else ()) + (reader.close, viewer.close)
     end = frame_loop(frames, handler, bar, close=closers)
     _write_skipped(out, getattr(reader, "skipped", []))
+    shortfall = None if end.stopped or end.interrupted else frames_read_note(reader, writer.frames)
     if writer.frames == 0 and not end.interrupted:
-        print(f"No frame could be read from {source}; no video written.", file=sys.stderr)
+        print(f"{shortfall or f'No frame could be read from {source}'}; no video written.", file=sys.stderr)
         return EXIT_NOTHING_READ
+    if shortfall:
+        print(f"{shortfall}.", file=sys.stderr)
     elapsed = time.perf_counter() - started
     rate = writer.frames / elapsed if elapsed > 0 else 0.0
     dropped = f"; {stream.dropped} camera frames dropped while the detector was busy" if live else ""

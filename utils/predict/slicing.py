@@ -19,10 +19,13 @@ along that side).
 
 import argparse
 import dataclasses
+import logging
 
 import numpy as np
 
 from utils.cli import int_at_least
+
+log = logging.getLogger(__name__)
 
 MERGE_METHODS = ("nmm", "nms")
 DEFAULT_OVERLAP = 0.2
@@ -70,8 +73,14 @@ def add_slice_arguments(parser):
 
 
 def slicing_from_args(predictor, args):
-    """``predictor`` wrapped in a SlicingPredictor when --slice was given, else as is."""
+    """``predictor`` wrapped in a SlicingPredictor when --slice was given, else as is
+    (with a warning naming the other --slice-* options given, which then do nothing)."""
     if getattr(args, "slice", None) is None:
+        given = [flag for flag, set_ in (("--slice-overlap", args.slice_overlap != DEFAULT_OVERLAP),
+                                         ("--slice-full", args.slice_full),
+                                         ("--slice-merge", args.slice_merge != MERGE_METHODS[0])) if set_]
+        if given:
+            log.warning("%s %s --slice SIZE; ignored.", ", ".join(given), "needs" if len(given) == 1 else "need")
         return predictor
     return SlicingPredictor(predictor, args.slice, overlap=args.slice_overlap, full_image=args.slice_full,
                             merge=args.slice_merge)

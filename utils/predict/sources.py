@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 # Frame rate written when the source does not report one (typical for webcams).
 FALLBACK_FPS = 30.0
+#: Share of a video header's frame count that may be missing at the end without a
+#: remark (some containers only estimate the count).
+FRAME_COUNT_SLACK = 0.01
 JPEG_QUALITY = 95
 LABELS_DIR = "labels"
 CROPS_DIR = "crops"
@@ -305,6 +308,7 @@ class VideoReader:
                 f"Cannot open video {source.path}: OpenCV cannot read it (corrupt file or unsupported codec); "
                 "convert it, e.g. to H.264 MP4."
             )
+        self._announced = self._header_count()
 
     @property
     def fps(self):
@@ -314,11 +318,29 @@ class VideoReader:
 
     @property
     def frame_count(self):
-        """Frames in a video file as its header says (may be approximate); None for a webcam."""
+        """Frames in a video file as its header says (may be approximate); None for a webcam
+        or a header that gives none."""
+        return self.announced_frames or None
+
+    @property
+    def announced_frames(self):
+        """The frame count in a video file's header, 0 included, as read when it was
+        opened (it stays known after ``close``); None for a webcam."""
+        return self._announced
+
+    def _header_count(self):
         if self.source.kind == "webcam":
             return None
         count = self.capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        return int(count) if count and count > 0 else None
+        return max(0, int(count)) if count and np.isfinite(count) else 0
+
+    @property
+    def frame_size(self):
+        """(width, height) of the frames as the source reports them, or None when it reports none."""
+        width, height = (self.capture.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if not (width and height and np.isfinite(width) and np.isfinite(height)) or width < 1 or height < 1:
+            return None
+        return int(width), int(height)
 
     def __iter__(self):
         while True:
@@ -336,6 +358,37 @@ class VideoReader:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def frames_read_note(reader, read):
+    """What to tell the user when a video file gave fewer frames than its header
+    announces, read to its end; None when it gave them all.
+
+    A header's count may be an estimate (from the duration, in some containers), so
+    a shortfall of up to ``FRAME_COUNT_SLACK`` of it (at least one frame) is not
+    reported; a video that gives no frame at all always is.
+
+    Args:
+        reader: the VideoReader (or FrameSequence, whose skipped files are reported
+            on their own) the frames came from.
+        read: how many frames were read.
+
+    Returns:
+        A sentence without its final full stop, or None.
+    """
+    if reader.source.kind != "video":
+        return None
+    announced = reader.announced_frames
+    name = reader.source.path.name
+    if read == 0:
+        if not announced:
+            return f"{name} has no frames: its header announces none and none could be read"
+        return (f"None of the {announced} frames {name} announces in its header could be read "
+                "(a truncated or damaged file)")
+    if announced and read < announced - max(1, int(announced * FRAME_COUNT_SLACK)):
+        return (f"{name}: {read} of the {announced} frames announced in its header were read; the rest could not "
+                "be decoded (a truncated or damaged file)")
+    return None
 
 
 def _natural_key(path):
@@ -367,6 +420,17 @@ class FrameSequence:
     def frame_count(self):
         """Files in the folder (frames, unless some are skipped)."""
         return len(self.paths)
+
+    @property
+    def frame_size(self):
+        """(width, height) of the first readable image, which every frame must have; None if none is readable."""
+        for path in self.paths:
+            try:
+                height, width = read_image(path).shape[:2]
+            except ImageLoadError:
+                continue
+            return width, height
+        return None
 
     def __iter__(self):
         size = None

@@ -47,6 +47,8 @@ TRACKER_SETTINGS = {
 }
 # Trackers that look at the frame itself (BoT-SORT's camera motion compensation).
 _FRAME_USERS = ("botsort",)
+#: Shortest counting line, in pixels of the frame: a shorter one is all but never crossed.
+MIN_COUNT_LINE_PX = 2.0
 # Suffixes of the files a tracked run writes beside its video.
 TRACKS_SUFFIX = "_tracks.txt"
 SUMMARY_SUFFIX = "_summary.json"
@@ -79,8 +81,66 @@ class CountLine:
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
         return (float(x1), float(y1)), (float(x2), float(y2))
 
+    @property
+    def read_as(self):
+        """How the values were read: "fractions of the frame" or "pixels"."""
+        return "fractions of the frame" if self.fractional else "pixels"
+
     def __str__(self):
         return ",".join(f"{v:g}" for v in self.points)
+
+
+def _point(point):
+    return f"({point[0]:g}, {point[1]:g})"
+
+
+def count_line_problem(line, width, height):
+    """Why a counting line cannot count on ``width`` x ``height`` frames, or None.
+
+    A line counts objects that cross it inside the picture: both end points must
+    lie on the frame (0..width, 0..height) and, once in pixels, be at least
+    ``MIN_COUNT_LINE_PX`` apart.
+    """
+    start, end = line.in_pixels(width, height)
+    outside = [p for p in (start, end) if not (0 <= p[0] <= width and 0 <= p[1] <= height)]
+    if outside:
+        return (f"--count-line {line} is read as {line.read_as}, and {_point(outside[0])} lies outside the "
+                f"{width}x{height} frame, where no object can cross it; give end points within 0..{width} x "
+                f"0..{height} pixels, or fractions of the frame (0,0.5,1,0.5 is a line across the middle)")
+    length = float(np.hypot(end[0] - start[0], end[1] - start[1]))
+    if length < MIN_COUNT_LINE_PX:
+        return (f"--count-line {line} is read as {line.read_as}: {_point(start)} to {_point(end)} on the "
+                f"{width}x{height} frame, {length:.3g} px long; a line must be at least {MIN_COUNT_LINE_PX:g} px "
+                "long to count crossings (fractions of the frame: every value within 0..1)")
+    return None
+
+
+def place_count_line(line, frame_size, where):
+    """Checks a counting line against a source's frame size before the run, and says how it was read.
+
+    Args:
+        line: the CountLine.
+        frame_size: the source's (width, height) in pixels, or None when the source
+            does not tell before its first frame (some cameras).
+        where: the source, named in the messages.
+
+    Returns:
+        One line saying how the values were read and the pixel line they give.
+
+    Raises:
+        TrackingError: the line lies (partly) outside the frame, or is shorter than
+            ``MIN_COUNT_LINE_PX`` once in pixels.
+    """
+    if frame_size is None:
+        return (f"Counting line {line}: read as {line.read_as}; placed on the first frame of {where}, whose size "
+                "it does not tell beforehand.")
+    width, height = (int(v) for v in frame_size)
+    problem = count_line_problem(line, width, height)
+    if problem:
+        raise TrackingError(f"{problem}.")
+    start, end = line.in_pixels(width, height)
+    return (f"Counting line {line}: read as {line.read_as}, the line {_point(start)} to {_point(end)} in pixels "
+            f"of the {width}x{height} frames of {where}.")
 
 
 def _flag(setting):
@@ -90,7 +150,13 @@ def _flag(setting):
 
 def parse_count_line(text):
     """argparse type: ``x1,y1,x2,y2`` in pixels, or in fractions of the frame when
-    every value is within 0..1 (``0,0.5,1,0.5`` is a horizontal line across the middle)."""
+    every value is within 0..1 (``0,0.5,1,0.5`` is a horizontal line across the middle).
+
+    Values that mix the two (``0,0.5,1.5,0.5``: a fraction such as 0.5 beside a value
+    above 1) are refused rather than all read as pixels, which would make a line of
+    a pixel or two. Whether the line fits the frame is checked once the source's size
+    is known (``place_count_line``).
+    """
     parts = [part.strip() for part in str(text).split(",")]
     try:
         values = tuple(float(part) for part in parts)
@@ -103,7 +169,13 @@ def parse_count_line(text):
         raise argparse.ArgumentTypeError(f"must not be negative (the frame starts at 0,0), got {text!r}")
     if values[:2] == values[2:]:
         raise argparse.ArgumentTypeError(f"must join two different points, got {text!r}")
-    return CountLine(values, fractional=max(values) <= 1.0)
+    fractional = max(values) <= 1.0
+    fraction_like = [v for v in values if 0 < v < 1]
+    if not fractional and fraction_like:
+        raise argparse.ArgumentTypeError(
+            f"mixes fractions of the frame ({fraction_like[0]:g}) with values above 1 ({max(values):g}), got "
+            f"{text!r}; give all four as fractions within 0..1 (such as 0,0.5,1,0.5) or all four in pixels")
+    return CountLine(values, fractional=fractional)
 
 
 def _positive_float(text):
@@ -133,7 +205,10 @@ def add_tracking_arguments(parser):
                        help="draw each tracked object's last N positions (default 0: none)")
     group.add_argument("--count-line", type=parse_count_line, metavar="X1,Y1,X2,Y2",
                        help="count the tracked objects that cross this line, per class and direction (pixels, or "
-                            "fractions of the frame when all four are within 0..1); needs --track")
+                            "fractions of the frame when all four are within 0..1; a mix such as 0,0.5,1.5,0.5 is refused, "
+                            "and so is a line outside the frame or under "
+                            f"{MIN_COUNT_LINE_PX:g} px long); the run prints the pixel line it counts on; "
+                            "needs --track")
     group.add_argument("--track-activation", type=fraction,
                        help="lowest score that starts a new track (ByteTrack, BoT-SORT: track_activation_threshold; "
                             "OC-SORT: high_conf_det_threshold)")
@@ -278,7 +353,8 @@ class ObjectTracker:
         name: a key of ``TRACKERS``.
         settings: {library parameter: value}, from ``tracker_settings``.
         class_names: names indexed by class id.
-        mot_path: the MOT-challenge text file to write (None: none).
+        mot_path: the MOT-challenge text file to write, created on the first
+            frame (None: none).
         count_line: a CountLine, or None.
         trail: positions kept per track for drawing (0: none).
     """
@@ -293,11 +369,9 @@ class ObjectTracker:
         self._votes = defaultdict(Counter)  # track ID -> class votes
         self._trails = {}  # track ID -> deque of (x, y) centres
         self._last_seen = {}
+        # The MOT file is opened on the first frame: a source without frames leaves none.
         self.mot_path = Path(mot_path) if mot_path is not None else None
         self._mot = None
-        if self.mot_path is not None:
-            self.mot_path.parent.mkdir(parents=True, exist_ok=True)
-            self._mot = open(self.mot_path, "w", encoding="utf-8")
 
     @classmethod
     def create(cls, options, class_names, *, frame_rate=None, mot_path=None):
@@ -313,6 +387,9 @@ class ObjectTracker:
     def _start_line(self, frame_hw):
         import supervision as sv
 
+        problem = count_line_problem(self.count_line, frame_hw[1], frame_hw[0])
+        if problem:  # a camera that did not tell its frame size before the run
+            log.warning("%s; nothing will be counted.", problem)
         start, end = self.count_line.in_pixels(frame_hw[1], frame_hw[0])
         self.line = (start, end)
         self._zone = sv.LineZone(start=sv.Point(*start), end=sv.Point(*end))
@@ -335,6 +412,9 @@ class ObjectTracker:
             TrackedDetections, in descending score order.
         """
         self.frames += 1
+        if self.mot_path is not None and self._mot is None and self.frames == 1:
+            self.mot_path.parent.mkdir(parents=True, exist_ok=True)
+            self._mot = open(self.mot_path, "w", encoding="utf-8")
         frame_number = self.frames if frame_number is None else int(frame_number)
         image = frame[..., ::-1] if frame is not None and self.name in _FRAME_USERS else None
         result = self.tracker.update(to_supervision(detections), frame=image, timestamp=timestamp)
@@ -397,12 +477,12 @@ class ObjectTracker:
         """What the run found, as a JSON-ready dict (``extra`` items added first)."""
         unique = self.unique_objects()
         summary = dict(extra, frames=self.frames, tracker=self.name, settings=self.settings,
-                       tracks_file=self.mot_path.name if self.mot_path else None,
+                       tracks_file=self.mot_path.name if self.mot_path and self.frames else None,
                        unique_objects=unique, unique_total=sum(unique.values()))
         if self.count_line is not None:
             crossed_in, crossed_out = self.line_counts()
             summary["count_line"] = {
-                "given": str(self.count_line),
+                "given": str(self.count_line), "read_as": self.count_line.read_as,
                 "from": list(self.line[0]) if self.line else None, "to": list(self.line[1]) if self.line else None,
                 "in": crossed_in, "out": crossed_out,
                 "in_total": sum(crossed_in.values()), "out_total": sum(crossed_out.values()),
@@ -417,7 +497,7 @@ class ObjectTracker:
             crossed_in, crossed_out = self.line_counts()
             lines.append(f"Line {self.count_line}: in {sum(crossed_in.values())} ({_format(crossed_in)}), "
                          f"out {sum(crossed_out.values())} ({_format(crossed_out)})")
-        if self.mot_path is not None:
+        if self.mot_path is not None and self.frames:
             lines.append(f"Tracks written to {self.mot_path} (MOT challenge: frame,id,x,y,w,h,score,-1,-1,-1)")
         return lines
 
