@@ -8,13 +8,14 @@ line, for annotation lines) it is in:
   image, no object at all;
 * warnings: lines or objects the reader skipped (malformed, unknown classes,
   degenerate boxes), unreadable images, boxes reaching outside the image (clipped),
-  duplicate boxes, boxes smaller than the stride-8 cell at the input size, classes
+  duplicate boxes, images listed more than once, boxes smaller than the stride-8 cell at the input size, classes
   without objects, a strong class imbalance, anchors that fit the boxes poorly;
 * notes: images without objects, classes with few objects, EXIF-turned images.
 
 The box statistics it prints come from ``utils.data.box_stats``.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from utils.data.report import DatasetError
 ERROR, WARNING, NOTE = "error", "warning", "note"
 #: Same-class boxes of one image overlapping at least this much are duplicates.
 DUPLICATE_IOU = 0.95
+#: Other places a repeated image is listed at, named in its finding.
+REPEATS_SHOWN = 3
 #: Most objects of a class over fewest (of the classes with objects) above which the balance is reported.
 IMBALANCE_RATIO = 10.0
 #: The side of the finest level's cell, in input pixels.
@@ -215,6 +218,31 @@ def _check_images(report, source, locations, num_classes):
     return usable, where
 
 
+def _check_repeats(report, source, locations, origin):
+    """Images listed more than once: one finding with the totals, then one per image
+    with where it is listed. A repeat is trained on as one more image (oversampling
+    it) and copies can land in both the training and the validation split."""
+    listed = {}
+    for ann, location in zip(source.annotations, locations):
+        listed.setdefault(os.path.normpath(os.path.abspath(str(ann.path))), []).append((ann.path, location))
+    repeated = {key: places for key, places in listed.items() if len(places) > 1}
+    if not repeated:
+        return
+    repeats = sum(len(places) - 1 for places in repeated.values())
+    report.add(WARNING, "repeated image", origin,
+               f"{repeats} of the {len(source.annotations)} images listed repeat one listed before "
+               f"({len(listed)} distinct image{'s' if len(listed) != 1 else ''}; {len(repeated)} listed more than "
+               "once): each repeat is trained on "
+               "as one more image and copies can fall in both the training and the validation split; list each "
+               "image once unless oversampling is meant")
+    for places in sorted(repeated.values(), key=len, reverse=True):
+        path, first = places[0]
+        others = [location for _, location in places[1:]]
+        shown = ", ".join(others[:REPEATS_SHOWN]) + (f" and {len(others) - REPEATS_SHOWN} more"
+                                                     if len(others) > REPEATS_SHOWN else "")
+        report.add(WARNING, "repeated image", first, f"{path} is listed {len(places)} times: here and at {shown}")
+
+
 def _check_sizes(report, usable, locations, stats):
     """Boxes smaller than the finest cell at the input size, one finding per box."""
     for b in np.flatnonzero(stats.input_wh.min(axis=1) < FINEST_STRIDE) if len(stats.input_wh) else ():
@@ -274,6 +302,7 @@ def check_dataset(path, split=None, images=None, classes=None, input_size=DEFAUL
         located = sep and where.rpartition(":")[2].isdigit()
         report.add(severity, kind, where if located else "", rest if located else message)
     locations = annotation_locations(source)
+    _check_repeats(report, source, locations, str(path))
     usable, where = _check_images(report, source, locations, len(source.classes.names))
     if not usable:
         report.add(ERROR, "no usable image", str(path), "no usable image: every image listed was skipped")
