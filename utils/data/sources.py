@@ -11,9 +11,14 @@ Formats:
   (``utils.data.yolo_txt``).
 * ``voc``: a ``VOCdevkit`` folder or one ``VOC<year>`` folder, read through a split
   file of ``ImageSets/Main`` (``utils.data.voc``, converted by ``utils.data.voc_convert``).
+* ``label-studio``: a Label Studio JSON file of tasks (``utils.data.label_studio``).
+* ``cvat``: a CVAT for images 1.1 XML file (``utils.data.cvat``).
+  For both, relative image references are resolved against ``images`` (default: the
+  ``images/`` folder beside the file, then the file's folder).
 
 Class names come from the dataset (COCO categories in id order, YOLO ``names``, the
-names found in VOC XML files, sorted) unless a classes file is given; a dataset that
+names found in VOC XML files, sorted; CVAT's labels; Label Studio's ``classes.txt``
+beside the file, else the labels found, sorted) unless a classes file is given; a dataset that
 names its classes must name the same ones, in the same order, as a classes file or
 an earlier dataset (``--train`` for ``--val``, a model for evaluation), or reading
 stops with an error naming both lists.
@@ -29,8 +34,9 @@ from utils.data.annotation import read_annotation_file
 from utils.data.report import ConversionReport, DatasetError
 from utils.model_data import load_classes
 
-FORMATS = ("lines", "coco", "yolo", "voc")
-FORMAT_NAMES = {"lines": "annotation lines", "coco": "COCO JSON", "yolo": "YOLO txt", "voc": "Pascal VOC"}
+FORMATS = ("lines", "coco", "yolo", "voc", "label-studio", "cvat")
+FORMAT_NAMES = {"lines": "annotation lines", "coco": "COCO JSON", "yolo": "YOLO txt", "voc": "Pascal VOC",
+                "label-studio": "Label Studio JSON", "cvat": "CVAT for images XML"}
 R_LINE = "unreadable annotation line or box (skipped)"
 
 
@@ -110,7 +116,8 @@ def detect_format(path):
 
     A folder is YOLO (``data.yaml`` or ``images/``) or VOC (``VOC<year>`` folders or
     ``Annotations/``); a ``.yaml``/``.yml`` file is YOLO; a file whose text starts with
-    ``{`` is COCO JSON; any other file holds annotation lines.
+    ``{`` is COCO JSON, with ``[`` a Label Studio JSON list of tasks, with ``<`` and an
+    ``<annotations>`` element CVAT XML; any other file holds annotation lines.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -132,6 +139,10 @@ def detect_format(path):
         return "yolo"
     with open(path, "rb") as handle:
         head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):
+        return "label-studio"
+    if head.startswith(b"<") and b"<annotations" in head:
+        return "cvat"
     return "coco" if head.startswith(b"{") else "lines"
 
 
@@ -202,7 +213,8 @@ def read_dataset(path, split=None, images=None, classes=None, fmt=None):
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}")
     given = _given_classes(classes)
-    reader = {"lines": _read_lines, "coco": _read_coco, "yolo": _read_yolo, "voc": _read_voc}[fmt]
+    reader = {"lines": _read_lines, "coco": _read_coco, "yolo": _read_yolo, "voc": _read_voc,
+              "label-studio": _read_label_studio, "cvat": _read_cvat}[fmt]
     return reader(Path(path), split, images, given)
 
 
@@ -241,6 +253,27 @@ def _read_yolo(path, split, images, given):
     else:
         classes = given
     return DatasetSource(str(path), "yolo", split, data.annotations, classes, data.report)
+
+
+def _read_tool_export(fmt, read, path, images, given):
+    """A Label Studio or CVAT file: its own class names unless a classes file is given."""
+    if images is not None and not Path(images).is_dir():
+        raise FileNotFoundError(f"Images folder not found: {images} (--images, where the image files are)")
+    data = read(path, images=images, class_names=given.names if given is not None else None)
+    classes = given or ClassNames(data.class_names, origin=data.names_from)
+    return DatasetSource(str(path), fmt, None, data.annotations, classes, data.report)
+
+
+def _read_label_studio(path, split, images, given):
+    from utils.data.label_studio import read_label_studio
+
+    return _read_tool_export("label-studio", read_label_studio, path, images, given)
+
+
+def _read_cvat(path, split, images, given):
+    from utils.data.cvat import read_cvat
+
+    return _read_tool_export("cvat", read_cvat, path, images, given)
 
 
 def _voc_folders(path):
