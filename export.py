@@ -1,4 +1,4 @@
-"""Exports a trained detector for deployment: ONNX, TFLite, SavedModel or OpenVINO.
+"""Exports a trained detector for deployment: ONNX, TFLite, SavedModel, OpenVINO, or a Triton model repository.
 
 The artifact takes one input, "images": uint8 (B, S, S, 3) RGB, letterboxed to the
 input size (grey 128 borders). ONNX, SavedModel and OpenVINO hold the network,
@@ -8,6 +8,11 @@ them; TFLite holds the network and decoding, and its NMS runs on the host. The
 class names, input size, anchors and NMS settings travel in the artifact's
 metadata. predict.py and get_map.py run every artifact with --model, all options
 included.
+
+--format triton writes a model repository that Triton Inference Server, OpenVINO
+Model Server and KServe load as it is: <out>/<name>/config.pbtxt and
+<out>/<name>/1/model.onnx (or model.xml with --triton-backend openvino), with a
+dynamic batch axis, dynamic batching and a CPU instance group (docs/serving.md).
 
 After writing, the export is run beside the Keras model on a few images (from
 --eval or --calib, else drawn ones) and the largest differences are printed; with
@@ -24,6 +29,7 @@ Examples:
   python export.py --model logs/exp/best.keras --format tflite --input-size 320
   python export.py --model logs/exp/best.keras --format saved_model --out deploy/detector
   python export.py --model logs/exp/best.keras --format onnx --raw
+  python export.py --model logs/exp/best.keras --format triton --out model_repository
 """
 
 import logging
@@ -36,14 +42,17 @@ from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
 def build_parser():
     """The command-line parser (every option documented in --help)."""
     from utils.export.exporter import CHECK_IMAGES, DEFAULT_CALIB_IMAGES, FORMATS
+    from utils.export.triton import BACKENDS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MODEL_NAME
 
     parser = docstring_parser(__doc__)
     parser.add_argument("--model", required=True,
                         help="trained checkpoint (.keras, or .weights.h5 with its .json beside it)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
+    parser.add_argument("--format", required=True, choices=(*FORMATS, "triton"),
+                        help="artifact format; triton: a model repository for Triton, OpenVINO Model Server or KServe")
     parser.add_argument("--out",
                         help="artifact path (default: beside the checkpoint, best.keras -> best.onnx, best.tflite, "
-                             "best_saved_model/, best.xml; _int8, _bf16 or _raw added for those variants)")
+                             "best_saved_model/, best.xml, best_triton/ (a repository folder); _int8, _bf16 or _raw "
+                             "added for those variants)")
     parser.add_argument("--input-size", type=input_size,
                         help="input side the artifact runs at, a multiple of 32 (default: the checkpoint's)")
     parser.add_argument("--int8", action="store_true",
@@ -72,6 +81,14 @@ def build_parser():
                              "is per class (default: per class)")
     parser.add_argument("--check-images", type=int_at_least(1), default=CHECK_IMAGES,
                         help=f"images the export is compared with the Keras model on (default {CHECK_IMAGES})")
+    parser.add_argument("--triton-name", default=DEFAULT_MODEL_NAME,
+                        help=f"triton: the model's name and folder in the repository (default {DEFAULT_MODEL_NAME}, "
+                             "the name serve.py answers to)")
+    parser.add_argument("--triton-backend", choices=tuple(BACKENDS), default="onnxruntime",
+                        help="triton: the model as ONNX for the onnxruntime backend (default) or as OpenVINO IR for "
+                             "the openvino backend")
+    parser.add_argument("--max-batch-size", type=int_at_least(1), default=DEFAULT_MAX_BATCH_SIZE,
+                        help=f"triton: max_batch_size of config.pbtxt (default {DEFAULT_MAX_BATCH_SIZE})")
     return parser
 
 
@@ -90,7 +107,12 @@ def main(argv=None):
         agnostic_nms=args.agnostic_nms,
     )
     try:
-        run_export(options)
+        if args.format == "triton":
+            from utils.export.triton import run_triton_export
+
+            run_triton_export(options, args.triton_name, args.triton_backend, args.max_batch_size)
+        else:
+            run_export(options)
     except ExportError as exc:
         print(f"export.py: error: {exc}", file=sys.stderr)
         return 2

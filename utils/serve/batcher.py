@@ -1,0 +1,118 @@
+"""Requests that arrive together, run as one batch in threads of their own.
+
+The event loop only queues a job and awaits its future; worker threads take the
+jobs, run them and set the results. A worker that finds a job waits up to
+``max_wait_s`` for more (or none, when the queue already holds them), up to
+``max_batch`` in all, then runs them together: on a CPU one network call on eight
+images costs far less than eight calls. Jobs of different kinds (other thresholds,
+v2 tensors) are run as separate calls of the same round. A job whose request gave
+up (a timeout, a client that went away) is dropped before it runs.
+
+Several workers run batches side by side where the runtime has parallel inference
+streams (OpenVINO's throughput setting); one collects a batch at a time.
+"""
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One unit of work: ``payload`` for the runner of ``key``, and where its result goes."""
+
+    key: object
+    payload: object
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+class Batcher:
+    """Collects jobs into batches and runs them in worker threads.
+
+    Args:
+        run: function(key, payloads) -> list of results, one per payload, in order;
+            called from a worker thread with up to ``max_batch`` payloads of one key.
+        max_batch: most jobs run in one call (1: no batching).
+        max_wait_s: how long a worker waits for more jobs after the first.
+        workers: threads running batches side by side.
+    """
+
+    def __init__(self, run, max_batch=8, max_wait_s=0.002, workers=1):
+        if max_batch < 1 or workers < 1 or max_wait_s < 0:
+            raise ValueError(f"max_batch and workers must be >= 1 and max_wait_s >= 0, got {max_batch}, "
+                             f"{workers}, {max_wait_s}")
+        self._run, self.max_batch, self.max_wait_s = run, int(max_batch), float(max_wait_s)
+        self._queue = queue.Queue()
+        self._collecting = threading.Lock()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, key, payload):
+        """Queues ``payload`` for the runner of ``key``; returns its ``concurrent.futures.Future``."""
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        job = Job(key, payload)
+        self._queue.put(job)
+        return job.future
+
+    def close(self, timeout=None):
+        """Runs the jobs already queued, then stops the workers (waiting up to ``timeout`` seconds)."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _collect(self):
+        """The next batch of jobs; None when the batcher is closing."""
+        with self._collecting:
+            first = self._queue.get()
+            if first is None:
+                return None
+            jobs = [first]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(jobs) < self.max_batch:
+                try:
+                    remaining = deadline - time.monotonic()
+                    job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:  # closing: leave the stop mark for this worker's next round
+                    self._queue.put(None)
+                    break
+                jobs.append(job)
+            return jobs
+
+    def _work(self):
+        while True:
+            jobs = self._collect()
+            if jobs is None:
+                return
+            # A job whose request gave up is cancelled; it is not run.
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+            groups = {}
+            for job in jobs:
+                groups.setdefault(job.key, []).append(job)
+            for key, group in groups.items():
+                self._run_group(key, group)
+
+    def _run_group(self, key, group):
+        try:
+            results = self._run(key, [job.payload for job in group])
+        except Exception as exc:  # handed to each request, which answers with it
+            log.debug("batch of %d failed: %s", len(group), exc)
+            for job in group:
+                job.future.set_exception(exc)
+            return
+        for job, result in zip(group, results):
+            job.future.set_result(result)
