@@ -16,6 +16,7 @@ import argparse
 from dataclasses import dataclass
 
 from utils.config import ASSIGNERS, CLS_NORMS, DEFAULT_ANCHORS, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
+from utils.run_dir import numbering_help
 
 # Argument groups of train.py, in the order --help shows them.
 GROUPS = {
@@ -207,7 +208,7 @@ SETTINGS = (
        high=1.0, summary="mosaic / mixup"),
     # run
     _s("save_dir", str, "logs", "folder of run folders", "run"),
-    _s("name", str, "", "run folder name (default exp, exp2, …; never reused)", "run"),
+    _s("name", str, "", f"run folder name under --save-dir (default exp); {numbering_help('<name>')}, so no run is overwritten", "run"),
     _s("save_period", int, 10, "epochs between epoch_NNN.keras checkpoints (0: none)", "run", low=0,
        summary="save / eval period"),
     _s("eval_period", int, 10, "epochs between validation mAP runs (0: never)", "run", low=0,
