@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-fast demo clean-demo
+.PHONY: venv test test-fast lint demo clean-demo
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: $(TEST_STAMP)
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_XDIST) -m "not slow"
+
+# Style: pyflakes, pycodestyle and import order, as pyproject.toml configures ruff.
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check .
 
 demo: $(STAMP)
 	$(PY) -m utils.demo

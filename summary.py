@@ -59,9 +59,9 @@ def num_classes_from_args(args):
 
 def print_summary(backbone, num_classes, input_size, alpha=None, expand_nested=False):
     """Prints the Keras summary, the pyramid and the GFLOPs of one detector."""
-    from utils.model_stats import count_flops
     from nets.backbones import PYRAMID_LEVELS
     from nets.yolo import YoloV3
+    from utils.model_stats import count_flops
 
     model = YoloV3(num_classes, backbone=backbone, alpha=alpha, input_size=input_size)
     model.summary(expand_nested=expand_nested)

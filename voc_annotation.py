@@ -14,9 +14,9 @@ from pathlib import Path
 
 from utils.cli import fraction, int_at_least
 from utils.config import DEFAULT_CLASSES
-from utils.model_data import load_classes
 from utils.data.voc_convert import MODE_ALL, MODE_SPLITS_ONLY, MODES, REQUIRED_SPLITS, VocDatasetError, convert_voc
 from utils.data.voc_tables import empty_class_warnings, format_tables
+from utils.model_data import load_classes
 
 REPORT_NAME = "voc_annotation_report.txt"
 

@@ -67,16 +67,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def cpu_flags():
-    """The CPU's bf16, VNNI and AMX flags, as /proc/cpuinfo lists them."""
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    found = [flag for flag in ("avx512_bf16", "avx512_vnni", "amx_bf16", "avx2") if flag in words]
-    return " ".join(found) or "none of avx2, avx512_bf16, avx512_vnni, amx_bf16"
-
-
 def make_video(path, frames, width, height, fps=30.0):
     """A made-up video: squares of noise moving over a noisy background."""
     from utils.predict.sources import VideoWriter
@@ -212,6 +202,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nets.yolo import YoloV3
+    from utils.export.auto_runtime import cpu_flags
     from utils.predict.predictor import Predictor
     from utils.predict.sources import Source, VideoReader
 
@@ -226,8 +217,10 @@ def main(argv=None):
             video = make_video(Path(scratch) / "made_up.mp4", args.frames, width, height)
         with VideoReader(Source("video", video)) as reader:
             frames, first = reader.frame_count, next(iter(reader))
+        flags = cpu_flags()
+        flags = "unknown" if flags is None else ", ".join(flags) or "none"
         print(f"video {video.name}: {frames} frames {first.shape[1]}x{first.shape[0]}; "
-              f"{os.cpu_count()} CPUs; CPU flags: {cpu_flags()}; tracking {'on' if track else 'off'}")
+              f"{os.cpu_count()} CPUs; bf16/VNNI/AMX flags: {flags}; tracking {'on' if track else 'off'}")
         rows = []
         models = [m.strip() for m in (args.models or args.backbones).split(",") if m.strip()]
         if args.waiting_detector is not None:

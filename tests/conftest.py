@@ -21,7 +21,6 @@ import pytest  # noqa: E402
 
 from tests import helpers  # noqa: E402
 
-
 # Where the test files that train are. The files with end-to-end (slow) tests that
 # train are collected first, then the other files with slow tests, then the rest (each
 # file's tests in their order): with one file per test worker (make test keeps this

@@ -40,7 +40,9 @@ def run_script(*argv, timeout=300, cwd=ROOT, env=None, check=False):
 
 def assert_ran(proc, tail=3000):
     """Asserts that a finished script exited 0 and printed no traceback."""
-    assert proc.returncode == 0, f"{proc.args[1:3]} exited {proc.returncode}\n{proc.stdout[-tail:]}\n{proc.stderr[-tail:]}"
+    assert proc.returncode == 0, (
+        f"{proc.args[1:3]} exited {proc.returncode}\n{proc.stdout[-tail:]}\n{proc.stderr[-tail:]}"
+    )
     assert "Traceback" not in proc.stderr, proc.stderr[-tail:]
 
 

@@ -1,9 +1,10 @@
 """The package layering stays as utils/__init__.py describes it.
 
 Stages, bottom up: the shared modules of ``utils`` and ``nets``, then
-``utils.data``, ``utils.eval``, ``utils.predict``, ``utils.export``,
-``utils.label``, ``utils.serve``, ``utils.train``, ``utils.api`` and ``utils.demo``. A module may import its own stage and the ones below it, never a
-higher one; nothing in the product imports ``benchmarks`` or ``tests``.
+``utils.data``, ``utils.eval``, ``utils.predict``, ``utils.export``, ``utils.label``,
+``utils.serve``, ``utils.train``, ``utils.api`` and ``utils.demo``. A module may import
+its own stage and the ones below it, never a higher one; nothing in the product
+imports ``benchmarks`` or ``tests``.
 
 Weight files sit beside the networks, not inside them: ``utils.weights`` reads and
 converts them onto models it is given and never imports ``nets``; the networks take

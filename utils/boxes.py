@@ -31,13 +31,6 @@ def xywh_to_xyxy(boxes):
     return ops.concatenate([xy - wh / 2.0, xy + wh / 2.0], axis=-1)
 
 
-def xyxy_to_xywh(boxes):
-    """(..., 4) xyxy -> (..., 4) xywh, same units."""
-    ops = _ops()
-    p1, p2 = boxes[..., :2], boxes[..., 2:4]
-    return ops.concatenate([(p1 + p2) / 2.0, p2 - p1], axis=-1)
-
-
 def box_iou_xywh(a, b):
     """IoU of boxes that broadcast against each other.
 

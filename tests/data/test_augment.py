@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.data import augment
 from utils.config import PAD_VALUE
+from utils.data import augment
 from utils.image import letterbox_geometry
 
 SIZE = 96

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import assert_ran, run_script
 from utils.data.annotation import read_annotation_file
 from utils.data.sources import read_dataset
-
-from tests.helpers import assert_ran, run_script
 
 run_cli = functools.partial(run_script, "convert_dataset.py", timeout=120)
 

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from utils.config import DEFAULT_ANCHORS, MAX_GT_BOXES, STRIDES
 from utils.data import augment
 from utils.data.annotation import Annotation
-from utils.config import DEFAULT_ANCHORS, MAX_GT_BOXES, STRIDES
 from utils.data.dataset import build_dataset, check_annotations, steps_per_epoch
 from utils.image import letterbox_geometry
 from utils.model_data import load_anchors

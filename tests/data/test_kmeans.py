@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.data.annotation import Annotation, read_annotation_file, write_annotation_file
+from tests.helpers import ROOT, run_script
 from utils.config import DEFAULT_ANCHORS
+from utils.data.annotation import Annotation, read_annotation_file, write_annotation_file
 from utils.data.kmeans import (
     anchor_fit,
     kmeans_anchors,
@@ -19,8 +20,6 @@ from utils.data.kmeans import (
     shape_iou,
 )
 from utils.model_data import load_anchors
-
-from tests.helpers import ROOT, run_script
 
 SCRIPT = ROOT / "kmeans_for_anchors.py"
 TRUE_SHAPES = np.array([[12.0, 20.0], [70.0, 35.0], [160.0, 180.0]])

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import run_script
 from utils.demo.shapes_render import BOX_COVERAGE, SHAPE_CLASSES, ShapeOptions, render_image
 from utils.demo.shapes_voc import CLASSES_FILENAME, generate_dataset, split_ids
-
-from tests.helpers import run_script
 
 NUM_IMAGES = 200
 SEED = 0

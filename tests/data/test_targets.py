@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from utils.config import ANCHOR_MASK, DEFAULT_ANCHORS, STRIDES
-from utils.model_data import load_anchors
 from utils.data.targets import build_targets, check_anchors, encode_targets, grid_sizes, pad_gt_boxes
+from utils.model_data import load_anchors
 
 SIZE = 128
 NUM_CLASSES = 4

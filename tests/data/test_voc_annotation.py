@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import ROOT, run_script
 from utils.data.annotation import read_annotation_file
 from utils.data.split import ROUND_HALF_UP, hold_out, part_size, permuted, sampled, shuffled
 from utils.data.voc import (
@@ -37,8 +38,6 @@ from utils.data.voc_convert import (
     R_NO_XML,
     R_UNKNOWN_CLASS,
 )
-
-from tests.helpers import ROOT, run_script
 
 SCRIPT = ROOT / "voc_annotation.py"
 CLASSES = ["cat", "dog", "person"]
@@ -179,7 +178,8 @@ def test_hold_out_draws_reproduce_each_random_source():
     assert rest == [i for i in items if i not in part]  # the rest keeps the order given
     order = list(range(23))
     random.Random(5).shuffle(order)
-    assert hold_out(items, 0.3, shuffled(random.Random(5))) == ([items[i] for i in order[:7]], [items[i] for i in order[7:]])
+    expected = ([items[i] for i in order[:7]], [items[i] for i in order[7:]])
+    assert hold_out(items, 0.3, shuffled(random.Random(5))) == expected
     perm = np.random.default_rng(5).permutation(23)
     assert hold_out(items, 0.3, permuted(np.random.default_rng(5)))[0] == [items[i] for i in perm[:7]]
     assert hold_out(items, 0.3) == (items[:7], items[7:])

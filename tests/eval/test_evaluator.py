@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import QuarterPredictor
 from utils.data.annotation import Annotation
 from utils.eval.evaluator import Evaluator, predict_images, score_detections
 from utils.eval.images import EvalImage, images_from_annotation_file, images_from_voc
 from utils.eval.structures import ImageGroundTruth
-
-from tests.helpers import QuarterPredictor
 
 
 def _image(path, size=(40, 30)):
@@ -44,7 +43,8 @@ def test_evaluator_batches_skips_the_unreadable_image_and_scores_the_rest(annota
     assert evaluation.map == pytest.approx(0.5)
     # The class names default to the predictor's; the same evaluator runs again.
     assert [c["name"] for c in evaluation.result["classes"]] == ["cat", "dog"]
-    assert Evaluator.from_annotations(annotations, ["cat", "dog"])(QuarterPredictor(["cat", "dog"])).map == pytest.approx(0.5)
+    evaluator = Evaluator.from_annotations(annotations, ["cat", "dog"])
+    assert evaluator(QuarterPredictor(["cat", "dog"])).map == pytest.approx(0.5)
 
 
 def test_evaluator_coco_metric_and_headline_number(annotations):

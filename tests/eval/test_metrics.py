@@ -445,13 +445,3 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_is_used(tmp_path
     assert "orphan" not in files.detections
     result = evaluate_voc(files.ground_truth, files.detections, files.class_names)
     assert result["map"] == pytest.approx(1.0)
-
-
-def test_metrics_module_gathers_the_public_names():
-    from utils.eval import coco_metric, metrics, structures, tables
-
-    for module in (coco_metric, structures, tables, voc_metric):
-        for name in metrics.__all__:
-            if hasattr(module, name):
-                assert getattr(metrics, name) is getattr(module, name), name
-    assert all(hasattr(metrics, name) for name in metrics.__all__)

@@ -21,9 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.predict.runtimes import ArtifactError, MissingRuntimeError, open_model_file
-
 from tests.helpers import DETECTOR_CLASSES as CLASSES, DETECTOR_SIZE as SIZE, run_script, varied_images
+from utils.predict.runtimes import ArtifactError, MissingRuntimeError, open_model_file
 
 # Settings in the exported graphs; the Keras model is compared at the same ones.
 SETTINGS = dict(conf=0.1, nms_iou=0.3, max_boxes=20)
@@ -90,6 +89,20 @@ def _assert_same(reference, other, images):
     assert result.max_score_diff <= SCORE_TOLERANCE, result.summary()
     return result
 
+
+
+def _assert_well_formed(detections, image):
+    """Asserts that one image's detections are what a predictor promises: (N, 4) xyxy
+    boxes inside the image, scores between the graph's threshold and 1, known classes."""
+    count = len(detections)
+    assert count <= SETTINGS["max_boxes"] * len(CLASSES)
+    assert detections.boxes.shape == (count, 4) and detections.classes.shape == (count,)
+    h, w = image.shape[:2]
+    boxes = detections.boxes
+    assert np.all(np.isfinite(boxes)) and np.all(boxes[:, :2] <= boxes[:, 2:])
+    assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= w) and np.all(boxes[:, [1, 3]] <= h)
+    assert np.all((detections.scores >= SETTINGS["conf"] - 1e-6) & (detections.scores <= 1))
+    assert set(detections.classes.tolist()) <= set(range(len(CLASSES)))
 
 # --- each format against the Keras model ------------------------------------------------
 
@@ -238,7 +251,7 @@ def test_agnostic_nms_export_carries_it_and_detects_like_keras(fmt, model, tmp_p
                                     agnostic_nms=True, **settings))
     exported = open_model_file(path, **settings)
     assert exported.metadata.agnostic_nms and exported.agnostic_nms and exported.host_stage == "decode"
-    agnostic = _assert_same(Predictor(model[0], agnostic_nms=True, **settings), exported, images)
+    _assert_same(Predictor(model[0], agnostic_nms=True, **settings), exported, images)
     # Asked per class, the same export runs its own graph's NMS, like the Keras model per class.
     per_class = open_model_file(path, agnostic_nms=False, **settings)
     assert per_class.host_stage == "none"
@@ -395,13 +408,16 @@ def test_int8_onnx_and_openvino(model, data, tmp_path, capsys):
     assert len(predictions) == 3 and not any(node.input[1] in dequantized for node in predictions)
     exported = open_model_file(path, **SETTINGS)
     assert exported.metadata.precision == "int8" and exported.host_stage == "none"
-    assert len(exported.predict(_images(1)[0])) >= 0
+    image = _images(1)[0]
+    _assert_well_formed(exported.predict(image), image)
 
     common.pop("eval")
     xml = run_export(ExportOptions(format="openvino", out=str(tmp_path / "m_int8.xml"), **common))
     exported = open_model_file(xml, **SETTINGS)
     assert exported.metadata.precision == "int8" and exported.precision == "int8"
-    assert all(len(d) >= 0 for d in exported.predict_batch(_images(2)))
+    images = _images(2)
+    for detections, image in zip(exported.predict_batch(images), images, strict=True):
+        _assert_well_formed(detections, image)
     # NNCF's FakeQuantize operations, none on the prediction convolutions or after them.
     import openvino as ov
 

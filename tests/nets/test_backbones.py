@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import pytest
 
-from utils.model_stats import count_flops, format_table, measure_latency, trace
 from nets.backbones import (
     MOBILENETV2_IMAGENET_ALPHAS,
     backbone_names,
@@ -25,10 +24,10 @@ from nets.backbones import (
 from nets.efficientnet_lite import EfficientNetLite
 from nets.loss import YoloLoss
 from nets.yolo import YoloV3, build_neck_and_heads, freeze_backbone
-from utils.data.targets import build_targets
-from utils.weights.keras_imagenet import fold_efficientnet_imagenet_scaling
-
 from tests.helpers import run_script
+from utils.data.targets import build_targets
+from utils.model_stats import count_flops, format_table, measure_latency, trace
+from utils.weights.keras_imagenet import fold_efficientnet_imagenet_scaling
 
 SIZE = 64
 NUM_CLASSES = 20
@@ -126,7 +125,8 @@ def test_every_family_is_registered():
     )
     assert sorted(names) == sorted(expected)
     assert get_spec("EfficientNet_B3").name == "efficientnet-b3"
-    assert get_spec("efficientnet-lite0").has_imagenet_weights and not get_spec("efficientnet-lite3").has_imagenet_weights
+    assert get_spec("efficientnet-lite0").has_imagenet_weights
+    assert not get_spec("efficientnet-lite3").has_imagenet_weights
     assert get_spec("mobilenetv2").imagenet_file(0.35).endswith("_0.35_224_no_top.h5")
 
 

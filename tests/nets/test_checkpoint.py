@@ -8,8 +8,8 @@ import pytest
 
 from nets.yolo import YoloV3
 from utils.checkpoint import CheckpointError, atomic_write, load_model, save_model, transfer_weights
-from utils.predict.predictor import ClassCountError, Predictor
 from utils.model_data import load_classes
+from utils.predict.predictor import ClassCountError, Predictor
 
 SIZE = 64
 NAMES = ["ring", "box", "spike"]
@@ -154,7 +154,8 @@ def test_transfer_weights_to_another_class_count(model):
     np.testing.assert_array_equal(np.asarray(target.get_layer("head_p3_conv3_bn").moving_variance),
                                   source["head_p3_conv3_bn/moving_variance"])
     stem = target.get_layer("backbone").get_layer("stem_conv").kernel
-    np.testing.assert_array_equal(np.asarray(stem), np.asarray(model.get_layer("backbone").get_layer("stem_conv").kernel))
+    source_stem = model.get_layer("backbone").get_layer("stem_conv").kernel
+    np.testing.assert_array_equal(np.asarray(stem), np.asarray(source_stem))
 
 
 def test_atomic_save_keeps_the_previous_file_when_the_writer_fails(model, tmp_path, monkeypatch):

@@ -222,7 +222,10 @@ def test_weights_errors_name_the_file(tmp_path):
         ({"variant": "lite0", "drop_connect_rate": 1.5}, "1.5"),
         ({"variant": "lite0", "classes": 0}, "got 0"),
         # ImageNet weights come as a file, made by utils.weights or build_backbone.
-        ({"variant": "lite0", "weights": "imagenet"}, r"path of a weights file, got weights='imagenet'.*build_backbone"),
+        (
+            {"variant": "lite0", "weights": "imagenet"},
+            r"path of a weights file, got weights='imagenet'.*build_backbone",
+        ),
     ],
 )
 def test_invalid_arguments_raise_with_the_value(kwargs, message):

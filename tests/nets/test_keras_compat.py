@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils import keras_compat
-
 from tests.helpers import ROOT
+from utils import keras_compat
 
 # Private API in product code, and the files allowed to use it.
 PRIVATE_API = {

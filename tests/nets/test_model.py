@@ -119,10 +119,11 @@ def test_batchnorm_momentum_is_set_everywhere_including_the_backbone():
     from utils.config import BN_MOMENTUM
 
     model = get_model("efficientnet-b0", 20)
-    layers = [l for l in keras_compat.nested_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
-    backbone = [l for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    batch_norm = keras.layers.BatchNormalization
+    layers = [layer for layer in keras_compat.nested_layers(model) if isinstance(layer, batch_norm)]
+    backbone = [layer for layer in model.get_layer("backbone").layers if isinstance(layer, batch_norm)]
     assert len(backbone) > 40 and len(layers) > len(backbone)
-    assert {l.momentum for l in layers} == {BN_MOMENTUM}
+    assert {layer.momentum for layer in layers} == {BN_MOMENTUM}
 
 
 def test_head_biases_start_at_the_priors():
@@ -131,5 +132,6 @@ def test_head_biases_start_at_the_priors():
         bias = np.asarray(model.get_layer(f"head_{level}_pred").bias).reshape(3, 25)
         objectness = 1 / (1 + np.exp(-bias[:, 4]))
         np.testing.assert_allclose(objectness, min(8 / cells, 0.5), rtol=1e-5)
-        np.testing.assert_allclose(1 / (1 + np.exp(-bias[:, 5:])), 0.6 / (20 - 0.99) / (1 + 0.6 / (20 - 0.99)), rtol=1e-4)
+        class_prior = 0.6 / (20 - 0.99) / (1 + 0.6 / (20 - 0.99))
+        np.testing.assert_allclose(1 / (1 + np.exp(-bias[:, 5:])), class_prior, rtol=1e-4)
         assert np.all(bias[:, :4] == 0)

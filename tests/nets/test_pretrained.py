@@ -433,7 +433,8 @@ def test_lite3_and_lite4_have_no_imagenet_weights():
     lite_names = r"efficientnet-lite0, efficientnet-lite1, efficientnet-lite2"
     with pytest.raises(ValueError, match=rf"no ImageNet weights for efficientnet-lite3.*{lite_names}.*PATH.*none"):
         build_backbone("efficientnet-lite3", weights="imagenet")
-    with pytest.raises(PretrainedWeightsError, match=r"efficientnet-lite4 has no ImageNet weights.*Lite0, Lite1, Lite2"):
+    no_weights = r"efficientnet-lite4 has no ImageNet weights.*Lite0, Lite1, Lite2"
+    with pytest.raises(PretrainedWeightsError, match=no_weights):
         imagenet_weights_file("lite4", build_lite("lite4"))
 
 

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import ROOT, run_script, script_env
 from utils.train.cluster import (
     ClusterError,
     ClusterInfo,
@@ -26,8 +27,6 @@ from utils.train.cluster import (
     worker_seed,
 )
 from utils.train.devices import steps_per_epoch
-
-from tests.helpers import ROOT, run_script, script_env
 
 # Wall-clock limit of one cluster run; both workers are killed past it.
 RUN_TIMEOUT = 900

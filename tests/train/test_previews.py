@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from utils.config import DEFAULT_ANCHORS
 from utils.data import augment
 from utils.data.annotation import Annotation
 from utils.data.dataset import build_dataset
 from utils.model_data import load_anchors
-from utils.config import DEFAULT_ANCHORS
 from utils.train.previews import (
     TRAIN_PREVIEW_NAME,
     ValidationPreview,

@@ -15,11 +15,11 @@ from utils.checkpoint import load_model
 from utils.config import DEFAULT_ANCHORS
 from utils.model_data import load_anchors
 from utils.train import callbacks as cb
+from utils.train.config import ConfigError, TrainConfig, validate_recipe_values
 from utils.train.ema import ModelEMA, ema_decay
 from utils.train.lr_schedule import cosine_lr, lr_at, scaled_lr
-from utils.train.recipes import AUTO_MAX_ITERATIONS, RECIPE_FIELDS, RECIPES, choose_recipe, nominal_iterations
-from utils.train.config import ConfigError, TrainConfig, validate_recipe_values
 from utils.train.optimizer import BiasGroup, make_optimizer
+from utils.train.recipes import AUTO_MAX_ITERATIONS, RECIPE_FIELDS, RECIPES, choose_recipe, nominal_iterations
 
 SIZE = 64
 
@@ -301,9 +301,9 @@ def test_a_recipe_missing_or_adding_a_setting_is_an_error():
 
 def test_flags_config_and_summary_come_from_the_one_declaration():
     import train
+    from utils.train.phases import phase_plan
     from utils.train.settings import SETTINGS
     from utils.train.summary import format_summary
-    from utils.train.phases import phase_plan
 
     parser_dests = set(vars(train.parse_args([])))
     declared = {s.name for s in SETTINGS if s.flag}

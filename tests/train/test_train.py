@@ -18,10 +18,9 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import ROOT, TRAIN_TIMEOUT, assert_ran, run_script, script_env
 from utils.train.callbacks import NanGuard, TrainingDiverged
 from utils.train.devices import validation_batch
-
-from tests.helpers import ROOT, TRAIN_TIMEOUT, assert_ran, run_script, script_env
 
 TRAIN = str(ROOT / "train.py")
 # MobileNetV2 0.35: the quickest backbone to build and trace (the trainer is the same for

@@ -152,7 +152,9 @@ def read_annotation_file(path, num_classes=None):
         keep = np.ones(len(ann), bool)
         for i, (box, cls) in enumerate(zip(ann.boxes, ann.classes)):
             if num_classes is not None and cls >= num_classes:
-                problems.append(f"{path}:{lineno}: class id {cls} out of range (model has {num_classes} classes); box skipped")
+                problems.append(
+                    f"{path}:{lineno}: class id {cls} out of range (model has {num_classes} classes); box skipped"
+                )
                 keep[i] = False
             elif box[2] <= box[0] or box[3] <= box[1]:
                 problems.append(f"{path}:{lineno}: empty or inverted box {box.tolist()}; box skipped")

@@ -34,9 +34,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from utils.config import ANCHOR_T, MAX_GT_BOXES
 from utils.data import augment
 from utils.data.annotation import Annotation
-from utils.config import ANCHOR_T, MAX_GT_BOXES
 from utils.data.targets import build_targets, check_anchors, check_assigner, grid_sizes
 from utils.image import exif_orientation, open_image
 
@@ -108,7 +108,8 @@ def check_annotations(annotations, num_classes, image_root=None):
                 width, height = height, width
             problems.append(
                 f"{ann.path}: EXIF orientation {orientation}: trained as displayed ({width}x{height}, turned from "
-                f"the stored {stored}), as prediction reads it; image kept (its boxes must refer to the displayed image)"
+                f"the stored {stored}), as prediction reads it; image kept "
+                "(its boxes must refer to the displayed image)"
             )
 
         boxes = np.asarray(ann.boxes, np.float32).reshape(-1, 4)

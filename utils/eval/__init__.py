@@ -7,8 +7,7 @@ caller) over a list of ``images`` in batches and scores the detections with
 taking the per-image ``structures``. ``tables`` formats the results; ``map_files``
 reads and writes the interchange text files (``ground-truth/``,
 ``detection-results/``); ``job`` is get_map.py's evaluation job; ``plots`` draws PR
-curves, bar charts and the confusion matrix; ``metrics`` gathers the public names of
-the metric modules. Beyond mAP, ``diagnostics`` (for get_map.py and training's best
+curves, bar charts and the confusion matrix. Beyond mAP, ``diagnostics`` (for get_map.py and training's best
 checkpoint) gives the confidence of best F1 (``curves``), the confusion matrix and
 each detection's error (``confusion``), drawn by ``gallery``; ``operating_point``
 keeps the best-F1 confidence beside a checkpoint for predict.py.

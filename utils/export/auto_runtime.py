@@ -41,30 +41,28 @@ import time
 from importlib import metadata as package_metadata
 from pathlib import Path
 
-from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU
-from utils.run_dir import new_folder_mode, write_text_atomic
+from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU, RUNTIME_FORMATS, RUNTIMES
+from utils.export.exporter import ExportOptions, synthetic_images, write_export
+from utils.export.formats import ExportError
+from utils.export.verify import TOLERANCES, check_export
 from utils.predict.predictor import Predictor
 from utils.predict.runtimes import (
     CHECKPOINT_SUFFIXES,
     FORMAT_SUFFIX,
     METADATA_VERSION,
     PIP_INSTALL,
-    RUNTIME_FORMATS,
     ArtifactError,
     MissingRuntimeError,
     OpenVINOPredictor,
     open_model_file as load_export,
     runtime_for,
 )
-from utils.export.exporter import ExportOptions, synthetic_images, write_export
-from utils.export.formats import ExportError
-from utils.export.verify import TOLERANCES, check_export
+from utils.run_dir import new_folder_mode, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "tf", *RUNTIME_FORMATS)
 AUTO_RUNTIME = "openvino"
-# OpenVINO's bfloat16 against its float32, VOC mAP@0.5 (README, export section): 90.27
+# OpenVINO's bfloat16 against its float32, VOC mAP@0.5 (docs/benchmarks.md): 90.27
 # against 90.26 on the real-photo test split (Lite0 at 256), 95.79 against 95.96 on the
 # demo's (Lite0 at 192), both with AVX-512 BF16; with AMX, 41.08 against 41.04 (B0 at
 # 256) and 25.10 against 25.44 (Lite0 at 256). Were bfloat16 to cost more than half a

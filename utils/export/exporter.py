@@ -17,9 +17,6 @@ import numpy as np
 
 from utils.checkpoint import CheckpointError, load_model
 from utils.config import DEFAULT_CONF, DEFAULT_MAX_BOXES, DEFAULT_NMS_IOU, EVAL_CONF, EVAL_NMS_IOU
-from utils.image import check_input_size
-from utils.predict.predictor import Predictor
-from utils.predict.runtimes import FORMAT_SUFFIX, METADATA_KEY, ArtifactError, ExportMetadata, open_model_file
 from utils.export.formats import (
     FORMATS,
     NMS_PLACEMENT,
@@ -34,6 +31,9 @@ from utils.export.formats import (
 from utils.export.graph import export_function
 from utils.export.quantize import DEFAULT_CALIB_IMAGES, calibration_images, quantize_onnx, quantize_openvino
 from utils.export.verify import compare, head_difference, load_eval_set, voc_map
+from utils.image import check_input_size
+from utils.predict.predictor import Predictor
+from utils.predict.runtimes import FORMAT_SUFFIX, METADATA_KEY, ArtifactError, ExportMetadata, open_model_file
 
 INT8_FORMATS = ("onnx", "openvino")
 CHECK_IMAGES = 8
@@ -66,12 +66,12 @@ class ExportOptions:
 
     checkpoint: str
     format: str
-    out: str = None
-    input_size: int = None
+    out: str | None = None
+    input_size: int | None = None
     int8: bool = False
-    calib: str = None
+    calib: str | None = None
     calib_images: int = DEFAULT_CALIB_IMAGES
-    eval: str = None
+    eval: str | None = None
     raw: bool = False
     bf16: bool = False
     conf: float = DEFAULT_CONF

@@ -21,10 +21,10 @@ from pathlib import Path
 import tensorflow as tf
 
 from utils.checkpoint import atomic_write
-from utils.run_dir import new_folder_mode
+from utils.export.graph import frozen_function, frozen_graph
 from utils.predict.predictor import DETECTION_OUTPUTS, RAW_OUTPUTS
 from utils.predict.runtimes import INPUT_NAME, METADATA_KEY, SAVED_MODEL_METADATA
-from utils.export.graph import frozen_function, frozen_graph
+from utils.run_dir import new_folder_mode
 
 FORMATS = ("onnx", "tflite", "saved_model", "openvino")
 # Where NMS runs for each format (see utils.predict.runtimes).

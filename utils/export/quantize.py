@@ -17,7 +17,7 @@ model (the "mixed" preset: symmetric weights, asymmetric activations, then bias
 correction), which places its FakeQuantize operations where OpenVINO's CPU plugin
 runs int8 kernels (VNNI or AMX where the CPU has them). The graph ONNX Runtime
 quantizes, converted, gained little over float in OpenVINO (23.7 against 27.4 ms for
-B0 at 416); NNCF's model took 0.55 of float's network time (README). Its first
+B0 at 416); NNCF's model took 0.55 of float's network time (docs/benchmarks.md). Its first
 convolution is quantized: that held accuracy (``KEEP_FIRST_CONV_FLOAT``).
 """
 
@@ -32,10 +32,10 @@ import numpy as np
 
 from utils.checkpoint import atomic_write
 from utils.data.annotation import read_annotation_file
+from utils.export.formats import ExportError, MissingExporterError
 from utils.image import ImageLoadError, letterbox, load_image, stretch
 from utils.predict.predictor import RAW_OUTPUTS
 from utils.predict.runtimes import INPUT_NAME, METADATA_KEY
-from utils.export.formats import ExportError, MissingExporterError
 
 log = logging.getLogger(__name__)
 

@@ -262,10 +262,10 @@ def separation_lines(epoch, class_names, true, other, count, worst=3):
     order = [i for i in np.argsort(separation) if has[i]][:worst]
     if mean_sep < AT_PRIOR_SEPARATION:
         lines.append(
-            f"  The class scores sit at the prior: objects are found, but not yet told apart. Least separated: "
+            "  The class scores sit at the prior: objects are found, but not yet told apart. Least separated: "
             + ", ".join(f"{class_names[i]} {separation[i]:+.2f}" for i in order)
-            + ". If it stays so, train with a stronger class term (--cls-norm mean); see README, "
-              "'When mAP is low'.")
+            + ". If it stays so, train with a stronger class term (--cls-norm mean); see "
+              "docs/troubleshooting.md, 'When mAP is low'.")
     return lines
 
 

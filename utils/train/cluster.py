@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 class ClusterError(RuntimeError):
     """A cluster description that cannot work, or a worker lost during training."""
 

@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 class _Resolving:
     """The method of TrainConfig (whose fields come from ``utils.train.settings``)."""
 
-    def resolved(self, num_train_images, num_classes):
+    def resolved(self, num_train_images: int, num_classes: int) -> "TrainConfig":
         """A copy with the recipe chosen and every field it leaves open filled in.
 
         Args:
@@ -49,10 +49,12 @@ class _Resolving:
 # Every setting of a training run, saved as the run's config.json: one field per
 # entry of utils.train.settings.SETTINGS, with its default. Fields left at None come
 # from the recipe (utils.train.recipes) when the run starts; ``resolved`` fills them in,
-# so config.json always holds the values used.
+# so config.json always holds the values used. A field's type is its setting's kind,
+# or that kind or None where the setting has no default of its own.
 TrainConfig = dataclasses.make_dataclass(
     "TrainConfig",
-    [(s.name, s.kind, dataclasses.field(default=s.default)) for s in SETTINGS],
+    [(s.name, s.kind if s.default is not None else s.kind | None, dataclasses.field(default=s.default))
+     for s in SETTINGS],
     bases=(_Resolving,),
 )
 TrainConfig.__module__ = __name__

@@ -63,13 +63,13 @@ class Setting:
     group: str
     recipe: bool = False
     choices: tuple = ()
-    low: float = None
-    high: float = None
+    low: float | None = None
+    high: float | None = None
     low_open: bool = False
     high_open: bool = False
     switch: str = "both"
     summary: str = ""
-    label: str = None
+    label: str | None = None
     flag: bool = True
 
     @property
@@ -100,129 +100,129 @@ class Setting:
         return True
 
 
-def _s(name, kind, default, help, group, **kw):
-    return Setting(name, kind, default, help, group, **kw)
-
-
-def _r(name, kind, help, **kw):
-    """A recipe setting."""
+def _recipe_setting(name, kind, help, **kw):
+    """A setting whose value comes from the recipe unless given."""
     return Setting(name, kind, None, help, "recipe", recipe=True, **kw)
 
 
 SETTINGS = (
     # data
-    _s("train", str, "2007_train.txt", "training data: an annotation-line file (voc_annotation.py), a COCO JSON file, "
-       "a YOLO data YAML (its train split) or folder; the format is detected", "data"),
-    _s("val", str, "2007_val.txt", "validation data, any format of --train (a YOLO data YAML: its val split); '' "
-       "holds out --val-fraction of --train", "data"),
-    _s("images", str, "", "folder of the images of a COCO --train file whose file names are relative ('': the JSON "
-       "file's folder)", "data"),
-    _s("val_images", str, "", "the same for a COCO --val file ('': --images)", "data"),
-    _s("val_fraction", float, 0.1, "part of --train held out when --val ''", "data", low=0.0, high=1.0,
-       low_open=True, high_open=True),
-    _s("classes", str, "", "class names file, one per line; '' takes the dataset's (COCO categories, YOLO names), "
-       "model_data/voc_classes.txt for annotation-line files; given, it must match the dataset's", "data"),
-    _s("anchors", str, str(DEFAULT_ANCHORS), "anchors file (9 anchors 'w,h, ...' at the input size)", "data"),
-    _s("auto_anchors", bool, False, "refit the anchors to the training boxes at --input-size (k-means) before "
-       "training, when they fit better; they are saved in the run folder, its config.json and the checkpoints",
-       "data", switch="flag"),
-    _s("cache", bool, False, "keep the encoded image files in memory", "data", switch="flag"),
+    Setting("train", str, "2007_train.txt", "training data: an annotation-line file (voc_annotation.py), a COCO JSON "
+            "file, a YOLO data YAML (its train split) or folder; the format is detected", "data"),
+    Setting("val", str, "2007_val.txt", "validation data, any format of --train (a YOLO data YAML: its val split); '' "
+            "holds out --val-fraction of --train", "data"),
+    Setting("images", str, "", "folder of the images of a COCO --train file whose file names are relative ('': the "
+            "JSON file's folder)", "data"),
+    Setting("val_images", str, "", "the same for a COCO --val file ('': --images)", "data"),
+    Setting("val_fraction", float, 0.1, "part of --train held out when --val ''", "data", low=0.0, high=1.0,
+            low_open=True, high_open=True),
+    Setting("classes", str, "", "class names file, one per line; '' takes the dataset's (COCO categories, YOLO names), "
+            "model_data/voc_classes.txt for annotation-line files; given, it must match the dataset's", "data"),
+    Setting("anchors", str, str(DEFAULT_ANCHORS), "anchors file (9 anchors 'w,h, ...' at the input size)", "data"),
+    Setting("auto_anchors", bool, False, "refit the anchors to the training boxes at --input-size (k-means) before "
+            "training, when they fit better; they are saved in the run folder, its config.json and the checkpoints",
+            "data", switch="flag"),
+    Setting("cache", bool, False, "keep the encoded image files in memory", "data", switch="flag"),
     # model
-    _s("backbone", str, DEFAULT_BACKBONE, "backbone: efficientnet-b0…b7, efficientnetv2-b0…b3/s/m/l, "
-       "efficientnet-lite0…lite4, mobilenetv2 (python summary.py --list)", "model", summary="backbone", label=""),
-    _s("alpha", float, None, "MobileNetV2 width multiplier 0.35–1.4 (default 1.0)", "model", low=0.0, low_open=True),
-    _s("drop_connect_rate", float, None, "stochastic-depth rate of EfficientNet/V2/Lite blocks (default 0.2)",
-       "model", low=0.0, high=1.0, high_open=True),
-    _s("input_size", int, DEFAULT_INPUT_SIZE, "square input side, a multiple of 32", "model", low=32,
-       summary="input size", label=""),
-    _s("backbone_weights", str, "imagenet", "imagenet (downloaded by Keras), none (from scratch) or a local no-top "
-       ".h5 file", "model", summary="backbone", label="weights"),
-    _s("weights", str, "", "initialize from a checkpoint (.keras); layers matched by name and shape, others "
-       "reported", "model", summary="init from", label=""),
+    Setting("backbone", str, DEFAULT_BACKBONE, "backbone: efficientnet-b0…b7, efficientnetv2-b0…b3/s/m/l, "
+            "efficientnet-lite0…lite4, mobilenetv2 (python summary.py --list)", "model", summary="backbone", label=""),
+    Setting("alpha", float, None, "MobileNetV2 width multiplier 0.35–1.4 (default 1.0)", "model", low=0.0,
+            low_open=True),
+    Setting("drop_connect_rate", float, None, "stochastic-depth rate of EfficientNet/V2/Lite blocks (default 0.2)",
+            "model", low=0.0, high=1.0, high_open=True),
+    Setting("input_size", int, DEFAULT_INPUT_SIZE, "square input side, a multiple of 32", "model", low=32,
+            summary="input size", label=""),
+    Setting("backbone_weights", str, "imagenet", "imagenet (downloaded by Keras), none (from scratch) or a local "
+            "no-top .h5 file", "model", summary="backbone", label="weights"),
+    Setting("weights", str, "", "initialize from a checkpoint (.keras); layers matched by name and shape, others "
+            "reported", "model", summary="init from", label=""),
     # schedule
-    _s("epochs", int, 300, "total epochs", "schedule", low=1, summary="epochs", label=""),
-    _s("batch_size", int, 8, "batch size with all layers trained", "schedule", low=1, summary="batch",
-       label="unfrozen"),
-    _s("freeze_batch_size", int, 16, "batch size while frozen", "schedule", low=1, summary="batch",
-       label="frozen"),
-    _s("lr_schedule", str, "cos", "cosine, or step decay", "schedule", choices=("cos", "step"), summary="optimizer",
-       label="schedule"),
-    _s("label_smoothing", float, 0.0, "class label smoothing", "schedule", low=0.0, high=1.0, high_open=True,
-       summary="loss"),
-    _s("mosaic", bool, False, "Mosaic augmentation during the first --mosaic-ratio of epochs", "schedule",
-       switch="flag", summary="mosaic / mixup"),
-    _s("mixup", bool, False, "MixUp augmentation during the first --mosaic-ratio of epochs", "schedule",
-       switch="flag", summary="mosaic / mixup"),
-    _s("augment", bool, True, "augment the training images; --no-augment trains on letterboxed images only (no "
-       "flip, HSV, placement, Mosaic or MixUp)", "schedule", summary="augmentation", label="on"),
+    Setting("epochs", int, 300, "total epochs", "schedule", low=1, summary="epochs", label=""),
+    Setting("batch_size", int, 8, "batch size with all layers trained", "schedule", low=1, summary="batch",
+            label="unfrozen"),
+    Setting("freeze_batch_size", int, 16, "batch size while frozen", "schedule", low=1, summary="batch",
+            label="frozen"),
+    Setting("lr_schedule", str, "cos", "cosine, or step decay", "schedule", choices=("cos", "step"),
+            summary="optimizer", label="schedule"),
+    Setting("label_smoothing", float, 0.0, "class label smoothing", "schedule", low=0.0, high=1.0, high_open=True,
+            summary="loss"),
+    Setting("mosaic", bool, False, "Mosaic augmentation during the first --mosaic-ratio of epochs", "schedule",
+            switch="flag", summary="mosaic / mixup"),
+    Setting("mixup", bool, False, "MixUp augmentation during the first --mosaic-ratio of epochs", "schedule",
+            switch="flag", summary="mosaic / mixup"),
+    Setting("augment", bool, True, "augment the training images; --no-augment trains on letterboxed images only (no "
+            "flip, HSV, placement, Mosaic or MixUp)", "schedule", summary="augmentation", label="on"),
     # recipe
-    _s("recipe", str, "auto", "reference: the reference design's SGD recipe; short: AdamW + EMA for short runs; "
-       "long: SGD + EMA for longer ones; auto: short or long by the run's nominal iterations", "recipe"),
-    _r("freeze_epochs", int, "first epochs with the backbone frozen (only with pretrained weights)", low=0,
-       summary="epochs", label="frozen (pretrained only)"),
-    _r("optimizer", str, "SGD (Nesterov), Adam, or AdamW (decoupled weight decay)", choices=("sgd", "adam", "adamw"),
-       summary="optimizer", label=""),
-    _r("lr", float, "initial learning rate; not set: the optimizer's default: sgd 1e-2, adam 1e-3, "
-       "adamw 0.002*5/(4+classes)", low=0.0, low_open=True, summary="optimizer"),
-    _r("min_lr_ratio", float, "the final learning rate as a fraction of --lr", low=0.0, high=1.0, low_open=True,
-       summary="optimizer"),
-    _s("min_lr", float, None, "final learning rate (default: --lr x --min-lr-ratio)", "recipe", low=0.0,
-       low_open=True, summary="optimizer"),
-    _r("lr_batch_scaling", bool, "scale the learning rates by batch/64 and clip them, as the reference does",
-       summary="optimizer"),
-    _r("momentum", float, "SGD momentum or Adam beta_1", low=0.0, high=1.0, high_open=True, summary="optimizer"),
-    _r("weight_decay", float, "L2 on neck/head kernels (sgd, adam) or decoupled decay (adamw)", low=0.0,
-       summary="optimizer"),
-    _r("warmup_epochs", float, "per-step linear warm-up length; negative: the reference's per-epoch warm-up",
-       summary="warm-up"),
-    _r("warmup_min_steps", int, "shortest per-step warm-up", low=0, summary="warm-up"),
-    _r("warmup_bias_lr", float, "biases' starting learning rate during the warm-up (SGD; 0: like the other "
-       "weights)", low=0.0, summary="warm-up"),
-    _r("box_gain", float, "weight of the box (CIoU) loss", low=0.0, summary="loss"),
-    _r("obj_gain", float, "weight of the objectness loss at 416x416", low=0.0, summary="loss"),
-    _r("cls_gain", float, "weight of the class loss (at 80 classes with --cls-norm reference)", low=0.0,
-       summary="loss"),
-    _r("cls_norm", str, "class loss normalisation: reference: gain x classes/80 of the mean BCE over the classes "
-       "(the reference design, YOLOv5); mean: the gain x that mean, whatever the class count; sum: the gain x the "
-       "BCE summed over the classes (YOLOv8)", choices=CLS_NORMS, summary="loss"),
-    _r("loss_batch_scale", bool, "multiply the loss by the batch size (YOLOv5/v8)", summary="loss"),
-    _r("assigner", str, "yolov3: each box trains its best anchor in the cell of its centre; yolov5: every anchor "
-       "within --anchor-t of its shape, in its cell and the two nearest neighbours, with the YOLOv5 box coding "
-       "(stored in the model)", choices=ASSIGNERS, summary="assigner", label=""),
-    _r("anchor_t", float, "largest box/anchor width or height ratio of a yolov5 match and of the anchor check",
-       low=1.0, low_open=True, summary="assigner"),
-    _r("obj_iou_target", bool, "objectness target of a positive = its box's IoU with the target (detached) instead "
-       "of 1; the ignore threshold (IoU 0.5) applies to the yolov3 assigner only", summary="assigner"),
-    _r("ema", bool, "validate and save an exponential moving average of the weights (--no-ema: off)",
-       summary="EMA of weights", label="on"),
-    _r("ema_decay", float, "final EMA decay", low=0.0, high=1.0, high_open=True, summary="EMA of weights"),
-    _r("ema_tau", float, "updates over which the EMA decay ramps up", low=0.0, low_open=True,
-       summary="EMA of weights"),
-    _r("jitter", float, "aspect-ratio jitter of the augmentation", low=0.0, high=1.0, high_open=True,
-       summary="augmentation"),
-    _r("scale_min", float, "smallest random scale of an image, relative to the input size", low=0.0, low_open=True,
-       summary="augmentation"),
-    _r("scale_max", float, "largest random scale of an image, relative to the input size", low=0.0, low_open=True,
-       summary="augmentation"),
-    _r("mosaic_ratio", float, "part of the epochs with Mosaic/MixUp on; they are off for the rest", low=0.0,
-       high=1.0, summary="mosaic / mixup"),
+    Setting("recipe", str, "auto", "reference: the reference design's SGD recipe; short: AdamW + EMA for short runs; "
+            "long: SGD + EMA for longer ones; auto: short or long by the run's nominal iterations", "recipe"),
+    _recipe_setting("freeze_epochs", int, "first epochs with the backbone frozen (only with pretrained weights)",
+                    low=0, summary="epochs", label="frozen (pretrained only)"),
+    _recipe_setting("optimizer", str, "SGD (Nesterov), Adam, or AdamW (decoupled weight decay)",
+                    choices=("sgd", "adam", "adamw"), summary="optimizer", label=""),
+    _recipe_setting("lr", float, "initial learning rate; not set: the optimizer's default: sgd 1e-2, adam 1e-3, adamw "
+                    "0.002*5/(4+classes)", low=0.0, low_open=True, summary="optimizer"),
+    _recipe_setting("min_lr_ratio", float, "the final learning rate as a fraction of --lr", low=0.0, high=1.0,
+                    low_open=True, summary="optimizer"),
+    Setting("min_lr", float, None, "final learning rate (default: --lr x --min-lr-ratio)", "recipe", low=0.0,
+            low_open=True, summary="optimizer"),
+    _recipe_setting("lr_batch_scaling", bool, "scale the learning rates by batch/64 and clip them, as the reference "
+                    "does", summary="optimizer"),
+    _recipe_setting("momentum", float, "SGD momentum or Adam beta_1", low=0.0, high=1.0, high_open=True,
+                    summary="optimizer"),
+    _recipe_setting("weight_decay", float, "L2 on neck/head kernels (sgd, adam) or decoupled decay (adamw)", low=0.0,
+                    summary="optimizer"),
+    _recipe_setting("warmup_epochs", float, "per-step linear warm-up length; negative: the reference's per-epoch "
+                    "warm-up", summary="warm-up"),
+    _recipe_setting("warmup_min_steps", int, "shortest per-step warm-up", low=0, summary="warm-up"),
+    _recipe_setting("warmup_bias_lr", float, "biases' starting learning rate during the warm-up (SGD; 0: like the "
+                    "other weights)", low=0.0, summary="warm-up"),
+    _recipe_setting("box_gain", float, "weight of the box (CIoU) loss", low=0.0, summary="loss"),
+    _recipe_setting("obj_gain", float, "weight of the objectness loss at 416x416", low=0.0, summary="loss"),
+    _recipe_setting("cls_gain", float, "weight of the class loss (at 80 classes with --cls-norm reference)", low=0.0,
+                    summary="loss"),
+    _recipe_setting("cls_norm", str, "class loss normalisation: reference: gain x classes/80 of the mean BCE over the "
+                    "classes (the reference design, YOLOv5); mean: the gain x that mean, whatever the class count; "
+                    "sum: the gain x the BCE summed over the classes (YOLOv8)", choices=CLS_NORMS, summary="loss"),
+    _recipe_setting("loss_batch_scale", bool, "multiply the loss by the batch size (YOLOv5/v8)", summary="loss"),
+    _recipe_setting("assigner", str, "yolov3: each box trains its best anchor in the cell of its centre; yolov5: every "
+                    "anchor within --anchor-t of its shape, in its cell and the two nearest neighbours, with the "
+                    "YOLOv5 box coding (stored in the model)", choices=ASSIGNERS, summary="assigner", label=""),
+    _recipe_setting("anchor_t", float, "largest box/anchor width or height ratio of a yolov5 match and of the anchor "
+                    "check", low=1.0, low_open=True, summary="assigner"),
+    _recipe_setting("obj_iou_target", bool, "objectness target of a positive = its box's IoU with the target "
+                    "(detached) instead of 1; the ignore threshold (IoU 0.5) applies to the yolov3 assigner only",
+                    summary="assigner"),
+    _recipe_setting("ema", bool, "validate and save an exponential moving average of the weights (--no-ema: off)",
+                    summary="EMA of weights", label="on"),
+    _recipe_setting("ema_decay", float, "final EMA decay", low=0.0, high=1.0, high_open=True, summary="EMA of weights"),
+    _recipe_setting("ema_tau", float, "updates over which the EMA decay ramps up", low=0.0, low_open=True,
+                    summary="EMA of weights"),
+    _recipe_setting("jitter", float, "aspect-ratio jitter of the augmentation", low=0.0, high=1.0, high_open=True,
+                    summary="augmentation"),
+    _recipe_setting("scale_min", float, "smallest random scale of an image, relative to the input size", low=0.0,
+                    low_open=True, summary="augmentation"),
+    _recipe_setting("scale_max", float, "largest random scale of an image, relative to the input size", low=0.0,
+                    low_open=True, summary="augmentation"),
+    _recipe_setting("mosaic_ratio", float, "part of the epochs with Mosaic/MixUp on; they are off for the rest",
+                    low=0.0, high=1.0, summary="mosaic / mixup"),
     # run
-    _s("save_dir", str, "logs", "folder of run folders", "run"),
-    _s("name", str, "", f"run folder name under --save-dir (default exp); {numbering_help('<name>')}, so no run is overwritten", "run"),
-    _s("save_period", int, 10, "epochs between epoch_NNN.keras checkpoints (0: none)", "run", low=0,
-       summary="save / eval period"),
-    _s("eval_period", int, 10, "epochs between validation mAP runs (0: never)", "run", low=0,
-       summary="save / eval period"),
-    _s("eval_images", int, 0, "validation images used for mAP (0: all)", "run", low=0),
-    _s("best_by", str, "loss", "what best.keras is chosen by", "run", choices=("loss", "map"),
-       summary="save / eval period"),
-    _s("seed", int, 0, "random seed (data order and augmentation)", "run", summary="seed / devices"),
-    _s("devices", str, "", "devices to train on, e.g. '0,1' for two GPUs (MirroredStrategy) or 'cpu:0,cpu:1'",
-       "run", summary="seed / devices"),
-    _s("sync_bn", bool, False, "BatchNorm statistics over the global batch of all devices and workers (one "
-       "all-reduce per layer and step; for small per-device batches)", "several machines", switch="flag"),
+    Setting("save_dir", str, "logs", "folder of run folders", "run"),
+    Setting("name", str, "", f"run folder name under --save-dir (default exp); {numbering_help('<name>')}, so no "
+            "run is overwritten", "run"),
+    Setting("save_period", int, 10, "epochs between epoch_NNN.keras checkpoints (0: none)", "run", low=0,
+            summary="save / eval period"),
+    Setting("eval_period", int, 10, "epochs between validation mAP runs (0: never)", "run", low=0,
+            summary="save / eval period"),
+    Setting("eval_images", int, 0, "validation images used for mAP (0: all)", "run", low=0),
+    Setting("best_by", str, "loss", "what best.keras is chosen by", "run", choices=("loss", "map"),
+            summary="save / eval period"),
+    Setting("seed", int, 0, "random seed (data order and augmentation)", "run", summary="seed / devices"),
+    Setting("devices", str, "", "devices to train on, e.g. '0,1' for two GPUs (MirroredStrategy) or 'cpu:0,cpu:1'",
+            "run", summary="seed / devices"),
+    Setting("sync_bn", bool, False, "BatchNorm statistics over the global batch of all devices and workers (one "
+            "all-reduce per layer and step; for small per-device batches)", "several machines", switch="flag"),
     # Set by the run itself, saved in config.json.
-    _s("recipe_reason", str, "", "why the recipe was chosen", "recipe", flag=False),
+    Setting("recipe_reason", str, "", "why the recipe was chosen", "recipe", flag=False),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 RECIPE_SETTINGS = tuple(s.name for s in SETTINGS if s.recipe)

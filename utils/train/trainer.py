@@ -6,15 +6,19 @@ The configuration and its checks live in ``utils.train.config``, devices in
 ``phases``, and what is printed before the run in ``summary``.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from utils.train.cluster import ClusterError, cluster_from_environment, shard, worker_seed
+from utils.train.cluster import ClusterError, ClusterInfo, cluster_from_environment, shard, worker_seed
 from utils.train.config import (
     ConfigError,
     TrainConfig,
@@ -31,9 +35,15 @@ from utils.train.devices import (
     validation_batch,
 )
 from utils.train.optimizer import BiasGroup, make_optimizer
-from utils.train.phases import RunState, check_batch_fits, phase_plan
+from utils.train.phases import Phase, RunState, check_batch_fits, phase_plan
 from utils.train.settings import from_saved
 from utils.train.summary import check_anchor_fit, format_summary, print_problems
+
+if TYPE_CHECKING:  # for the annotations only: TensorFlow and the data sources are imported where used
+    import numpy as np
+    import tensorflow as tf
+
+    from utils.data.sources import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +73,17 @@ class Run:
         anchor_report: lines of the anchor check, printed with the summary.
     """
 
-    cfg: object
-    state: object
-    run_dir: object
-    out_dir: object
-    data: object
-    anchors: object
-    phases: list
+    cfg: TrainConfig
+    state: RunState | None
+    run_dir: Path | None
+    out_dir: Path
+    data: TrainingData
+    anchors: np.ndarray
+    phases: list[Phase]
     pretrained: bool
-    strategy: object
-    cluster: object = None
-    anchor_report: tuple = ()
+    strategy: tf.distribute.Strategy
+    cluster: ClusterInfo | None = None
+    anchor_report: Sequence[str] = ()
 
     @property
     def class_names(self):
