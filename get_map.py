@@ -46,6 +46,7 @@ from utils.config import (
     EVAL_MATCH_IOU,
     EVAL_NMS_IOU,
     EVAL_SCORE_THRESHOLD,
+    RUNTIMES,
 )
 from utils.eval.confusion import CONFUSION_CONF
 from utils.eval.evaluator import DEFAULT_BATCH_SIZE, METRICS
@@ -55,8 +56,6 @@ from utils.predict.slicing import add_slice_arguments, slicing_from_args
 
 def build_parser():
     """The command-line parser (every option documented in --help)."""
-    from utils.export.auto_runtime import RUNTIMES
-
     parser = docstring_parser(__doc__)
     parser.add_argument("--mode", type=parse_mode, default="all", metavar="{" + ",".join(MODES) + "}",
                         help="; ".join(f"{name} ({MODE_NUMBERS[name]}): {what}" for name, what in MODES.items())

@@ -73,6 +73,7 @@ from utils.config import (
     DEFAULT_CONF,
     DEFAULT_MAX_BOXES,
     DEFAULT_NMS_IOU,
+    RUNTIMES,
 )
 from utils.predict.job import (
     EXIT_INTERRUPTED,
@@ -100,8 +101,6 @@ log = logging.getLogger("predict")
 
 def build_parser():
     """The command-line parser (every option documented in --help)."""
-    from utils.export.auto_runtime import RUNTIMES
-
     parser = docstring_parser(__doc__)
     parser.add_argument("--model", required=True,
                         help="trained checkpoint (.keras, or .weights.h5 with its .json beside it), or a model "

@@ -1,8 +1,15 @@
-"""Times the VOC mAP on a large synthetic set of interchange files.
+"""Times ``get_map.py --mode score`` on a large synthetic set of interchange files.
 
 Writes ``--images`` ground-truth and detection files (``--classes`` classes,
-``--dets`` detections per image) into a temporary folder, then times reading them and
-computing the VOC mAP, and prints the seconds.
+``--dets`` detections per image) into a temporary folder, then times scoring them:
+
+* end to end: ``get_map.py --mode score`` in a fresh interpreter, as a user runs it;
+* split into its stages, in this process with the job's own functions: importing
+  ``get_map`` (in a fresh interpreter), reading the files, matching (the VOC mAP),
+  the diagnostics (confusion matrix, judged detections, best F1) and writing
+  (tables, results.json, CSV files and plots).
+
+It also says whether scoring imported TensorFlow (it must not).
 
 Example:
   python benchmarks/bench_map.py
@@ -10,6 +17,9 @@ Example:
 """
 
 import argparse
+import contextlib
+import io
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,11 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.eval.map_files import DET_DIR, GT_DIR, format_detections, format_ground_truth, read_map_files  # noqa: E402
+from utils.eval.map_files import DET_DIR, GT_DIR, format_detections, format_ground_truth  # noqa: E402
 from utils.eval.structures import ImageDetections, ImageGroundTruth  # noqa: E402
-from utils.eval.voc_metric import evaluate_voc  # noqa: E402
-# Loaded before the timing: the VOC metric imports utils.boxes (and with it Keras) on first use.
-import utils.boxes  # noqa: E402, F401
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_files(out_dir, num_images, num_classes, dets_per_image, seed):
@@ -64,37 +73,87 @@ def make_files(out_dir, num_images, num_classes, dets_per_image, seed):
     return names
 
 
+def _fresh_python(code, *args):
+    """Wall seconds of ``python -c code`` in a fresh interpreter, and its output."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, proc.stdout
+
+
+def end_to_end(folder, plots):
+    """get_map.py --mode score as a user runs it: (seconds, whether TensorFlow was imported)."""
+    code = ("import sys, get_map; status = get_map.main(sys.argv[1:]); "
+            "print('TF', 'tensorflow' in sys.modules); sys.exit(status)")
+    argv = ["--mode", "score", "--out", str(folder), "--classes-from-files"] + ([] if plots else ["--no-plots"])
+    seconds, output = _fresh_python(code, *argv)
+    return seconds, "TF True" in output
+
+
+class _Stage:
+    """``with stage(name):`` records the wall and CPU seconds of the block under ``name``
+    (the CPU seconds tell a busy machine from a slow stage)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.seconds[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def stages(folder, plots):
+    """{stage: (wall seconds, CPU seconds or None)} of the score mode, run with the job's own functions."""
+    code = "import time; start = time.perf_counter(); import get_map; print(time.perf_counter() - start)"
+    import_seconds = float(_fresh_python(code)[1].split()[-1])
+
+    import get_map
+    from utils.eval import job, map_files
+    from utils.eval.evaluator import score_detections
+
+    args = get_map.build_parser().parse_args(["--mode", "score", "--out", str(folder), "--classes-from-files"]
+                                             + ([] if plots else ["--no-plots"]))
+    seconds = {"import get_map": (import_seconds, None)}
+    stage = _Stage(seconds)
+    with stage("reading files"):
+        files = map_files.read_map_files(folder, None)
+    with stage("matching (VOC mAP)"):
+        result = score_detections(files.ground_truth, files.detections, files.class_names, "voc",
+                                  iou_threshold=args.iou, score_threshold=args.score_threshold)
+    with stage("diagnostics"):
+        job.diagnose_files(result, args, files)
+    with stage("writing" + (" (with plots)" if plots else "")), contextlib.redirect_stdout(io.StringIO()):
+        job.write_problems(files.problems, Path(folder), args.problems_shown)
+        job.report(result, args, Path(folder), files.problems, made_detections=False)
+    return seconds, result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=5000, help="number of images (default 5000)")
     parser.add_argument("--classes", type=int, default=20, help="number of classes (default 20)")
     parser.add_argument("--dets", type=int, default=100, help="detections per image (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--no-plots", action="store_true", help="time get_map.py --no-plots")
     args = parser.parse_args(argv)
+    plots = not args.no_plots
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        names = make_files(tmp, args.images, args.classes, args.dets, args.seed)
+        make_files(tmp, args.images, args.classes, args.dets, args.seed)
         written = time.perf_counter() - start
+        total, imported_tf = end_to_end(tmp, plots)
+        seconds, result = stages(tmp, plots)
 
-        start = time.perf_counter()
-        files = read_map_files(tmp, names)
-        read = time.perf_counter() - start
-        start = time.perf_counter()
-        result = evaluate_voc(files.ground_truth, files.detections, files.class_names)
-        computed = time.perf_counter() - start
-        result07 = evaluate_voc(files.ground_truth, files.detections, files.class_names, use_07_metric=True)
-
-    total_dets = sum(len(d.scores) for d in files.detections.values())
-    print(
-        f"{args.images} images, {args.classes} classes, {total_dets} detections, "
-        f"{result['totals']['num_gt']} ground-truth objects; {len(files.problems)} problems"
-    )
-    print(f"mAP {100 * result['map']:.2f} (all-point), {100 * result07['map']:.2f} (11-point)")
-    print(f"writing files: {written:.2f} s (not timed)")
-    print(f"reading files: {read:.2f} s")
-    print(f"computing VOC mAP: {computed:.2f} s")
-    print(f"reading + computing: {read + computed:.2f} s")
+    print(f"{args.images} images, {args.classes} classes, {args.dets} detections per image, "
+          f"{result['totals']['num_gt']} ground-truth objects; mAP {100 * result['map']:.2f} (all-point)")
+    print(f"making the files: {written:.2f} s (not timed)")
+    for name, (wall, cpu) in seconds.items():
+        print(f"{name + ':':<28}{wall:6.2f} s" + (f"  (CPU {cpu:.2f} s)" if cpu is not None else ""))
+    print(f"{'sum of the stages:':<28}{sum(wall for wall, _ in seconds.values()):6.2f} s")
+    print(f"{'get_map.py --mode score:':<28}{total:6.2f} s end to end"
+          + (" (--no-plots)" if not plots else "") + f"; TensorFlow imported: {'yes' if imported_tf else 'no'}")
 
 
 if __name__ == "__main__":

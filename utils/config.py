@@ -31,6 +31,11 @@ INPUT_MULTIPLE = 32
 DEFAULT_INPUT_SIZE = 416
 # File names a training checkpoint has (anything else is an export).
 CHECKPOINT_SUFFIXES = (".keras", ".weights.h5")
+# The runtimes that run an exported checkpoint, with the export format of each, and the
+# --runtime choices of predict.py and get_map.py (kept here, light, so that building
+# their parsers loads no framework).
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}
+RUNTIMES = ("auto", "tf", *RUNTIME_FORMATS)
 DEFAULT_BACKBONE = "efficientnet-b0"
 
 # Prediction defaults (reference design).

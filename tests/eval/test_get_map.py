@@ -99,6 +99,18 @@ def test_mode3_computes_voc_map_from_hand_written_files(map_out):
     assert (out / "gt_counts.png").stat().st_size > 1000
 
 
+def test_scoring_from_files_loads_no_framework(map_out):
+    """The score mode reads text files: importing TensorFlow would cost it seconds."""
+    out, classes = map_out
+    code = ("import sys, get_map; status = get_map.main(sys.argv[1:]); "
+            "loaded = sorted({'tensorflow', 'keras', 'torch'} & set(sys.modules)); print('LOADED', loaded); "
+            "sys.exit(status)")
+    proc = run_script("-c", code, "--mode", "score", "--out", out, "--classes", classes, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
 def test_mode3_voc07_with_class_names_from_files(map_out):
     out, _ = map_out
     proc = run_cli("--mode", "score", "--out", out, "--metric", "voc07", "--classes-from-files", "--no-plots")

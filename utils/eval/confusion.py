@@ -126,7 +126,7 @@ def judge_image(gt_boxes, gt_classes, gt_difficult, det_boxes, det_scores, det_c
     Returns:
         ImageJudgment.
     """
-    from utils.boxes import np_iou  # loads Keras: imported when needed
+    from utils.boxes import np_iou
 
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     gt_classes = np.asarray(gt_classes, np.int64).reshape(-1)
@@ -142,7 +142,7 @@ def judge_image(gt_boxes, gt_classes, gt_difficult, det_boxes, det_scores, det_c
     iou = np_iou(det_boxes[:, None, :], gt_boxes[None, :, :], inclusive=True) if m and n else np.zeros((m, n))
     same = det_classes[:, None] == gt_classes[None, :]
     det_free, gt_free = np.ones(m, bool), np.ones(n, bool)
-    det_kind, det_object, det_iou = [None] * m, np.full(m, -1, np.int64), np.zeros(m)
+    det_kind, det_object, det_iou = np.full(m, FALSE_POSITIVE, object), np.full(m, -1, np.int64), np.zeros(m)
     gt_kind = [MISSED] * n
     for allowed, kind, found in ((same, CORRECT, FOUND), (~same, WRONG_CLASS, WRONG_CLASS)):
         for i, j in _greedy_pairs(iou, allowed, det_free, gt_free, iou_threshold):
@@ -152,22 +152,25 @@ def judge_image(gt_boxes, gt_classes, gt_difficult, det_boxes, det_scores, det_c
         gt_kind[j] = IGNORED
 
     free = np.flatnonzero(det_free)
-    if free.size:
-        # Left over, in this order: on a difficult object, duplicate, wrong class, poor localization.
-        rows, hit = iou[free], iou[free] >= iou_threshold
-        own, other = np.where(same[free], rows, -1.0), np.where(~same[free], rows, -1.0)
-        on_difficult = np.where(gt_difficult[None, :], rows, -1.0)
-        tests = [(hit & gt_difficult[None, :]).any(axis=1), (own >= iou_threshold).any(axis=1),
-                 (other >= iou_threshold).any(axis=1), (own >= BACKGROUND_IOU).any(axis=1)]
-        overlaps = [on_difficult, own, other, own]
-        kinds = np.select(tests, [IGNORED, DUPLICATE, WRONG_CLASS, POOR_LOCALIZATION], FALSE_POSITIVE)
-        objects = np.select(tests, [np.argmax(o, axis=1) if n else np.zeros(free.size, int) for o in overlaps], -1)
-        for i, kind, j in zip(free, kinds.tolist(), objects):
-            det_kind[i] = kind
-            if j >= 0:
-                det_object[i], det_iou[i] = j, iou[i, j]
-    return ImageJudgment(gt_boxes, gt_classes, gt_kind, det_boxes, det_classes, det_scores, det_kind, det_object,
-                         det_iou, ~det_free)
+    if free.size and n:
+        # Left over, in this order: on a difficult object, duplicate, wrong class, poor
+        # localization; else a false positive. Each test names the object it is about.
+        rows, same_rows = iou[free], same[free]
+        own, other = np.where(same_rows, rows, -1.0), np.where(~same_rows, rows, -1.0)
+        on_difficult = np.where(gt_difficult[None, :] & (rows >= iou_threshold), rows, -1.0)
+        overlaps = np.stack([on_difficult, own, other, own])  # (4, free, N)
+        floors = np.array([iou_threshold, iou_threshold, iou_threshold, BACKGROUND_IOU])[:, None]
+        best = overlaps.argmax(axis=2)  # (4, free)
+        passed = np.take_along_axis(overlaps, best[:, :, None], axis=2)[:, :, 0] >= floors
+        first = np.where(passed.any(axis=0), passed.argmax(axis=0), len(floors))
+        kinds = np.array([IGNORED, DUPLICATE, WRONG_CLASS, POOR_LOCALIZATION, FALSE_POSITIVE], object)
+        det_kind[free] = kinds[first]
+        hit = first < len(floors)
+        objects = best[first[hit], np.flatnonzero(hit)]
+        det_object[free[hit]] = objects
+        det_iou[free[hit]] = iou[free[hit], objects]
+    return ImageJudgment(gt_boxes, gt_classes, gt_kind, det_boxes, det_classes, det_scores, det_kind.tolist(),
+                         det_object, det_iou, ~det_free)
 
 
 def judge_images(ground_truth, detections, num_classes, conf=CONFUSION_CONF, iou_threshold=EVAL_MATCH_IOU):

@@ -333,57 +333,69 @@ def _check_boxes(path, numbers, linenos, lines, problems, first_box_col):
     return ~bad
 
 
-def _parse_row(parts, line_format, classes):
-    """Parses the fields of one line, ``class`` then numbers, reading the numbers from the right.
-
-    Args:
-        parts: the line's whitespace-separated fields, without a ``difficult`` token.
-        line_format: GT_LINE or DET_LINE.
-        classes: ClassIndex mapping names to ids.
-
-    Returns:
-        (list of floats, class id, None) for a line read, or (None, None, why the
-        line is skipped).
-    """
-    count = line_format.numbers
-    if len(parts) <= count:
-        return None, None, f"expected '{line_format.expected}'"
-    try:
-        numbers = [float(v) for v in parts[-count:]]
-    except ValueError:
-        return None, None, f"{line_format.numbers_name} are not numbers"
-    name = " ".join(parts[:-count])
-    cls = classes.lookup(name)
-    if cls is None:
-        return None, None, f"unknown class {name!r}"
-    return numbers, cls, None
-
-
 def _read_rows(path, lines, line_format, classes, problems):
-    """Parses the lines of a file one by one, reporting each line skipped.
+    """Parses the lines of a file, ``class`` then numbers (read from the right, so that a
+    class name may hold spaces), reporting each line skipped.
+
+    The numbers of all lines are converted at once; only a file with a field that is
+    not a number is read again line by line, to name those lines.
 
     Returns:
         (numbers float64 (K, line_format.numbers), class ids int64 (K,), difficult
         bool (K,), the K 1-based line numbers) of the lines read.
     """
-    rows, ids, difficult, linenos = [], [], [], []
-    for lineno, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        diff = line_format.difficult and parts[-1] == DIFFICULT_TOKEN and len(parts) >= 6
-        if diff:
-            parts = parts[:-1]
-        numbers, cls, why = _parse_row(parts, line_format, classes)
-        if why:
-            problems.append(_line_problem(path, lineno, line, why))
-            continue
-        rows.append(numbers)
-        ids.append(cls)
-        difficult.append(diff)
-        linenos.append(lineno)
-    numbers = np.asarray(rows, np.float64).reshape(-1, line_format.numbers)
-    return numbers, np.asarray(ids, np.int64), np.asarray(difficult, bool), linenos
+    count = line_format.numbers
+    split = [line.split() for line in lines]
+    if set(map(len, split)) <= {count + 1} and not (
+            line_format.difficult and any(parts[-1] == DIFFICULT_TOKEN for parts in split)):
+        # Every line a one-word class and its numbers (the files this project writes).
+        linenos = list(range(1, len(split) + 1))
+        names = [parts[0] for parts in split]
+        flat = [v for parts in split for v in parts[1:]]
+        difficult = np.zeros(len(split), bool)
+    else:
+        linenos, names, fields, difficult = [], [], [], []
+        for lineno, parts in enumerate(split, 1):
+            if not parts:
+                continue
+            diff = line_format.difficult and parts[-1] == DIFFICULT_TOKEN and len(parts) >= 6
+            if diff:
+                parts = parts[:-1]
+            if len(parts) <= count:
+                problems.append(_line_problem(path, lineno, lines[lineno - 1], f"expected '{line_format.expected}'"))
+                continue
+            linenos.append(lineno)
+            names.append(parts[0] if len(parts) == count + 1 else " ".join(parts[:-count]))
+            fields.append(parts[-count:])
+            difficult.append(diff)
+        flat = [v for row in fields for v in row]
+    try:
+        numbers = np.array(list(map(float, flat)), np.float64).reshape(-1, count)
+        keep = np.ones(len(names), bool)
+    except ValueError:
+        fields = [flat[i:i + count] for i in range(0, len(flat), count)]
+        numbers, keep = np.zeros((len(fields), count)), np.ones(len(fields), bool)
+        for i, row in enumerate(fields):
+            try:
+                numbers[i] = [float(v) for v in row]
+            except ValueError:
+                keep[i] = False
+                problems.append(_line_problem(path, linenos[i], lines[linenos[i] - 1],
+                                              f"{line_format.numbers_name} are not numbers"))
+    # Only the names of lines read: a class named on skipped lines alone is no class.
+    read = set(names) if keep.all() else {name for name, k in zip(names, keep) if k}
+    table = dict.fromkeys(names, -1)
+    for name in sorted(read):
+        cls = classes.lookup(name)
+        table[name] = -1 if cls is None else cls
+    ids = np.array([table[name] for name in names], np.int64)
+    for i in np.flatnonzero(keep & (ids < 0)):
+        problems.append(_line_problem(path, linenos[i], lines[linenos[i] - 1], f"unknown class {names[i]!r}"))
+    keep &= ids >= 0
+    difficult = np.asarray(difficult, bool).reshape(-1)
+    if keep.all():
+        return numbers, ids, difficult, linenos
+    return numbers[keep], ids[keep], difficult[keep], [n for n, k in zip(linenos, keep) if k]
 
 
 def read_ground_truth_file(path, classes, problems):
@@ -414,45 +426,9 @@ def read_detection_file(path, classes, problems):
     lines = _read_lines(path, problems)
     if lines is None:
         return None
-    fast = _read_detection_rows_fast(path, lines, classes, problems)
-    if fast is not None:
-        numbers, ids, linenos = fast
-    else:
-        numbers, ids, _, linenos = _read_rows(path, lines, DET_LINE, classes, problems)
+    numbers, ids, _, linenos = _read_rows(path, lines, DET_LINE, classes, problems)
     keep = _check_boxes(path, numbers, linenos, lines, problems, 1)
     return ImageDetections(numbers[keep, 1:], numbers[keep, 0], ids[keep])
-
-
-def _read_detection_rows_fast(path, lines, classes, problems):
-    """Bulk parse of a file whose lines all have six fields; None when it does not apply."""
-    split = [line.split() for line in lines]
-    lengths = set(map(len, split))
-    if not lengths <= {0, 6}:
-        return None
-    if 0 in lengths:
-        linenos = [i for i, parts in enumerate(split, 1) if parts]
-        rows = [split[i - 1] for i in linenos]
-    else:
-        linenos, rows = list(range(1, len(split) + 1)), split
-    if not rows:
-        return np.zeros((0, 5)), np.zeros((0,), np.int64), []
-    try:
-        numbers = np.array(list(map(float, [v for parts in rows for v in parts[1:]])), np.float64).reshape(-1, 5)
-    except ValueError:
-        return None  # the line-by-line parse names the bad lines
-    names = [parts[0] for parts in rows]
-    table = {}
-    for name in sorted(set(names)):
-        cls = classes.lookup(name)
-        table[name] = -1 if cls is None else cls
-    ids = np.array([table[name] for name in names], np.int64)
-    known = ids >= 0
-    if not known.all():
-        for i in np.nonzero(~known)[0]:
-            problems.append(_line_problem(path, linenos[i], lines[linenos[i] - 1], f"unknown class {rows[i][0]!r}"))
-        numbers, ids = numbers[known], ids[known]
-        linenos = [n for n, k in zip(linenos, known) if k]
-    return numbers, ids, linenos
 
 
 def read_map_files(out_dir, class_names=None):

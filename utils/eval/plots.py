@@ -16,7 +16,6 @@ import numpy as np
 
 from utils.run_dir import atomic_write
 
-
 # Legends list each class up to this many classes.
 _MAX_LEGEND_CLASSES = 20
 
@@ -97,6 +96,11 @@ def safe_file_name(name):
 def plot_pr_curves(result, folder):
     """Saves one precision-recall curve per class with ground truth: ``<folder>/<class>.png``.
 
+    One figure serves every class (its lines are given each class's points in turn),
+    and a curve of more points than the picture has pixels across is thinned to
+    ``_CURVE_POINTS``: thousands of classes of thousands of detections each draw in
+    about a tenth of a second per class.
+
     Args:
         result: dict returned by ``utils.eval.voc_metric.evaluate_voc`` (uses ``curves``).
         folder: output folder (created if needed).
@@ -107,28 +111,53 @@ def plot_pr_curves(result, folder):
     plt = pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    (curve,) = ax.plot([], [], lw=1.5, label="precision")
+    (upper,) = ax.plot([], [], lw=1.0, ls="--", label="envelope (AP)")
+    legend = ax.legend(loc="lower left")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.13, right=0.96, bottom=0.11, top=0.92)
     written = []
-    for stats in result["classes"]:
-        if stats["num_gt"] == 0:
-            continue
-        recall, precision = result["curves"][stats["name"]]
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        if len(recall):
-            # The plotted curve starts at recall 0 with the first detection's precision.
-            ax.plot([0.0, *recall], [precision[0], *precision], lw=1.5, label="precision")
-            envelope = np.maximum.accumulate(np.asarray(precision)[::-1])[::-1]
-            ax.plot([0.0, *recall], [envelope[0], *envelope], lw=1.0, ls="--", label="envelope (AP)")
-            ax.legend(loc="lower left")
-        ax.set_xlim(0.0, 1.0)
-        ax.set_ylim(0.0, 1.05)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_title(f"{stats['name']}: AP {100.0 * stats['ap']:.2f}%")
-        ax.grid(alpha=0.3)
-        path = folder / f"{safe_file_name(stats['name'])}.png"
-        fig.tight_layout()
-        written.append(save_figure(fig, path))
+    try:
+        for stats in result["classes"]:
+            if stats["num_gt"] == 0:
+                continue
+            recall, precision = (np.asarray(v, np.float64) for v in result["curves"][stats["name"]])
+            if len(recall):
+                # The plotted curve starts at recall 0 with the first detection's precision.
+                recall, precision = np.concatenate([[0.0], recall]), np.concatenate([precision[:1], precision])
+                envelope = np.maximum.accumulate(precision[::-1])[::-1]
+                keep = _thinned(len(recall))
+                curve.set_data(recall[keep], precision[keep])
+                upper.set_data(recall[keep], envelope[keep])
+            else:
+                curve.set_data([], [])
+                upper.set_data([], [])
+            legend.set_visible(bool(len(recall)))
+            ax.set_title(f"{stats['name']}: AP {100.0 * stats['ap']:.2f}%")
+            path = folder / f"{safe_file_name(stats['name'])}.png"
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80), ".png")
+            written.append(path)
+    finally:
+        fig.clf()
+        plt.close(fig)
     return written
+
+
+#: Points a curve is drawn with at most: more than the pixels of the widest figure.
+_CURVE_POINTS = 2000
+
+
+def _thinned(count):
+    """Indices of ``count`` curve points to draw: all of them up to ``_CURVE_POINTS``, else
+    that many evenly spaced (the first and last included)."""
+    if count <= _CURVE_POINTS:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, _CURVE_POINTS).round().astype(np.int64))
 
 
 def _bar_chart(names, values, title, xlabel, path, fmt):
@@ -288,7 +317,8 @@ def plot_confusion_matrix(matrix, class_names, path, conf, iou):
     side = min(max(4.0, 0.45 * n + 2.0), 24.0)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.0, side))
     annotate = n <= 30
-    for ax, values, what in ((axes[0], matrix, "counts"), (axes[1], normalize_rows(matrix), "share of each true class")):
+    panels = ((axes[0], matrix, "counts"), (axes[1], normalize_rows(matrix), "share of each true class"))
+    for ax, values, what in panels:
         shown = np.ma.masked_where(values == 0, values)
         ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-9))
         ax.set_xticks(range(n))
@@ -309,7 +339,12 @@ def plot_confusion_matrix(matrix, class_names, path, conf, iou):
         ax.axvline(n - 1.5, color="grey", lw=0.8)
     fig.suptitle(f"Confusion matrix at confidence {conf:g}, IoU {iou:g} (background row: false positives, "
                  "background column: missed objects)", fontsize=10)
-    fig.tight_layout()
+    # Margins from the longest name, not tight_layout: measuring every text of a large
+    # matrix once more costs as much as drawing it.
+    label = 0.07 * max(len(name) for name in names) + 0.5  # inches: tick labels at 8 pt and the axis title
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=label / width, right=1.0 - 0.2 / width, bottom=label / height,
+                        top=1.0 - 0.7 / height, wspace=(label + 0.3) / (width / 2.0))
     return save_figure(fig, path)
 
 

@@ -69,7 +69,6 @@ PIP_INSTALL = {
 # The extension each exported file format is recognized by (a SavedModel is a folder).
 FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}
 # The format each runtime runs, by its ``--runtime`` name in predict.py and get_map.py.
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}
 # Frames a video keeps in flight on OpenVINO's throughput copy beyond its inference
 # streams (see ``OpenVINOPredictor.for_streams``).
 _SPARE_FRAMES_IN_FLIGHT = 1
