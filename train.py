@@ -12,6 +12,7 @@ Examples:
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 
@@ -39,6 +40,18 @@ def parse_args(argv=None):
                                "sets TF_CONFIG")
     machines.add_argument("--worker-index", type=int, default=None, help="this machine's place in --cluster's workers")
     return p.parse_args(argv)
+
+
+# Options --resume takes from the command line; every other one comes from the run's config.json.
+RESUME_OPTIONS = ("resume", "epochs", "cluster", "worker_index")
+
+
+def options_ignored_on_resume(args):
+    """The flags given with --resume whose values the resumed run does not use (its
+    config.json decides them; only a larger --epochs extends the run)."""
+    defaults = vars(parse_args([]))
+    return ["--" + name.replace("_", "-") for name, value in vars(args).items()
+            if name not in RESUME_OPTIONS and value != defaults.get(name)]
 
 
 def config_from_args(args):
@@ -69,6 +82,12 @@ def main(argv=None):
     except (ClusterError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.resume:
+        ignored = options_ignored_on_resume(args)
+        if ignored:
+            logging.getLogger("train").warning(
+                "--resume %s continues with the run's own config.json; ignored: %s (only --epochs is taken, to "
+                "extend the run).", args.resume, ", ".join(ignored))
     try:
         cfg = config_from_args(args)
         from utils.train.trainer import train
