@@ -97,6 +97,8 @@ from utils.predict.tracking import add_tracking_arguments
 from utils.run_dir import numbering_help
 
 log = logging.getLogger("predict")
+# Fps mode's timed and untimed runs when --fps-runs and --fps-warmup are not given.
+DEFAULT_FPS_RUNS, DEFAULT_FPS_WARMUP = 50, 5
 
 
 def build_parser():
@@ -160,10 +162,11 @@ def build_parser():
                              "and outputs are still saved")
     parser.add_argument("--max-frames", type=int_at_least(1),
                         help="stop a video or webcam after this many frames (default: until it ends or Ctrl-C)")
-    parser.add_argument("--fps-runs", type=int_at_least(1), default=50,
-                        help="fps mode: timed runs (default 50)")
-    parser.add_argument("--fps-warmup", type=int_at_least(0), default=5,
-                        help="fps mode: untimed runs first, to build the graph and warm caches (default 5)")
+    parser.add_argument("--fps-runs", type=int_at_least(1),
+                        help=f"fps mode: timed runs (default {DEFAULT_FPS_RUNS})")
+    parser.add_argument("--fps-warmup", type=int_at_least(0),
+                        help="fps mode: untimed runs first, to build the graph and warm caches "
+                             f"(default {DEFAULT_FPS_WARMUP})")
     parser.add_argument("--heatmap-levels", action="store_true",
                         help="heatmap mode: also save one map per output level, <stem>_heatmap_s<stride>.png")
     add_tracking_arguments(parser)
@@ -221,6 +224,10 @@ def _warn_unused(args, source, tracking):
         for flag, used in (("--save-txt", args.save_txt), ("--crop", args.crop), ("--max-frames", args.max_frames)):
             if used:
                 log.warning("%s is used in predict mode only; ignored in %s mode.", flag, args.mode)
+    if args.mode != "fps":
+        for flag, given in (("--fps-runs", args.fps_runs), ("--fps-warmup", args.fps_warmup)):
+            if given is not None:
+                log.warning("%s is used in fps mode only; ignored in %s mode.", flag, args.mode)
     if args.mode != "heatmap" and args.heatmap_levels:
         log.warning("--heatmap-levels is used in heatmap mode only; ignored.")
     if args.mode == "fps" and args.show:
@@ -244,7 +251,9 @@ def run(args):
             reader.close()
         raise
     if args.mode == "fps":
-        status = run_fps(predictor, *fps_image, out, runs=args.fps_runs, warmup=args.fps_warmup, count=args.count)
+        runs = DEFAULT_FPS_RUNS if args.fps_runs is None else args.fps_runs
+        warmup = DEFAULT_FPS_WARMUP if args.fps_warmup is None else args.fps_warmup
+        status = run_fps(predictor, *fps_image, out, runs=runs, warmup=warmup, count=args.count)
     elif args.mode == "heatmap":
         status = run_heatmap(predictor, source, out, batch_size=args.batch_size, levels=args.heatmap_levels)
     else:

@@ -68,3 +68,13 @@ def test_slice_options_without_slice_are_warned(run_predict, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert run_predict("--source", image, "--out", tmp_path / "o", "--slice-full", "--slice-merge", "nms") == 0
     assert "--slice-full, --slice-merge need --slice SIZE; ignored." in _warnings(caplog)
+
+
+def test_fps_options_outside_fps_mode_are_warned(run_predict, tmp_path, caplog):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(image)
+    with caplog.at_level(logging.WARNING):
+        assert run_predict("--source", image, "--out", tmp_path / "o", "--fps-runs", 3, "--fps-warmup", 0) == 0
+    messages = _warnings(caplog)
+    assert "--fps-runs is used in fps mode only; ignored in predict mode." in messages
+    assert "--fps-warmup is used in fps mode only; ignored in predict mode." in messages
