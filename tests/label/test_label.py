@@ -277,28 +277,35 @@ def test_review_ranks_the_doubtful_images_first_and_draws_a_contact_sheet(folder
     assert json.loads((run.out / "annotations.json").read_text())["images"][0]["file_name"].startswith("images/")
 
 
-def test_label_py_on_a_trained_checkpoint(tiny_detector, tmp_path, capsys):
+def test_label_py_on_a_trained_checkpoint(tiny_detector, tmp_path, capsys, monkeypatch):
     import label
-    from utils.predict.predictor import Predictor
+    from utils.label.review import above
     from utils.predict.sources import read_image
 
     _, checkpoint = tiny_detector
     for name, (white, red) in OBJECTS.items():
         picture(tmp_path / "new" / name, white=white, red=red)
+    opened = []
+    real_open = label.open_predictor
+    monkeypatch.setattr(label, "open_predictor", lambda args, conf: opened.append(real_open(args, conf)) or opened[0])
     out = tmp_path / "prelabels"
     assert label.main(["--model", str(checkpoint), "--source", str(tmp_path / "new"), "--format", "label-studio",
                        "--out", str(out), "--conf", "0.3", "--runtime", "tf", "--review", "2", "--batch-size",
-                       "2"]) == 0
+                       "3"]) == 0
     printed = capsys.readouterr().out
     assert "Pre-labelled 3 image(s)" in printed and "Review first:" in printed
     assert "no confusion_matrix.csv" in printed.replace(str(checkpoint.parent) + os.sep, "")
+    # The model's own boxes above --conf (it predicted down to 0.15 for the review), read back from the file.
+    (predictor,) = opened
+    assert predictor.conf == pytest.approx(0.15) and predictor.agnostic_nms
     data = read_dataset(out / "tasks.json")
-    predictor = Predictor.from_checkpoint(str(checkpoint), conf=0.3, agnostic_nms=True)
-    for annotation in data.annotations:
-        det = predictor.predict(read_image(annotation.path))
-        assert len(det) == len(annotation), annotation.path
-        order = np.lexsort(det.boxes.T[::-1])
-        np.testing.assert_allclose(np.sort(annotation.boxes, axis=0), np.sort(det.boxes[order], axis=0), atol=0.01)
+    found = predictor.predict_batch([read_image(a.path) for a in data.annotations])
+    assert sum(len(above(det, 0.3).scores) for det in found) > 0
+    for annotation, det in zip(data.annotations, found):
+        det = above(det, 0.3)
+        assert len(det.scores) == len(annotation), annotation.path
+        np.testing.assert_allclose(np.sort(annotation.boxes, axis=0), np.sort(det.boxes, axis=0), atol=0.01)
+        assert sorted(annotation.classes.tolist()) == sorted(det.classes.tolist())
     assert (out / "review" / "contact_sheet.jpg").is_file()
     tasks = json.loads((out / "tasks.json").read_text())
     assert sorted(t["data"]["review_rank"] for t in tasks) == [1, 2, 3]
