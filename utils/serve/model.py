@@ -67,6 +67,13 @@ class ServedModel:
         self._variants = collections.OrderedDict()
         self._making = threading.Lock()
 
+    def warm_up(self):
+        """Runs the detection and raw-head calls once on a grey image, so that the first
+        request does not wait for the graphs to be built or compiled."""
+        image = np.full((self.input_size, self.input_size, 3), 128, np.uint8)
+        self.predictor.predict_batch([image])
+        self.predictor.raw_outputs([image])
+
     def key_for(self, thresholds):
         """The batcher key of a request's thresholds: (conf floor, nms_iou, max_boxes)."""
         floor = self._base[0]

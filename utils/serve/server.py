@@ -72,7 +72,9 @@ def open_served_model(model, runtime, name, thresholds, throughput=True, **loadi
         if workers > 1:
             log.info("Runtime: %d batches run side by side on %s's throughput setting", workers,
                      predictor.runtime_name)
-    return ServedModel(predictor, name, thresholds), workers
+    served = ServedModel(predictor, name, thresholds)
+    served.warm_up()
+    return served, workers
 
 
 def serve(served, options, host, port, log_level="info"):

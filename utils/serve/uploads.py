@@ -60,7 +60,7 @@ def decode_image(data, max_pixels):
         except Image.DecompressionBombError:
             raise UploadError(413, _too_large(None, max_pixels)) from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise UploadError(400, f"the image header cannot be read ({exc})") from None
+            raise UploadError(400, f"the image is corrupt or truncated: its header cannot be read ({exc})") from None
     with image:
         if image.width * image.height > max_pixels:
             raise UploadError(413, _too_large(image.size, max_pixels))
