@@ -108,3 +108,17 @@ def _with_timeout(request, timeout):
         return request(*args, **kwargs)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tiny_detector, tmp_path_factory):
+    """The tiny checkpoint written by export.py --format triton (ONNX, these tests'
+    settings in the graph): the model's folder ``<repository>/detector``."""
+    import export
+
+    repository = tmp_path_factory.mktemp("repository")
+    status = export.main(["--model", str(tiny_detector[1]), "--format", "triton", "--out", str(repository),
+                          "--conf", str(CONF), "--nms-iou", str(NMS_IOU), "--max-boxes", str(MAX_BOXES),
+                          "--check-images", "2", "--max-batch-size", "8"])
+    assert status == 0
+    return repository / "detector"
