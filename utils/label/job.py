@@ -115,6 +115,61 @@ def _relpath(path, root):
         return Path(path).name
 
 
+@dataclass
+class Predicted:
+    """The pre-labels of a list of images and their review.
+
+    Attributes:
+        items: a PreLabel per readable image, in order.
+        reviews: a ReviewItem per readable image, in order (empty without review).
+        unreadable: (image, why) per image that could not be read.
+    """
+
+    items: list = field(default_factory=list)
+    reviews: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)
+
+
+def predict_images(predictor, paths, conf, root, review=False, confusion=None, batch_size=1):
+    """Pre-labels images and, with ``review``, scores them for review.
+
+    Args:
+        predictor: a predictor (``predict_batch``, ``class_names``) predicting down to
+            ``prediction_conf(conf, review)`` or lower.
+        paths: image files.
+        conf: the threshold of the pre-labels.
+        root: the folder the labelling tool's image names are relative to.
+        review: also predict each mirrored image and score the images (``utils.label.review``).
+        confusion: ``class_confusion`` of the run's matrix, or None.
+        batch_size: images per network call.
+
+    Returns:
+        Predicted.
+    """
+    from utils.predict.sources import iter_batches
+
+    result = Predicted()
+    low = prediction_conf(conf, True)
+    for loaded, skipped, _ in iter_batches(paths, batch_size):
+        result.unreadable += [(item.path, item.detail) for item in skipped]
+        if not loaded:
+            continue
+        images = [image for _, image in loaded]
+        found = predictor.predict_batch(images)
+        mirrored = (predictor.predict_batch([np.ascontiguousarray(im[:, ::-1]) for im in images])
+                    if review else [None] * len(images))
+        for (path, image), det, flipped in zip(loaded, found, mirrored):
+            height, width = image.shape[:2]
+            labels = above(det, conf)
+            result.items.append(PreLabel(Path(path), _relpath(path, root), width, height, labels.boxes,
+                                         labels.scores, labels.classes))
+            if review:
+                back = mirror_back(above(flipped, low), width)
+                result.reviews.append(review_item(path, above(det, low), back, conf, predictor.class_names,
+                                                  confusion))
+    return result
+
+
 def run_label(predictor, source, options, log=print):
     """Pre-labels the images of ``source`` that have no annotations yet.
 
@@ -133,7 +188,6 @@ def run_label(predictor, source, options, log=print):
         LabelError: an unusable source, annotation set or output folder.
     """
     from utils.data.report import DatasetError
-    from utils.predict.sources import iter_batches
 
     paths = source_images(source)
     root = Path(source) if Path(source).is_dir() else Path(source).parent
@@ -153,25 +207,10 @@ def run_label(predictor, source, options, log=print):
         raise LabelError(f"--out {options.out}: {exc}") from None
     if Path(options.out).resolve() != run.out.resolve():
         log(f"{options.out} exists; writing to {run.out} instead.")
+    predicted = predict_images(predictor, split.todo, options.conf, root, review=bool(options.review),
+                               confusion=options.confusion, batch_size=options.batch_size)
+    items, reviews, run.unreadable = predicted.items, predicted.reviews, predicted.unreadable
     class_names = list(predictor.class_names)
-    items, reviews = [], []
-    for loaded, skipped, _ in iter_batches(split.todo, options.batch_size):
-        run.unreadable += [(item.path, item.detail) for item in skipped]
-        if not loaded:
-            continue
-        images = [image for _, image in loaded]
-        found = predictor.predict_batch(images)
-        mirrored = (predictor.predict_batch([np.ascontiguousarray(im[:, ::-1]) for im in images])
-                    if options.review else [None] * len(images))
-        for (path, image), det, flipped in zip(loaded, found, mirrored):
-            height, width = image.shape[:2]
-            labels = above(det, options.conf)
-            items.append(PreLabel(Path(path), _relpath(path, root), width, height, labels.boxes, labels.scores,
-                                  labels.classes))
-            if options.review:
-                back = mirror_back(above(flipped, prediction_conf(options.conf, True)), width)
-                reviews.append(review_item(path, above(det, prediction_conf(options.conf, True)), back,
-                                           options.conf, class_names, options.confusion))
     if run.unreadable:
         write_text_atomic(run.out / UNREADABLE_TXT, "".join(f"{p}: {why}\n" for p, why in run.unreadable))
         log(f"Could not read {len(run.unreadable)} image(s), listed in {run.out / UNREADABLE_TXT}:")
