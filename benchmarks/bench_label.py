@@ -160,8 +160,8 @@ def simulate(args, data, seed, class_names, annotations, test, out):
                 run_dir, minutes = train(args, data, train_file, run_root, name, seed)
                 if round_number == 0:
                     first = (run_dir, minutes)
-            started = time.time()
             score = test_map(run_dir / "best.keras", test, class_names)
+            started = time.time()
             row = {"seed": seed, "way": way, "round": round_number, "images": len(labelled), "map": score,
                    "train_minutes": round(minutes, 2)}
             if pool:
