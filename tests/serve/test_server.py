@@ -219,7 +219,8 @@ def test_bad_uploads(server, images):
         assert text_as_jpg.status_code == 415
         no_file = http.post(url, files={"note": (None, "photo.jpg")})
         assert no_file.status_code == 400 and "file field" in no_file.json()["error"]
-        for query, words in (({"conf": "high"}, "conf"), ({"conf": 1.5}, "from 0 to 1"), ({"max_boxes": 0}, "max_boxes")):
+        bad_queries = (({"conf": "high"}, "conf"), ({"conf": 1.5}, "from 0 to 1"), ({"max_boxes": 0}, "max_boxes"))
+        for query, words in bad_queries:
             answer = http.post(url, params=query, data=good)
             assert answer.status_code == 400 and words in answer.json()["error"], answer.text
     # Over the 1 MiB limit: refused from the Content-Length, before the body is sent at all.

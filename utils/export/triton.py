@@ -20,9 +20,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from utils.run_dir import new_folder_mode
 from utils.export.exporter import run_export
 from utils.export.formats import ExportError
+from utils.run_dir import new_folder_mode
 
 DEFAULT_MODEL_NAME = "detector"
 DEFAULT_MAX_BATCH_SIZE = 8

@@ -17,9 +17,9 @@ import json
 
 import numpy as np
 
+from utils.config import STRIDES
 from utils.predict.predictor import DETECTION_OUTPUTS, RAW_OUTPUTS
 from utils.predict.runtimes import INPUT_NAME
-from utils.config import STRIDES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # The protocol's datatype names and their NumPy types.
