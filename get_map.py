@@ -38,7 +38,8 @@ Examples:
 import logging
 import sys
 
-from utils.cli import docstring_parser, fraction, input_size, int_at_least
+from utils.api.cli import add_slice_arguments, slice_options
+from utils.cli import checked_by, docstring_parser, fraction, input_size, int_at_least, options_from_args
 from utils.config import (
     DEFAULT_CLASSES,
     DEFAULT_MAX_BOXES,
@@ -50,14 +51,14 @@ from utils.config import (
 )
 from utils.eval.confusion import CONFUSION_CONF
 from utils.eval.evaluator import DEFAULT_BATCH_SIZE, METRICS
-from utils.eval.job import MODE_NUMBERS, MODES, parse_mode, run
-from utils.predict.slicing import add_slice_arguments, slicing_from_args
+from utils.eval.job import MODE_NUMBERS, MODES, mode_name, run
+from utils.eval.options import EvalOptions
 
 
 def build_parser():
     """The command-line parser (every option documented in --help)."""
     parser = docstring_parser(__doc__)
-    parser.add_argument("--mode", type=parse_mode, default="all", metavar="{" + ",".join(MODES) + "}",
+    parser.add_argument("--mode", type=checked_by(mode_name), default="all", metavar="{" + ",".join(MODES) + "}",
                         help="; ".join(f"{name} ({MODE_NUMBERS[name]}): {what}" for name, what in MODES.items())
                         + " (default all)")
     parser.add_argument("--model", help="trained model checkpoint, or a model written by export.py (.onnx, .tflite, "
@@ -125,13 +126,20 @@ def build_parser():
     return parser
 
 
-def open_evaluated_model(args):
-    """Builds the detector from --model (a checkpoint or an export) and the prediction options."""
-    from utils.export.auto_runtime import open_on_runtime as open_model
+def eval_options(args):
+    """The EvalOptions of the parsed arguments."""
+    return options_from_args(EvalOptions, args, plots=not args.no_plots, slice=slice_options(args))
 
-    settings = {name: getattr(args, name) for name in ("conf", "nms_iou", "max_boxes", "input_size", "agnostic_nms")}
-    predictor = open_model(args.model, runtime=args.runtime, evaluation=True, classes_path=args.classes, **settings)
-    return slicing_from_args(predictor, args)
+
+def open_evaluated_model(options):
+    """The detector of --model (a checkpoint or an export) at the evaluation settings."""
+    from utils.api.detector import Detector
+    from utils.predict.options import PredictOptions
+
+    settings = PredictOptions(runtime=options.runtime, conf=options.conf, nms_iou=options.nms_iou,
+                              max_boxes=options.max_boxes, input_size=options.input_size, classes=options.classes,
+                              agnostic_nms=options.agnostic_nms, evaluation=True, slice=options.slice)
+    return Detector(options.model, settings).predictor
 
 
 def main(argv=None):
@@ -139,7 +147,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return run(args, open_evaluated_model)
+        return run(eval_options(args), open_evaluated_model).status
     except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
         print(f"get_map.py: error: {exc}", file=sys.stderr)
         return 1

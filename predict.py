@@ -66,7 +66,9 @@ import argparse
 import logging
 import sys
 
-from utils.cli import docstring_parser, fraction, input_size, int_at_least
+from utils.api.cli import add_slice_arguments, add_tracking_arguments, slice_options
+from utils.api.cli import tracking_options as read_tracking_options
+from utils.cli import docstring_parser, fraction, input_size, int_at_least, options_from_args
 from utils.config import (
     CHECKPOINT_SUFFIXES,
     DEFAULT_AGNOSTIC_NMS,
@@ -90,10 +92,7 @@ from utils.predict.job import (
     run_heatmap,
     run_predict_images,
     run_predict_video,
-    tracking_options,
 )
-from utils.predict.slicing import add_slice_arguments, slicing_from_args
-from utils.predict.tracking import add_tracking_arguments
 from utils.run_dir import numbering_help
 
 log = logging.getLogger("predict")
@@ -175,30 +174,36 @@ def build_parser():
 
 
 def open_predictor(args):
-    """The predictor for --model (a checkpoint or an export) and the prediction options;
-    UsageError on bad files. An export of a checkpoint is checked against the Keras
-    model on the first pictures of --source (``utils.export.auto_runtime``)."""
+    """The predictor for --model (a checkpoint or an export) and the prediction options,
+    tiled with --slice; UsageError on bad files. An export of a checkpoint is checked
+    against the Keras model on the first pictures of --source (``utils.export.auto_runtime``)."""
+    from utils.api.detector import Detector
     from utils.checkpoint import CheckpointError
-    from utils.export.auto_runtime import open_on_runtime as open_model
+    from utils.predict.options import PredictOptions
     from utils.predict.sources import parse_source
 
+    options = options_from_args(PredictOptions, args, letterbox=not args.no_letterbox,
+                                agnostic_nms=_agnostic_nms(args), slice=slice_options(args))
     try:
-        return open_model(
-            args.model,
-            runtime=args.runtime,
-            classes_path=args.classes,
-            input_size=args.input_size,
-            anchors_path=args.anchors,
-            conf=args.conf,
-            nms_iou=args.nms_iou,
-            max_boxes=args.max_boxes,
-            letterbox=not args.no_letterbox,
-            agnostic_nms=_agnostic_nms(args),
-            check_images=lambda count: first_images(parse_source(args.source), count),
-        )
+        return Detector(args.model, options,
+                        check_images=lambda count: first_images(parse_source(args.source), count)).predictor
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         # ClassCountError is a ValueError, as are bad classes and anchors files.
         raise UsageError(str(exc)) from None
+
+
+def tracking_options(args):
+    """The TrackingOptions of the arguments (None without --track), checked before any
+    model is loaded; UsageError for a flag that does not fit."""
+    from utils.predict.tracking import TrackingError
+
+    try:
+        return read_tracking_options(args, args.mode)
+    except TrackingError as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError as exc:
+        raise UsageError(f"--track needs the trackers and supervision packages ({exc}); install them with "
+                         "pip install -r requirements.txt.") from None
 
 
 def _agnostic_nms(args):
@@ -244,7 +249,7 @@ def run(args):
     _warn_unused(args, source, tracking)
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
-        predictor = slicing_from_args(open_predictor(args), args)
+        predictor = open_predictor(args)
         out = output_dir(args.out)
     except BaseException:
         if reader is not None:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.predict.video_fakes import detections
+from utils.api import detector as detector_module
 from utils.predict.slicing import SlicingPredictor, cut_by_tile_edge, merge_boxes, tile_offsets
 
 WIDTH, HEIGHT = 600, 400
@@ -142,7 +143,7 @@ def test_predict_slices_an_image(monkeypatch, tmp_path, capsys):
     import predict
 
     detector = TileAwareDetector([(150, 100, 260, 130, 0, 0.9)])
-    monkeypatch.setattr(predict, "open_predictor", lambda args: detector)
+    monkeypatch.setattr(detector_module, "open_model", lambda path, options, check_images=None: detector)
     image = tmp_path / "aerial.png"
     Image.fromarray(coordinate_image()).save(image)
     out = tmp_path / "out"
@@ -171,10 +172,10 @@ def test_get_map_passes_the_slice_flags_on(monkeypatch):
     fake = types.SimpleNamespace(open_on_runtime=lambda path, **kwargs: detector)
     for name in ("utils.predict.runtimes", "utils.export.auto_runtime"):
         monkeypatch.setitem(sys.modules, name, fake)
-    slicer = get_map.open_evaluated_model(sliced)
+    slicer = get_map.open_evaluated_model(get_map.eval_options(sliced))
     assert isinstance(slicer, SlicingPredictor) and slicer.predictor is detector
     assert (slicer.size, slicer.overlap, slicer.full_image, slicer.merge) == (320, 0.25, True, "nms")
-    assert get_map.open_evaluated_model(whole) is detector
+    assert get_map.open_evaluated_model(get_map.eval_options(whole)) is detector
 
 
 class _StreamingSquareFinder:
@@ -204,7 +205,7 @@ def test_a_video_is_sliced_like_an_image(monkeypatch, tmp_path):
     assert twin.predictor is sliced.predictor.video_finder and (twin.size, twin.overlap) == (64, 0.25)
 
     finder = _StreamingSquareFinder()
-    monkeypatch.setattr(predict, "open_predictor", lambda args: finder)
+    monkeypatch.setattr(detector_module, "open_model", lambda path, options, check_images=None: finder)
     video = write_squares_video(tmp_path / "clip.mp4", frames=6)
     out = tmp_path / "out"
     assert predict.main(["--model", "m.keras", "--source", str(video), "--out", str(out), "--save-txt",

@@ -12,11 +12,11 @@ file is written under a temporary name and renamed (``write_text_atomic``).
 This stage does not open models: ``run`` takes a function that does.
 """
 
-import argparse
 import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from utils.config import DEFAULT_CLASSES
@@ -47,39 +47,54 @@ ERRORS_DIR = "errors"
 TEXT_FOLDERS = {map_files.DET_DIR: ("all", "detections"), map_files.GT_DIR: ("all", "ground-truth")}
 
 
-def parse_mode(text):
-    """argparse type: a mode name, or its number, -> the mode name."""
-    name = MODE_ALIASES.get(text.strip(), text.strip())
+def mode_name(text):
+    """A mode name, or its number, -> the mode name; ValueError naming the choices."""
+    name = MODE_ALIASES.get(str(text).strip(), str(text).strip())
     if name not in MODES:
         aliases = ", ".join(f"{number}={name}" for number, name in MODE_ALIASES.items())
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(MODES)} (or a number: {aliases}), got {text!r}")
+        raise ValueError(f"must be one of {', '.join(MODES)} (or a number: {aliases}), got {text!r}")
     return name
 
 
-def resolve_classes(args, predictor, open_predictor):
+@dataclass
+class EvalOutcome:
+    """What a run of ``run`` ended with.
+
+    Attributes:
+        status: the exit status (0: done).
+        out: the output folder.
+        summary: the content of ``results.json`` for the modes that score, else None.
+    """
+
+    status: int
+    out: Path
+    summary: dict | None = None
+
+
+def resolve_classes(options, predictor, open_predictor):
     """Class names: the predictor's, --classes, the files' (None) or the default classes file."""
     from utils.model_data import load_classes
 
     if predictor is not None:
         return list(predictor.class_names)
-    if args.classes_from_files and args.mode in FILE_MODES:
+    if options.classes_from_files and options.mode in FILE_MODES:
         return None
-    if args.classes:
-        return load_classes(args.classes)
-    if args.model:
-        return list(open_predictor(args).class_names)
+    if options.classes:
+        return load_classes(options.classes)
+    if options.model:
+        return list(open_predictor(options).class_names)
     return load_classes(DEFAULT_CLASSES)
 
 
-def read_annotations(args, predictor):
+def read_annotations(options, predictor):
     """The --annotations dataset, its class names checked against the model's or --classes."""
     from utils.data.sources import ClassNames, read_dataset
 
-    expected = args.classes  # None: the dataset's own class names
+    expected = options.classes  # None: the dataset's own class names
     if predictor is not None:
-        origin = f"the model {args.model}" + (f" with --classes {args.classes}" if args.classes else "")
+        origin = f"the model {options.model}" + (f" with --classes {options.classes}" if options.classes else "")
         expected = ClassNames(list(predictor.class_names), _model_category_ids(predictor), origin)
-    return read_dataset(args.annotations, split=args.split, images=args.images, classes=expected)
+    return read_dataset(options.annotations, split=options.split, images=options.images, classes=expected)
 
 
 def _model_category_ids(predictor):
@@ -98,15 +113,15 @@ def coco_ids(source, predictor):
     return category_ids, image_ids
 
 
-def list_images(args, class_names, source=None):
+def list_images(options, class_names, source=None):
     """The images to evaluate, from the --annotations dataset or the VOC split: (images, problems)."""
     if source is not None:
         return images_from_source(source)
-    year = args.year[3:] if args.year.upper().startswith("VOC") else args.year
-    return images_from_voc(args.voc_root, year, args.split, class_names)
+    year = options.year[3:] if options.year.upper().startswith("VOC") else options.year
+    return images_from_voc(options.voc_root, year, options.split, class_names)
 
 
-def evaluate(args, class_names, out, ids=(None, None), files_dir=None):
+def evaluate(options, class_names, out, ids=(None, None), files_dir=None):
     """Reads the text files and computes the metric; returns (result, files).
 
     The files are read from ``files_dir`` (default ``out``); the COCO JSON files go to
@@ -114,14 +129,14 @@ def evaluate(args, class_names, out, ids=(None, None), files_dir=None):
     ``map_files.MapFiles`` read, with the ground truth, detections and problems.
     """
     files = map_files.read_map_files(out if files_dir is None else files_dir, class_names)
-    metric = "coco" if args.mode == "coco" else args.metric
+    metric = "coco" if options.mode == "coco" else options.metric
     result = score_detections(
         files.ground_truth,
         files.detections,
         files.class_names,
         metric,
-        iou_threshold=args.iou,
-        score_threshold=args.score_threshold,
+        iou_threshold=options.iou,
+        score_threshold=options.score_threshold,
     )
     if metric == "coco":
         category_ids, image_ids = ids
@@ -134,16 +149,17 @@ def evaluate(args, class_names, out, ids=(None, None), files_dir=None):
     return result, files
 
 
-def diagnose_files(result, args, files):
+def diagnose_files(result, options, files):
     """Adds to ``result`` the diagnostics (best F1, confusion matrix, judged images) of
     the files just scored, under ``diagnostics``; returns them."""
     result["diagnostics"] = diagnose(result, files.ground_truth, files.detections, files.class_names,
-                                     args.confusion_conf, args.confusion_iou)
+                                     options.confusion_conf, options.confusion_iou)
     return result["diagnostics"]
 
 
-def report(result, args, out, problems, made_detections):
-    """Prints the metrics and the diagnostics, and writes results.json and the plots."""
+def report(result, options, out, problems, made_detections):
+    """Prints the metrics and the diagnostics, writes results.json and the plots; returns
+    what results.json holds."""
     diagnostics = result.get("diagnostics")
     if result["metric"] == "coco":
         print(format_coco_summary(result))
@@ -153,22 +169,23 @@ def report(result, args, out, problems, made_detections):
         print(format_voc_table(result))
     if diagnostics is not None:
         print(format_diagnostics(diagnostics))
-        save_diagnostics(diagnostics, result, out, plots=not args.no_plots)
+        save_diagnostics(diagnostics, result, out, plots=options.plots)
     summary = json_ready(result)
     if diagnostics is not None:
         summary.update(diagnostics_json(diagnostics))
-    summary["mode"] = MODE_NUMBERS[args.mode]
+    summary["mode"] = MODE_NUMBERS[options.mode]
     summary["problems"] = len(problems)
     if made_detections:
-        summary["detection_conf"] = args.conf
-        summary["detection_nms_iou"] = args.nms_iou
-        summary["detection_max_boxes"] = args.max_boxes
+        summary["detection_conf"] = options.conf
+        summary["detection_nms_iou"] = options.nms_iou
+        summary["detection_max_boxes"] = options.max_boxes
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    if result["metric"] != "coco" and not args.no_plots:
+    if result["metric"] != "coco" and options.plots:
         from utils.eval.plots import save_voc_plots
 
         save_voc_plots(result, out)
     print(f"Results written to {out / 'results.json'}")
+    return summary
 
 
 def write_problems(problems, out, shown):
@@ -185,7 +202,7 @@ def text_folders(mode):
     return [name for name, modes in TEXT_FOLDERS.items() if mode in modes]
 
 
-def write_text_files(args, predictor, images, class_names, work):
+def write_text_files(options, predictor, images, class_names, work):
     """Writes the text files of the modes all, detections and ground-truth into the run's own folder ``work``.
 
     Returns:
@@ -194,13 +211,13 @@ def write_text_files(args, predictor, images, class_names, work):
         the images whose detections were made.
     """
     counts, problems = {}, []
-    if args.mode in PREDICTING_MODES:
-        written, problems = map_files.write_detection_files(predictor, images, work, args.batch_size)
+    if options.mode in PREDICTING_MODES:
+        written, problems = map_files.write_detection_files(predictor, images, work, options.batch_size)
         counts[map_files.DET_DIR] = len(written)
-        if args.mode == "all":
+        if options.mode == "all":
             done = set(written)
             images = [image for image in images if image.image_id in done]
-    if args.mode in ("all", "ground-truth"):
+    if options.mode in ("all", "ground-truth"):
         map_files.write_ground_truth_files(images, class_names, work)
         counts[map_files.GT_DIR] = len(images)
     return counts, problems
@@ -219,12 +236,12 @@ def save_errors(diagnostics, images, count, work, out):
     return problems
 
 
-def run(args, open_predictor):
-    """Runs one mode of get_map.py; returns the exit status.
+def run(options, open_predictor):
+    """Runs one mode of get_map.py; returns an EvalOutcome.
 
     Args:
-        args: the parsed get_map.py options (``args.mode`` a name of ``MODES``).
-        open_predictor: function(args) -> the predictor of --model, an object with
+        options: EvalOptions (``options.mode`` a name of ``MODES``).
+        open_predictor: function(options) -> the predictor of --model, an object with
             ``class_names`` and ``predict_batch`` (``utils.predict.predictor.BasePredictor``);
             called by the modes that predict, and by the others for the class names
             of a --model.
@@ -233,57 +250,57 @@ def run(args, open_predictor):
         FileNotFoundError, ValueError: missing or unusable inputs (a mode that predicts
             without --model included), with a message for the user.
     """
-    out = Path(args.out)
-    if args.mode in PREDICTING_MODES and not args.model:
-        raise ValueError(f"--mode {args.mode} needs --model")
-    if args.mode in PREDICTING_MODES:
+    out = Path(options.out)
+    if options.mode in PREDICTING_MODES and not options.model:
+        raise ValueError(f"--mode {options.mode} needs --model")
+    if options.mode in PREDICTING_MODES:
         check_writable_folder(out, "--out")
-    if args.save_errors and args.mode != "all":
-        print(f"--save-errors: mode {args.mode} draws no error gallery (it needs the images, their detections and "
+    if options.save_errors and options.mode != "all":
+        print(f"--save-errors: mode {options.mode} draws no error gallery (it needs the images, their detections and "
               "the ground truth); use --mode all", file=sys.stderr)
-    for name in text_folders(args.mode):
+    for name in text_folders(options.mode):
         map_files.check_text_folder(out / name)
-    predictor = open_predictor(args) if args.mode in PREDICTING_MODES else None
-    source = read_annotations(args, predictor) if args.annotations else None
+    predictor = open_predictor(options) if options.mode in PREDICTING_MODES else None
+    source = read_annotations(options, predictor) if options.annotations else None
     if source is not None:
         class_names = list(source.classes.names)
     else:
-        class_names = resolve_classes(args, predictor, open_predictor)
+        class_names = resolve_classes(options, predictor, open_predictor)
     ids = coco_ids(source, predictor)
 
-    if args.mode in FILE_MODES:
-        result, files = evaluate(args, class_names, out, ids)
-        write_problems(files.problems, out, args.problems_shown)
-        diagnose_files(result, args, files)
-        report(result, args, out, files.problems, made_detections=False)
-        return 0
+    if options.mode in FILE_MODES:
+        result, files = evaluate(options, class_names, out, ids)
+        write_problems(files.problems, out, options.problems_shown)
+        diagnose_files(result, options, files)
+        return EvalOutcome(0, out, report(result, options, out, files.problems, made_detections=False))
 
-    images, problems = list_images(args, class_names, source)
+    images, problems = list_images(options, class_names, source)
     out.mkdir(parents=True, exist_ok=True)
     if not images:
-        write_problems(problems, out, args.problems_shown)
+        write_problems(problems, out, options.problems_shown)
         print("No image to evaluate.", file=sys.stderr)
-        return 1
+        return EvalOutcome(1, out)
     # Everything this run writes and reads lies in its own folder until published, so
     # that a run sharing --out neither reads nor deletes any of it.
     work = Path(tempfile.mkdtemp(prefix=".get_map-", dir=out))
+    summary = None
     try:
-        counts, found = write_text_files(args, predictor, images, class_names, work)
+        counts, found = write_text_files(options, predictor, images, class_names, work)
         problems += found
-        if args.mode == "all":
-            result, files = evaluate(args, class_names, out, ids, files_dir=work)
+        if options.mode == "all":
+            result, files = evaluate(options, class_names, out, ids, files_dir=work)
             # The messages name the files where they are published.
             problems += [message.replace(str(work), str(out)) for message in files.problems]
-            diagnostics = diagnose_files(result, args, files)
-            if args.save_errors:
-                problems += save_errors(diagnostics, images, args.save_errors, work, out)
+            diagnostics = diagnose_files(result, options, files)
+            if options.save_errors:
+                problems += save_errors(diagnostics, images, options.save_errors, work, out)
         for name, count in counts.items():
             map_files.publish_folder(work / name, out / name)
             what = "detection" if name == map_files.DET_DIR else "ground-truth"
             print(f"Wrote {count} {what} files to {out / name}")
-        write_problems(problems, out, args.problems_shown)
-        if args.mode == "all":
-            report(result, args, out, problems, made_detections=True)
+        write_problems(problems, out, options.problems_shown)
+        if options.mode == "all":
+            summary = report(result, options, out, problems, made_detections=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return EvalOutcome(0, out, summary)

@@ -162,28 +162,6 @@ def _image_paths(source):
     return folder_files(source.path)
 
 
-def tracking_options(args):
-    """The TrackingOptions of predict.py's arguments (None without --track), checked
-    before any model is loaded.
-
-    Raises:
-        UsageError: a tracking flag without --track, --track outside predict mode,
-            or a setting the chosen tracker does not have.
-    """
-    try:
-        options = TrackingOptions.from_args(args)
-        if options is not None:
-            if args.mode != "predict":
-                raise TrackingError(f"--track works in predict mode, not in --mode {args.mode}.")
-            tracker_settings(options.tracker, options.overrides)
-    except TrackingError as exc:
-        raise UsageError(str(exc)) from None
-    except ImportError as exc:
-        raise UsageError(f"--track needs the trackers and supervision packages ({exc}); install them with "
-                         "pip install -r requirements.txt.") from None
-    return options
-
-
 def first_image(source):
     """The image fps mode times.
 

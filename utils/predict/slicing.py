@@ -17,13 +17,10 @@ every tile lies whole inside the image (an image smaller than a tile is one tile
 along that side).
 """
 
-import argparse
 import dataclasses
 import logging
 
 import numpy as np
-
-from utils.cli import int_at_least
 
 log = logging.getLogger(__name__)
 
@@ -44,46 +41,37 @@ MAX_OVERLAP = 0.9
 MAX_TILES_PER_BATCH = 64
 
 
-def _overlap_fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, {MAX_OVERLAP}], got {text!r}") from None
-    if not 0.0 <= value <= MAX_OVERLAP:
-        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_OVERLAP}], got {text!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class SliceOptions:
+    """Sliced inference as asked for (predict.py's and get_map.py's ``--slice*``).
 
+    Attributes:
+        size: tile side in pixels of the image (at least ``MIN_TILE``).
+        overlap: overlap of neighbouring tiles, a fraction of ``size`` in [0, ``MAX_OVERLAP``].
+        full_image: also run the whole image and merge its boxes with the tiles'.
+        merge: one of ``MERGE_METHODS``.
 
-def add_slice_arguments(parser):
-    """Adds --slice, --slice-overlap, --slice-full and --slice-merge to ``parser``
-    (predict.py and get_map.py take the same)."""
-    group = parser.add_argument_group("sliced inference (small objects in large images)")
-    group.add_argument("--slice", type=int_at_least(MIN_TILE), metavar="SIZE",
-                       help="run the detector on overlapping SIZE x SIZE tiles of each image (pixels; SIZE equal "
-                            "to the network input keeps full resolution) and merge the boxes (default: whole image)")
-    group.add_argument("--slice-overlap", type=_overlap_fraction, default=DEFAULT_OVERLAP, metavar="FRACTION",
-                       help=f"overlap of neighbouring tiles, a fraction of SIZE (default {DEFAULT_OVERLAP})")
-    group.add_argument("--slice-full", action="store_true",
-                       help="also run the whole image, downscaled to the input as without --slice, and merge its "
-                            "boxes with the tiles' (finds objects larger than a tile)")
-    group.add_argument("--slice-merge", choices=MERGE_METHODS, default=MERGE_METHODS[0],
-                       help="boxes of one class that overlap by half of the smaller one are one object: nmm keeps "
-                            "the best whole box, widened to the parts tile edges cut off (an object split across "
-                            "tiles becomes one box); nms keeps the best box (default nmm)")
+    Raises:
+        ValueError: a value out of range, naming it.
+    """
 
+    size: int
+    overlap: float = DEFAULT_OVERLAP
+    full_image: bool = False
+    merge: str = MERGE_METHODS[0]
 
-def slicing_from_args(predictor, args):
-    """``predictor`` wrapped in a SlicingPredictor when --slice was given, else as is
-    (with a warning naming the other --slice-* options given, which then do nothing)."""
-    if getattr(args, "slice", None) is None:
-        given = [flag for flag, set_ in (("--slice-overlap", args.slice_overlap != DEFAULT_OVERLAP),
-                                         ("--slice-full", args.slice_full),
-                                         ("--slice-merge", args.slice_merge != MERGE_METHODS[0])) if set_]
-        if given:
-            log.warning("%s %s --slice SIZE; ignored.", ", ".join(given), "needs" if len(given) == 1 else "need")
-        return predictor
-    return SlicingPredictor(predictor, args.slice, overlap=args.slice_overlap, full_image=args.slice_full,
-                            merge=args.slice_merge)
+    def __post_init__(self):
+        if int(self.size) < MIN_TILE:
+            raise ValueError(f"the tile size must be at least {MIN_TILE} pixels, got {self.size}")
+        if not 0.0 <= float(self.overlap) <= MAX_OVERLAP:
+            raise ValueError(f"the tile overlap must be in [0, {MAX_OVERLAP}], got {self.overlap}")
+        if self.merge not in MERGE_METHODS:
+            raise ValueError(f"the merge method must be one of {', '.join(MERGE_METHODS)}, got {self.merge!r}")
+
+    def wrap(self, predictor):
+        """``predictor`` running on the tiles: a SlicingPredictor."""
+        return SlicingPredictor(predictor, int(self.size), overlap=float(self.overlap), full_image=self.full_image,
+                                merge=self.merge)
 
 
 def _axis_starts(length, size, stride):

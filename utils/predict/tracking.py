@@ -11,12 +11,11 @@ Track IDs are the library's IDs plus one, so that the first object is #1 as in
 MOT-challenge files; -1 marks a detection the tracker has not confirmed as a
 track (yet).
 
-Tracker settings are flags (``add_tracking_arguments``) that default to the
+Tracker settings are flags (``utils.api.cli.add_tracking_arguments``) that default to the
 library's own value for the chosen tracker; ``TRACKER_SETTINGS`` says which
 parameter of each tracker a flag sets.
 """
 
-import argparse
 import inspect
 import json
 import logging
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.cli import fraction, int_at_least
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +141,22 @@ def place_count_line(line, frame_size, where):
             f"of the {width}x{height} frames of {where}.")
 
 
-def _flag(setting):
+def setting_flag(setting):
     """The command-line flag of a ``TRACKER_SETTINGS`` key."""
     return "--" + setting.replace("_", "-")
 
 
 def parse_count_line(text):
-    """argparse type: ``x1,y1,x2,y2`` in pixels, or in fractions of the frame when
+    """Reads ``x1,y1,x2,y2`` (``--count-line``): pixels, or in fractions of the frame when
     every value is within 0..1 (``0,0.5,1,0.5`` is a horizontal line across the middle).
 
     Values that mix the two (``0,0.5,1.5,0.5``: a fraction such as 0.5 beside a value
     above 1) are refused rather than all read as pixels, which would make a line of
     a pixel or two. Whether the line fits the frame is checked once the source's size
     is known (``place_count_line``).
+
+    Raises:
+        TrackingError: not four numbers, a negative one, one point twice or a mix.
     """
     parts = [part.strip() for part in str(text).split(",")]
     try:
@@ -163,69 +164,19 @@ def parse_count_line(text):
     except ValueError:
         values = ()
     if len(values) != 4 or not all(np.isfinite(values)):
-        raise argparse.ArgumentTypeError(
+        raise TrackingError(
             f"must be four numbers x1,y1,x2,y2 (pixels, or fractions of the frame such as 0,0.5,1,0.5), got {text!r}")
     if min(values) < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative (the frame starts at 0,0), got {text!r}")
+        raise TrackingError(f"must not be negative (the frame starts at 0,0), got {text!r}")
     if values[:2] == values[2:]:
-        raise argparse.ArgumentTypeError(f"must join two different points, got {text!r}")
+        raise TrackingError(f"must join two different points, got {text!r}")
     fractional = max(values) <= 1.0
     fraction_like = [v for v in values if 0 < v < 1]
     if not fractional and fraction_like:
-        raise argparse.ArgumentTypeError(
+        raise TrackingError(
             f"mixes fractions of the frame ({fraction_like[0]:g}) with values above 1 ({max(values):g}), got "
             f"{text!r}; give all four as fractions within 0..1 (such as 0,0.5,1,0.5) or all four in pixels")
     return CountLine(values, fractional=fractional)
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def add_tracking_arguments(parser):
-    """Adds predict.py's flags for tracking and counting to ``parser``."""
-    group = parser.add_argument_group(
-        "tracking and counting (video files, webcams, folders of frames)",
-        "The tracker settings default to the value the trackers library gives the chosen tracker; the run "
-        "prints the values it uses.")
-    group.add_argument("--track", action="store_true",
-                       help="follow objects from frame to frame: each box gets a track ID; writes "
-                            f"<out>/<stem>{TRACKS_SUFFIX} (MOT challenge) and <out>/<stem>{SUMMARY_SUFFIX}, and "
-                            "prints the unique objects per class; a folder is read as the frames of one video, "
-                            "in name order")
-    group.add_argument("--tracker", choices=tuple(TRACKERS), default=DEFAULT_TRACKER,
-                       help=f"tracking method (default {DEFAULT_TRACKER})")
-    group.add_argument("--trail", type=int_at_least(0), default=0,
-                       help="draw each tracked object's last N positions (default 0: none)")
-    group.add_argument("--count-line", type=parse_count_line, metavar="X1,Y1,X2,Y2",
-                       help="count the tracked objects that cross this line, per class and direction (pixels, or "
-                            "fractions of the frame when all four are within 0..1; a mix such as 0,0.5,1.5,0.5 is refused, "
-                            "and so is a line outside the frame or under "
-                            f"{MIN_COUNT_LINE_PX:g} px long); the run prints the pixel line it counts on; "
-                            "needs --track")
-    group.add_argument("--track-activation", type=fraction,
-                       help="lowest score that starts a new track (ByteTrack, BoT-SORT: track_activation_threshold; "
-                            "OC-SORT: high_conf_det_threshold)")
-    group.add_argument("--track-high-conf", type=fraction,
-                       help="score that splits detections into the first (high) and second (low) matching stage "
-                            "(ByteTrack, BoT-SORT: high_conf_det_threshold)")
-    group.add_argument("--track-match-iou", type=fraction,
-                       help="lowest IoU of a detection with a track's predicted box to continue the track "
-                            "(minimum_iou_threshold; BoT-SORT: minimum_iou_threshold_first_assoc)")
-    group.add_argument("--track-buffer", type=int_at_least(0),
-                       help="frames (at 30 FPS) a lost track is kept to be found again (lost_track_buffer)")
-    group.add_argument("--track-min-frames", type=int_at_least(1),
-                       help="frames in a row a new track must be matched before it gets an ID "
-                            "(minimum_consecutive_frames)")
-    group.add_argument("--track-frame-rate", type=_positive_float,
-                       help="frame rate the buffer is scaled with (frame_rate; default: the video's; a folder of "
-                            "frames is written at this rate too)")
 
 
 @dataclass(frozen=True)
@@ -244,23 +195,6 @@ class TrackingOptions:
     overrides: dict = field(default_factory=dict)
     trail: int = 0
     count_line: CountLine = None
-
-    @classmethod
-    def from_args(cls, args):
-        """The options of parsed arguments, or None without --track.
-
-        Raises:
-            TrackingError: --count-line or a tracker setting without --track.
-        """
-        overrides = {name: getattr(args, name) for name in TRACKER_SETTINGS if getattr(args, name) is not None}
-        if not args.track:
-            extra = [flag for flag, given in (("--count-line", args.count_line), ("--trail", args.trail))
-                     if given] + [_flag(name) for name in overrides]
-            if extra:
-                raise TrackingError(f"{', '.join(extra)} {'needs' if len(extra) == 1 else 'need'} --track: "
-                                    "counting and trails follow tracked objects.")
-            return None
-        return cls(args.tracker, overrides, args.trail, args.count_line)
 
 
 # --- the tracker --------------------------------------------------------------------------
@@ -306,8 +240,8 @@ def tracker_settings(name, overrides=None, frame_rate=None):
         parameter = TRACKER_SETTINGS[setting].get(name)
         if parameter is None:
             have = [k for k, params in TRACKER_SETTINGS.items() if name in params]
-            raise TrackingError(f"--tracker {name} has no setting for {_flag(setting)}; "
-                                f"it takes {', '.join(_flag(k) for k in have)}.")
+            raise TrackingError(f"--tracker {name} has no setting for {setting_flag(setting)}; "
+                                f"it takes {', '.join(setting_flag(k) for k in have)}.")
         settings[parameter] = type(defaults[parameter])(value)
     return settings
 
