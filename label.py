@@ -30,14 +30,16 @@ Examples:
   python label.py --model logs/exp/best.keras --source new_images/ --format yolo --existing data.yaml
 """
 
-import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from utils.cli import docstring_parser, fraction, int_at_least
-from utils.config import CHECKPOINT_SUFFIXES, DEFAULT_AGNOSTIC_NMS, DEFAULT_CONF, DEFAULT_NMS_IOU
-from utils.label.writers import DEFAULT_IMAGE_URL, FORMATS
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from utils.cli import docstring_parser, fraction, int_at_least  # noqa: E402
+from utils.config import CHECKPOINT_SUFFIXES, DEFAULT_AGNOSTIC_NMS, DEFAULT_CONF, DEFAULT_NMS_IOU  # noqa: E402
+from utils.label.writers import DEFAULT_IMAGE_URL, FORMATS  # noqa: E402
 
 EXIT_OK, EXIT_NOTHING_READ, EXIT_USAGE = 0, 1, 2
 

@@ -174,6 +174,26 @@ def test_an_unreadable_image_is_listed_and_the_others_written(folder, tmp_path):
     assert sorted(p.name for p in (run.out / "Annotations").iterdir()) == ["a.xml", "b.xml", "c.xml"]
 
 
+class _EdgePredictor(ColourPredictor):
+    """Adds a box clipped flat against the top edge, as an undertrained model draws them."""
+
+    def predict_batch(self, images):
+        out = super().predict_batch(images)
+        for det in out:
+            det.boxes = np.concatenate([det.boxes, [[30, 0, 60, 0]]]).astype(np.float32)
+            det.scores = np.append(det.scores, 0.9).astype(np.float32)
+            det.classes = np.append(det.classes, 1)
+        return out
+
+
+def test_empty_boxes_are_left_out_so_that_the_set_reads_back_whole(folder, tmp_path):
+    lines = []
+    run = run_label(_EdgePredictor(), folder, LabelOptions("cvat", str(tmp_path / "out"), conf=0.5), log=lines.append)
+    assert run.boxes == 3 and "Left out 3 box(es) narrower or lower than 1 pixel." in lines
+    data = read_dataset(run.written.dataset)
+    assert data.problems == [] and sum(len(a) for a in data.annotations) == 3
+
+
 def test_bad_sources_and_formats_are_refused(tmp_path):
     with pytest.raises(LabelError, match="not found"):
         run_label(ColourPredictor(), tmp_path / "missing", LabelOptions("coco", str(tmp_path / "o"), conf=0.5))

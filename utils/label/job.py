@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.eval.structures import ImageDetections as Detections
 from utils.image import IMAGE_EXTENSIONS, list_images
 from utils.label.existing import split_labelled
 from utils.label.review import REVIEW_BAND, above, mirror_back, rank, review_item
@@ -20,6 +21,9 @@ REVIEW_DIR = "review"
 UNREADABLE_TXT = "unreadable.txt"
 #: The lowest score predicted for the review, whatever the threshold.
 MIN_REVIEW_CONF = 0.01
+#: A predicted box narrower or lower than this, in pixels, is not written: boxes clipped
+#: to the image edge can be empty, and no labelling tool or reader keeps them.
+MIN_BOX_SIDE = 1.0
 
 
 class LabelError(Exception):
@@ -123,11 +127,13 @@ class Predicted:
         items: a PreLabel per readable image, in order.
         reviews: a ReviewItem per readable image, in order (empty without review).
         unreadable: (image, why) per image that could not be read.
+        dropped: boxes above the threshold left out as narrower or lower than MIN_BOX_SIDE.
     """
 
     items: list = field(default_factory=list)
     reviews: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
+    dropped: int = 0
 
 
 def predict_images(predictor, paths, conf, root, review=False, confusion=None, batch_size=1):
@@ -161,6 +167,10 @@ def predict_images(predictor, paths, conf, root, review=False, confusion=None, b
         for (path, image), det, flipped in zip(loaded, found, mirrored):
             height, width = image.shape[:2]
             labels = above(det, conf)
+            sides = labels.boxes[:, 2:] - labels.boxes[:, :2]
+            keep = (sides >= MIN_BOX_SIDE).all(axis=1)
+            result.dropped += int(np.count_nonzero(~keep))
+            labels = Detections(labels.boxes[keep], labels.scores[keep], labels.classes[keep])
             result.items.append(PreLabel(Path(path), _relpath(path, root), width, height, labels.boxes,
                                          labels.scores, labels.classes))
             if review:
@@ -210,6 +220,8 @@ def run_label(predictor, source, options, log=print):
     predicted = predict_images(predictor, split.todo, options.conf, root, review=bool(options.review),
                                confusion=options.confusion, batch_size=options.batch_size)
     items, reviews, run.unreadable = predicted.items, predicted.reviews, predicted.unreadable
+    if predicted.dropped:
+        log(f"Left out {predicted.dropped} box(es) narrower or lower than {MIN_BOX_SIDE:g} pixel.")
     class_names = list(predictor.class_names)
     if run.unreadable:
         write_text_atomic(run.out / UNREADABLE_TXT, "".join(f"{p}: {why}\n" for p, why in run.unreadable))
@@ -269,8 +281,9 @@ def summary(run, options):
     if run.written.report:
         lines += [f"  {message}" for message in run.written.report.messages()]
     if run.review_files:
-        lines.append(f"Review first: {run.review_files[0]} (ranked, with reasons); the first {min(options.review, len(run.ranked))} "
-                     f"in {run.review_files[1]}")
+        shown = min(options.review, len(run.ranked))
+        lines.append(f"Review first: {run.review_files[0]} (ranked, with reasons); the first {shown} in "
+                     f"{run.review_files[1]}")
         for number, item in enumerate(run.ranked[:min(options.review, 5)], 1):
             lines.append(f"  {number}. {item.path.name} ({item.score:.2f}): {item.reason}")
     lines.append(f"Check it: {run.written.read_command()}")

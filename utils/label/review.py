@@ -107,7 +107,9 @@ def disagreement(first, second):
     larger = max(len(a_boxes), len(b_boxes))
     if larger == 0:
         return 0.0, 0
-    iou = np_iou(a_boxes[:, None], b_boxes[None]) if len(a_boxes) and len(b_boxes) else np.zeros((len(a_boxes), len(b_boxes)))
+    iou = np.zeros((len(a_boxes), len(b_boxes)))
+    if iou.size:
+        iou = np_iou(a_boxes[:, None], b_boxes[None])
     iou = np.where(np.asarray(first.classes)[:, None] == np.asarray(second.classes)[None, :], iou, 0.0)
     total, pairs = 0.0, 0
     while iou.size and iou.max() > 0:
