@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from utils.cli import docstring_parser, fraction, int_at_least  # noqa: E402
 from utils.config import CHECKPOINT_SUFFIXES, DEFAULT_AGNOSTIC_NMS, DEFAULT_CONF, DEFAULT_NMS_IOU  # noqa: E402
-from utils.label.writers import DEFAULT_IMAGE_URL, FORMATS  # noqa: E402
+from utils.label.writers import DEFAULT_IMAGE_URL, FORMATS, image_url_template  # noqa: E402
 
 EXIT_OK, EXIT_NOTHING_READ, EXIT_USAGE = 0, 1, 2
 
@@ -71,7 +71,7 @@ def build_parser():
                         help="split of a VOC or YOLO --existing set (default train)")
     parser.add_argument("--existing-images",
                         help="images folder of a COCO, Label Studio or CVAT --existing file with relative names")
-    parser.add_argument("--image-url", default=DEFAULT_IMAGE_URL,
+    parser.add_argument("--image-url", default=DEFAULT_IMAGE_URL, type=_image_url,
                         help="label-studio: how a task names its image; {relpath} (path relative to --source), "
                              "{name} and {path} (absolute) are filled in (default '%(default)s', Label Studio's "
                              "local files with the document root at --source)")
@@ -82,6 +82,16 @@ def build_parser():
     parser.add_argument("--batch-size", type=int_at_least(1), default=1,
                         help="images per network call (default 1)")
     return parser
+
+
+def _image_url(text):
+    """argparse type of --image-url."""
+    from argparse import ArgumentTypeError
+
+    try:
+        return image_url_template(text)
+    except ValueError as exc:
+        raise ArgumentTypeError(str(exc)) from None
 
 
 def open_predictor(args, conf):

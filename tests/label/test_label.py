@@ -218,6 +218,10 @@ def test_the_command_line_refuses_an_unknown_format(tmp_path, capsys):
     assert label.main(["--model", "m.keras", "--source", str(tmp_path / "missing"), "--format", "coco",
                        "--conf", "0.5"]) == 2
     assert "--source" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        label.main(["--model", "m.keras", "--source", str(tmp_path), "--format", "label-studio",
+                    "--image-url", "http://host/{file}"])
+    assert "image URL template 'http://host/{file}' is unusable" in capsys.readouterr().err
 
 
 def _det(boxes, scores, classes):

@@ -90,6 +90,23 @@ class WrittenSet:
         return f"python {script} {self.dataset}{split}"
 
 
+def image_url_template(text):
+    """Checks a Label Studio image reference template (``{relpath}``, ``{name}``, ``{path}``).
+
+    Returns:
+        the template.
+
+    Raises:
+        ValueError: another placeholder, or a brace that is not one, quoting the template.
+    """
+    try:
+        text.format(relpath="a/b.jpg", name="b.jpg", path="/a/b.jpg")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"image URL template {text!r} is unusable ({exc!r}); use {{relpath}}, {{name}} or "
+                         "{path}, e.g. 'http://localhost:8081/{relpath}'") from None
+    return text
+
+
 def link_image(source, target):
     """Places ``source`` at ``target`` as a symbolic link, or a copy where links cannot be made."""
     target = Path(target)
