@@ -106,6 +106,19 @@ def test_label_studio_tasks_follow_the_import_schema(folder, tmp_path):
     assert [label.get("value") for label in rect] == CLASSES
 
 
+def test_label_studio_urls_quote_file_names_and_read_back(tmp_path):
+    picture(tmp_path / "new" / "IMG 0001.png", white=(10, 10, 50, 40))
+    for template in ("/data/local-files/?d={relpath}", "http://localhost:8081/{name}"):
+        run = run_label(ColourPredictor(), tmp_path / "new", LabelOptions("label-studio", str(tmp_path / "out"),
+                                                                          conf=0.5, image_url=template),
+                        log=lambda _: None)
+        (task,) = json.loads(run.written.dataset.read_text())
+        assert "IMG%200001.png" in task["data"]["image"]
+        (annotation,) = read_dataset(run.written.dataset, images=tmp_path / "new").annotations
+        assert os.path.realpath(annotation.path) == str(tmp_path / "new" / "IMG 0001.png")
+        np.testing.assert_allclose(annotation.boxes, [[10, 10, 50, 40]], atol=0.01)
+
+
 def test_cvat_file_follows_the_cvat_for_images_schema(folder, tmp_path):
     run = run_label(ColourPredictor(), folder, LabelOptions("cvat", str(tmp_path / "out"), conf=0.5),
                     log=lambda _: None)

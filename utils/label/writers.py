@@ -24,6 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -143,7 +144,7 @@ def write_prelabels(fmt, out, items, class_names, model_version="", image_url=DE
         model_version: what made the boxes, for Label Studio (e.g. the model's file name).
         image_url: Label Studio only: how a task names its image, with ``{relpath}``
             (the path relative to the source folder), ``{name}`` (the file name) or
-            ``{path}`` (the absolute path) filled in.
+            ``{path}`` (the absolute path) filled in, quoted for a URL (a space as %20).
         task_data: Label Studio only: {image path: dict} of more ``data`` fields per
             task (e.g. the review rank, shown as columns).
 
@@ -227,8 +228,8 @@ def _write_label_studio(out, items, class_names, written, model_version="", imag
     tasks = []
     for item, name in zip(items, output_names(items)):
         link_image(item.path, out / IMAGES_DIR / name)
-        reference = image_url.format(relpath=item.relpath, name=Path(item.path).name,
-                                     path=os.path.abspath(item.path))
+        reference = image_url.format(relpath=quote(item.relpath), name=quote(Path(item.path).name),
+                                     path=quote(os.path.abspath(item.path)))
         tasks.append(LabelStudioTask(reference, item.width, item.height, item.boxes, item.classes, item.scores,
                                      dict(task_data.get(str(item.path), {}))))
     write_label_studio(written.dataset, tasks, class_names, model_version)
