@@ -73,8 +73,8 @@ def build_parser():
                         help="images folder of a COCO, Label Studio or CVAT --existing file with relative names")
     parser.add_argument("--image-url", default=DEFAULT_IMAGE_URL, type=_image_url,
                         help="label-studio: how a task names its image; {relpath} (path relative to --source), "
-                             "{name} and {path} (absolute) are filled in, quoted for a URL (default '%(default)s', Label Studio's "
-                             "local files with the document root at --source)")
+                             "{name} and {path} (absolute) are filled in, quoted for a URL (default '%(default)s', "
+                             "Label Studio's local files with the document root at --source)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="what runs a checkpoint, as in predict.py (default auto; tf: the Keras model)")
     parser.add_argument("--nms-iou", type=fraction, default=DEFAULT_NMS_IOU,
