@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 NUM_CLASSES = 20
+# The objectness logit of the untrained detectors: sigmoid(-4) = 0.018, so that a few
+# anchors, not all, pass the lowest threshold (see ``untrained_checkpoint``).
+OBJECTNESS_BIAS = -4.0
 START_TIMEOUT_S = 600
 
 
@@ -71,11 +74,21 @@ def script_env():
 
 
 def untrained_checkpoint(folder, backbone, size):
+    """An untrained detector whose objectness is low almost everywhere, as a trained one's
+    is: with the heads' zero biases every anchor would score about 0.25 and the NMS
+    (at the served lowest conf, 0.1) would sort every box of the image, which no trained
+    model asks of it."""
     from nets.yolo import YoloV3
     from utils.checkpoint import save_model
 
+    model = YoloV3(NUM_CLASSES, backbone=backbone, input_size=size)
+    for level in ("p5", "p4", "p3"):
+        layer = model.get_layer(f"head_{level}_pred")
+        bias = np.asarray(layer.bias).reshape(-1, 5 + NUM_CLASSES).copy()
+        bias[:, 4] = OBJECTNESS_BIAS
+        layer.bias.assign(bias.reshape(-1))
     path = Path(folder) / f"{backbone}_{size}.keras"
-    save_model(YoloV3(NUM_CLASSES, backbone=backbone, input_size=size), path)
+    save_model(model, path)
     return path
 
 

@@ -103,6 +103,7 @@ def create_app(served, options):
 
     app = FastAPI(title="Object detector", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     limit = int(options.max_upload_mb * MEGABYTE)
+    page_html = PAGE.read_text(encoding="utf-8")
 
     async def submit(key, payload):
         batcher = state.get("batcher")
@@ -134,7 +135,7 @@ def create_app(served, options):
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     @app.get("/v1/model")
     async def model_info():
