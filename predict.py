@@ -66,8 +66,12 @@ import argparse
 import logging
 import sys
 
-from utils.api.cli import add_slice_arguments, add_tracking_arguments, slice_options
-from utils.api.cli import tracking_options as read_tracking_options
+from utils.api.cli import (
+    add_slice_arguments,
+    add_tracking_arguments,
+    slice_options,
+    tracking_options as read_tracking_options,
+)
 from utils.cli import docstring_parser, fraction, input_size, int_at_least, options_from_args
 from utils.config import (
     CHECKPOINT_SUFFIXES,
@@ -77,6 +81,9 @@ from utils.config import (
     DEFAULT_NMS_IOU,
     RUNTIMES,
 )
+from utils.predict.fps_job import run_fps
+from utils.predict.heatmap_job import run_heatmap
+from utils.predict.image_job import run_predict_images
 from utils.predict.job import (
     EXIT_INTERRUPTED,
     EXIT_NOTHING_READ,
@@ -88,11 +95,8 @@ from utils.predict.job import (
     open_source,
     open_viewer,
     output_dir,
-    run_fps,
-    run_heatmap,
-    run_predict_images,
-    run_predict_video,
 )
+from utils.predict.video_job import run_predict_video
 from utils.run_dir import numbering_help
 
 log = logging.getLogger("predict")
@@ -183,7 +187,7 @@ def open_predictor(args):
     from utils.predict.sources import parse_source
 
     options = options_from_args(PredictOptions, args, letterbox=not args.no_letterbox,
-                                agnostic_nms=_agnostic_nms(args), slice=slice_options(args))
+                                agnostic_nms=_agnostic_nms(args), slice=slice_options(args, warn=False))
     try:
         return Detector(args.model, options,
                         check_images=lambda count: first_images(parse_source(args.source), count)).predictor
@@ -247,6 +251,7 @@ def run(args):
     tracking = tracking_options(args)
     source, reader = open_source(args.source, args.mode, tracking)
     _warn_unused(args, source, tracking)
+    slice_options(args)  # warns of --slice-* given without --slice
     try:
         fps_image = first_image(source) if args.mode == "fps" else None
         predictor = open_predictor(args)

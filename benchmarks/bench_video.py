@@ -1,7 +1,7 @@
 """Video throughput of predict.py end to end (decode, detect, track, draw, encode),
 with the stages one after the other and overlapped in threads.
 
-For each detector and input size, ``utils.predict.job.run_predict_video`` (what
+For each detector and input size, ``utils.predict.video_job.run_predict_video`` (what
 ``predict.py --source clip.mp4 --track`` runs) processes the same video, first with
 ``overlap=False`` (read, detect, track, draw and write one frame after the other,
 in one thread), then overlapped (reading, detecting and drawing/writing in threads
@@ -182,9 +182,10 @@ def cpu_seconds():
 def run_video(predictor, video, overlap, track):
     """(frames per second, cores kept busy: CPU time over wall time) of one
     run_predict_video on ``video``, output discarded."""
-    from utils.predict.job import _NoViewer, run_predict_video
+    from utils.predict.job import _NoViewer
     from utils.predict.sources import Source, VideoReader
     from utils.predict.tracking import TrackingOptions
+    from utils.predict.video_job import run_predict_video
 
     with tempfile.TemporaryDirectory() as out:
         reader = VideoReader(Source("video", Path(video)))

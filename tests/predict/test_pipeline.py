@@ -186,11 +186,11 @@ def test_video_pipeline_writes_every_frame_in_order(monkeypatch, tmp_path, capsy
 
 def test_ctrl_c_while_drawing_leaves_a_playable_video(monkeypatch, tmp_path, capsys):
     import predict
-    from utils.predict import job
+    from utils.predict import video_job
 
     monkeypatch.setattr(predict, "open_predictor", lambda args: SquareFinder())
     calls = {"n": 0}
-    real = job.draw_detections
+    real = video_job.draw_detections
 
     def interrupt_on_sixth(*args, **kwargs):
         calls["n"] += 1
@@ -198,7 +198,7 @@ def test_ctrl_c_while_drawing_leaves_a_playable_video(monkeypatch, tmp_path, cap
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(job, "draw_detections", interrupt_on_sixth)
+    monkeypatch.setattr(video_job, "draw_detections", interrupt_on_sixth)
     video = write_squares_video(tmp_path / "clip.mp4", frames=24)
     out = tmp_path / "out"
     assert predict.main(["--model", "m.keras", "--source", str(video), "--out", str(out), "--track"]) == 130
@@ -213,7 +213,7 @@ def test_ctrl_c_while_drawing_leaves_a_playable_video(monkeypatch, tmp_path, cap
 
 def test_live_camera_draws_both_rates_and_drops(monkeypatch, tmp_path, capsys):
     """A webcam run with a fake camera: newest frames only, the status drawn, exit 0."""
-    from utils.predict import job
+    from utils.predict import job, video_job
     from utils.predict.sources import Source
 
     class FakeCamera:
@@ -232,15 +232,15 @@ def test_live_camera_draws_both_rates_and_drops(monkeypatch, tmp_path, capsys):
             pass
 
     statuses = []
-    real = job.draw_detections
+    real = video_job.draw_detections
 
     def record(*args, **kwargs):
         statuses.append(list(kwargs.get("status", ())))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(job, "draw_detections", record)
+    monkeypatch.setattr(video_job, "draw_detections", record)
     finder = SquareFinder(delay=lambda: 0.02)
-    status = job.run_predict_video(finder, FakeCamera(), tmp_path, job._NoViewer(), max_frames=8)
+    status = video_job.run_predict_video(finder, FakeCamera(), tmp_path, job._NoViewer(), max_frames=8)
     assert status == job.EXIT_OK
     text = capsys.readouterr().out
     assert "Wrote 8 frames" in text and "camera frames dropped while the detector was busy" in text

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.helpers import run_script
 from tests.predict.video_fakes import read_frames
-from utils.run_dir import next_run_dir, numbered_path
 from utils.predict.sources import (
     SourceError,
     VideoReader,
@@ -29,8 +29,7 @@ from utils.predict.sources import (
     save_labels,
     unique_stems,
 )
-
-from tests.helpers import run_script
+from utils.run_dir import next_run_dir, numbered_path
 
 CLASSES = ["cat", "traffic light", "dog"]
 IMAGE_SIZE = (160, 120)  # width, height

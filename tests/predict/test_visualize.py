@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from utils.predict import visualize
 from utils.image import letterbox_geometry
+from utils.predict import visualize
 from utils.predict.visualize import (
     CountsPanel,
     Viewer,

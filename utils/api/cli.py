@@ -43,14 +43,14 @@ def add_slice_arguments(parser):
                             "tiles becomes one box); nms keeps the best box (default nmm)")
 
 
-def slice_options(args):
-    """The SliceOptions of --slice*, or None without --slice (with a warning naming the
-    other --slice-* options given, which then do nothing)."""
+def slice_options(args, warn=True):
+    """The SliceOptions of --slice*, or None without --slice (with ``warn``, a warning
+    naming the other --slice-* options given, which then do nothing)."""
     if getattr(args, "slice", None) is None:
         given = [flag for flag, set_ in (("--slice-overlap", args.slice_overlap != DEFAULT_OVERLAP),
                                          ("--slice-full", args.slice_full),
                                          ("--slice-merge", args.slice_merge != MERGE_METHODS[0])) if set_]
-        if given:
+        if given and warn:
             log.warning("%s %s --slice SIZE; ignored.", ", ".join(given), "needs" if len(given) == 1 else "need")
         return None
     return SliceOptions(args.slice, overlap=args.slice_overlap, full_image=args.slice_full, merge=args.slice_merge)

@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from utils.eval.map_files import class_token, format_detections
+from utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from utils.run_dir import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 log = logging.getLogger(__name__)
 
 #: The trackers --tracker offers, with their class in the ``trackers`` library.
