@@ -53,10 +53,17 @@ class ServedModel:
             no higher than ``defaults.conf``.
         name: the model's name in URLs (``/v2/models/{name}``).
         defaults: the Thresholds of a request that gives none.
+        alone: optional predictor of the same model for a batch that runs while no
+            other does: OpenVINO's latency copy (one stream on every core) beside the
+            throughput copy (``predictor``, several streams of fewer cores each), so
+            that a single client waits no longer than ``predict.py`` takes.
     """
 
-    def __init__(self, predictor, name, defaults):
+    def __init__(self, predictor, name, defaults, alone=None):
         self.predictor = predictor
+        self._alone = alone
+        self._running = 0
+        self._counting = threading.Lock()
         self.name = name
         self.defaults = defaults
         self.class_names = list(predictor.class_names)
@@ -71,8 +78,9 @@ class ServedModel:
         """Runs the detection and raw-head calls once on a grey image, so that the first
         request does not wait for the graphs to be built or compiled."""
         image = np.full((self.input_size, self.input_size, 3), 128, np.uint8)
-        self.predictor.predict_batch([image])
-        self.predictor.raw_outputs([image])
+        for predictor in {id(p): p for p in (self.predictor, self._alone) if p is not None}.values():
+            predictor.predict_batch([image])
+            predictor.raw_outputs([image])
 
     def key_for(self, thresholds):
         """The batcher key of a request's thresholds: (conf floor, nms_iou, max_boxes)."""
@@ -92,9 +100,21 @@ class ServedModel:
         Returns:
             one result per payload: a dict of output arrays, or ``Detections``.
         """
-        if key == TENSOR_KEY:
-            return self._run_tensors(payloads)
+        with self._counting:
+            self._running += 1
+            alone = self._running == 1
+        try:
+            if key == TENSOR_KEY:
+                return self._run_tensors(payloads, alone)
+            return self._run_images(key, payloads, alone)
+        finally:
+            with self._counting:
+                self._running -= 1
+
+    def _run_images(self, key, payloads, alone):
         predictor = self._predictor_for(key)
+        if predictor is self.predictor and alone and self._alone is not None:
+            predictor = self._alone
         found = predictor.predict_batch([image for image, _ in payloads])
         results = []
         for detections, (_, conf) in zip(found, payloads):
@@ -102,16 +122,17 @@ class ServedModel:
             results.append(Detections(detections.boxes[keep], detections.scores[keep], detections.classes[keep]))
         return results
 
-    def _run_tensors(self, payloads):
+    def _run_tensors(self, payloads, alone):
         """The v2 outputs of several requests' batches, run as one batch."""
+        predictor = self._alone if alone and self._alone is not None else self.predictor
         batch = np.concatenate([tensor for tensor, _ in payloads])
         names = set().union(*(set(wanted) for _, wanted in payloads))
         out = {}
         if names & set(DETECTION_OUTPUTS):
             # The runtime's own call on a letterboxed batch (BasePredictor's contract with its runtimes).
-            out.update(self._filtered(self.predictor._detect(batch)))
+            out.update(self._filtered(predictor._detect(batch)))
         if names & set(RAW_OUTPUTS):
-            out.update(zip(RAW_OUTPUTS, self.predictor._raw(batch)))
+            out.update(zip(RAW_OUTPUTS, predictor._raw(batch)))
         results, start = [], 0
         for tensor, wanted in payloads:
             stop = start + len(tensor)

@@ -66,13 +66,14 @@ def open_served_model(model, runtime, name, thresholds, throughput=True, **loadi
 
     predictor = open_on_runtime(model, runtime=runtime, conf=min(thresholds.conf, FLOOR_CONF),
                                 nms_iou=thresholds.nms_iou, max_boxes=thresholds.max_boxes, **loading)
-    workers = 1
+    workers, alone = 1, None
     if throughput:
-        predictor, workers = predictor.for_streams()
-        if workers > 1:
-            log.info("Runtime: %d batches run side by side on %s's throughput setting", workers,
-                     predictor.runtime_name)
-    served = ServedModel(predictor, name, thresholds)
+        streams, workers = predictor.for_streams()
+        if streams is not predictor:
+            log.info("Runtime: up to %d batches run side by side on %s's throughput setting; a batch running "
+                     "alone takes the latency setting", workers, predictor.runtime_name)
+            predictor, alone = streams, predictor
+    served = ServedModel(predictor, name, thresholds, alone=alone)
     served.warm_up()
     return served, workers
 
