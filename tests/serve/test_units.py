@@ -15,6 +15,13 @@ from utils.serve.protocol import ProtocolError, infer_response, parse_infer_requ
 from utils.serve.uploads import UploadError, decode_image
 
 
+def _wait_until(condition, seconds=5):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
 def test_batcher_groups_by_key_and_skips_cancelled_jobs():
     release, calls = threading.Event(), []
 
@@ -25,10 +32,7 @@ def test_batcher_groups_by_key_and_skips_cancelled_jobs():
 
     batcher = Batcher(run, max_batch=8, max_wait_s=0.0)
     first = batcher.submit("a", 0)  # runs alone; the others queue behind it
-    deadline = time.monotonic() + 5
-    while not first.running():  # collected and running: later jobs form the next batch
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    _wait_until(first.running)  # collected and running: later jobs form the next batch
     queued = [batcher.submit(key, i) for i, key in enumerate("abab", start=1)]
     dropped = batcher.submit("a", 9)
     assert dropped.cancel()
@@ -87,3 +91,40 @@ def test_v2_binary_request_and_response_round_trip():
     assert response["id"] == "r1" and response["outputs"][0]["parameters"]["binary_data_size"] == 8
     assert np.array_equal(np.frombuffer(body[length:], np.int32), [3, 0])
     assert response["outputs"][1]["data"] == [1.0] * 8 and response["outputs"][1]["shape"] == [2, 4]
+
+
+class _Recording:
+    """Stands in for a predictor: empty detections, and the name of each batch's runner."""
+
+    def __init__(self, name, calls, hold=None):
+        self.name, self.calls, self.hold = name, calls, hold
+        self.class_names, self.input_size, self.conf, self.nms_iou, self.max_boxes = ["a"], 32, 0.1, 0.3, 10
+
+    def predict_batch(self, images):
+        from utils.predict.predictor import Detections
+
+        self.calls.append(self.name)
+        if self.hold is not None:
+            assert self.hold.wait(5)
+        return [Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+                for _ in images]
+
+
+def test_a_batch_alone_takes_the_latency_copy():
+    from utils.serve.model import ServedModel, Thresholds
+
+    calls, hold = [], threading.Event()
+    served = ServedModel(_Recording("streams", calls, hold), "m", Thresholds(0.5, 0.3, 10),
+                         alone=_Recording("latency", calls, hold))
+    key, image = served.key_for(served.defaults), np.zeros((8, 8, 3), np.uint8)
+    first = threading.Thread(target=served.run, args=(key, [(image, 0.5)]))
+    first.start()
+    _wait_until(lambda: calls)
+    second = threading.Thread(target=served.run, args=(key, [(image, 0.5)]))
+    second.start()
+    _wait_until(lambda: len(calls) == 2)
+    hold.set()
+    first.join(5), second.join(5)
+    assert calls == ["latency", "streams"]
+    served.run(key, [(image, 0.5)])
+    assert calls[-1] == "latency"
