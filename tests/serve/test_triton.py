@@ -8,7 +8,7 @@ import pytest
 from tests.helpers import varied_images
 from tests.serve.conftest import CONF
 
-BATCH_SIZES = (1, 2, 5, 8)
+BATCH_SIZES = range(1, 9)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,21 @@ def test_config_is_a_triton_model_config(config, triton_repository, tiny_detecto
     assert outputs["classes"].data_type == model_config_pb2.TYPE_INT32
     assert list(outputs["count"].dims) == [1] and list(outputs["count"].reshape.shape) == []
     assert list(outputs["raw_s8"].dims) == [size // 8, size // 8, 3 * (5 + model.num_classes)]
+
+
+def test_openvino_variant_config():
+    """The OpenVINO IR variant's configuration names its backend, file and parameters."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from utils.export.triton import OPENVINO_PARAMETERS, model_config
+
+    text = model_config("detector_ov", "openvino", 4, 64, [("boxes", "TYPE_FP32", [-1, 4]),
+                                                            ("count", "TYPE_INT32", [])])
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert (config.backend, config.default_model_filename, config.max_batch_size) == ("openvino", "model.xml", 4)
+    assert {key: value.string_value for key, value in config.parameters.items()} == OPENVINO_PARAMETERS
+    assert [list(o.dims) for o in config.output] == [[-1, 4], [1]]
 
 
 def test_model_batches_give_the_detections_of_batch_one(triton_repository):
