@@ -161,6 +161,16 @@ class Server:
 
         return psutil.Process(self.proc.pid).memory_info().rss / 2**20
 
+    def batches(self):
+        """(network calls, items run) so far, from /metrics."""
+        import requests
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(f"{self.url}/metrics", timeout=10).text
+        values = {sample.name: sample.value for family in text_string_to_metric_families(text)
+                  for sample in family.samples if sample.name.startswith("detector_batch_size_")}
+        return values.get("detector_batch_size_count", 0.0), values.get("detector_batch_size_sum", 0.0)
+
     def runtime(self):
         return next((line.strip() for line in self.output if line.startswith("Runtime:")), "Runtime: ?")
 
@@ -227,10 +237,14 @@ def main(argv=None):
                     print(f"  batching {batching} (--max-batch {max_batch}); {server.runtime()}")
                     load(server.url, body, 1, 5, args.timeout)  # warm-up
                     for count in clients:
+                        calls, items = server.batches()
                         rate, latencies, errors = load(server.url, body, count, args.requests, args.timeout)
+                        calls_after, items_after = server.batches()
+                        mean_batch = (items_after - items) / max(calls_after - calls, 1)
                         p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
                         line = (f"    {count:>3} clients: {rate:6.1f} req/s, latency p50 {p50:7.1f} p95 {p95:7.1f} "
-                                f"p99 {p99:7.1f} ms, {errors} errors of {len(latencies)}")
+                                f"p99 {p99:7.1f} ms, mean batch {mean_batch:.1f}, {errors} errors of "
+                                f"{len(latencies)}")
                         if count == 1:
                             line += f"; p50 / predict.py fps total p50 = {p50 / total[1]:.2f}"
                         print(line)
