@@ -39,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WAYS = ("review", "random")
 KEEP_IOU = 0.5
@@ -141,6 +142,7 @@ def review_pool(run_dir, pool, class_names):
 def simulate(args, data, seed, class_names, annotations, test, out):
     """The rounds of one seed, both ways; returns the table rows."""
     from utils.data.annotation import format_line
+    from utils.label.review import rank
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(annotations))
@@ -172,7 +174,7 @@ def simulate(args, data, seed, class_names, annotations, test, out):
                            review_minutes=round((time.time() - started) / 60.0, 2))
                 if round_number < args.rounds:
                     if way == "review":
-                        chosen = {str(item.path) for item in sorted(predicted.reviews, key=lambda r: -r.score)[:args.add]}
+                        chosen = {str(item.path) for item in rank(predicted.reviews)[: args.add]}
                     else:
                         picks = np.random.default_rng([seed, round_number]).permutation(len(pool))[: args.add]
                         chosen = {pool[i].path for i in picks}
@@ -201,7 +203,8 @@ def summarize(rows):
         for number in sorted({r["round"] for r in rows}):
             group = [r for r in rows if r["way"] == way and r["round"] == number]
             shares = [r["kept_share"] for r in group if r.get("kept_share") is not None]
-            lines.append(f"{way:<7} {number:>5}  {group[0]['images']:>6}  {_pct(np.mean([r['map'] for r in group])):>25}"
+            mean_map = _pct(np.mean([r["map"] for r in group]))
+            lines.append(f"{way:<7} {number:>5}  {group[0]['images']:>6}  {mean_map:>25}"
                          f"  {_pct(np.mean(shares)) if shares else '-':>10}")
     return "\n".join(lines)
 
