@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -272,6 +273,47 @@ def separation_lines(epoch, class_names, true, other, count, worst=3):
 def _tag(name):
     """A class name as a TensorBoard tag and CSV column part."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+class TimeLeft(keras.callbacks.Callback):
+    """After the first epoch of each phase, prints how long that epoch took and about
+    how long the run has left, and when it should end.
+
+    Epochs of a phase cost alike; the epochs of a later phase are counted at this
+    one's pace, and a frozen backbone trains faster than a whole network, so the
+    estimate of a frozen phase says so.
+
+    Args:
+        phase: the ``utils.train.phases.Phase`` this fit runs.
+        total_epochs: the run's last epoch (its ``epochs``).
+    """
+
+    def __init__(self, phase, total_epochs):
+        super().__init__()
+        self.phase, self.total_epochs = phase, int(total_epochs)
+        self._started = None
+        self._reported = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._reported or self._started is None:
+            return
+        self._reported = True
+        print("\n" + time_left_line(epoch + 1, time.monotonic() - self._started, self.total_epochs,
+                                    self.phase.frozen and self.phase.end < self.total_epochs))
+
+
+def time_left_line(epoch, seconds, total_epochs, faster_now=False):
+    """The line of ``TimeLeft``: epoch ``epoch`` (from 1) took ``seconds``."""
+    left = total_epochs - epoch
+    if left <= 0:
+        return f"Epoch {epoch} took {seconds:.0f} s; it was the last."
+    ends = time.strftime("%H:%M", time.localtime(time.time() + left * seconds))
+    note = " (at least: the frozen backbone trains faster than the whole network to come)" if faster_now else ""
+    return (f"Epoch {epoch} took {seconds:.0f} s: the {left} epochs left take about {left * seconds / 60:.1f} min"
+            f"{note}, ending about {ends}.")
 
 
 class ClassSeparationReport(keras.callbacks.Callback):

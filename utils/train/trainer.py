@@ -208,7 +208,7 @@ def _train_in_folder(run):
     from nets.loss import YoloLoss
     from nets.yolo import set_synchronized_batchnorm
     from utils.checkpoint import load_model
-    from utils.train.callbacks import BestEvaluationOutputs, ClassSeparationReport, RunCheckpointer
+    from utils.train.callbacks import BestEvaluationOutputs, ClassSeparationReport, RunCheckpointer, TimeLeft
     from utils.train.evaluation import make_map_evaluator
     from utils.train.previews import write_run_previews
     from utils.train.summary import box_report
@@ -275,7 +275,8 @@ def _train_in_folder(run):
         checkpointer.frozen = phase.frozen
         steps = steps_per_epoch(len(train_set), phase.batch, run.cluster)
         callbacks = _phase_callbacks(cfg, phase, steps, bias_group, ema, evaluator,
-                                     [ClassSeparationReport(class_names), checkpointer, tensorboard], on_evaluated)
+                                     [ClassSeparationReport(class_names), TimeLeft(phase, cfg.epochs), checkpointer,
+                                      tensorboard], on_evaluated)
         train_ds = _training_dataset(run, phase, start)
         # The dataset shuffles itself (seeded); shuffle=False tells Keras so, without its warning.
         model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=phase.end, shuffle=False,
