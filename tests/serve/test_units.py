@@ -45,6 +45,27 @@ def test_batcher_groups_by_key_and_skips_cancelled_jobs():
         batcher.submit("a", 1)
 
 
+def test_batcher_keeps_to_the_sizes_allowed_and_prepares_each_worker():
+    release, calls, prepared = threading.Event(), [], []
+
+    def run(key, payloads):
+        release.wait(5)
+        calls.append(len(payloads))
+        return payloads
+
+    batcher = Batcher(run, max_batch=8, max_wait_s=0.0, workers=2, sizes=[1, 2, 4, 8],
+                      on_start=lambda: prepared.append(threading.current_thread().name))
+    assert batcher.ready.wait(5) and sorted(prepared) == ["batcher-0", "batcher-1"]
+    first = [batcher.submit("k", 0), batcher.submit("k", 1)]
+    _wait_until(lambda: all(f.running() for f in first))  # both workers busy: the rest queue up
+    rest = [batcher.submit("k", i) for i in range(2, 9)]
+    release.set()
+    assert [f.result(5) for f in first + rest] == list(range(9))
+    batcher.close(5)
+    # The 7 jobs queued behind the first ones run as batches of 4, 2 and 1, never 7 or 3.
+    assert set(calls) <= {1, 2, 4} and 4 in calls and sum(calls) == 9, calls
+
+
 def test_batcher_hands_errors_to_each_job():
     def run(key, payloads):
         raise ValueError("broken model")

@@ -92,7 +92,9 @@ def create_app(served, options):
     state = {}
 
     async def lifespan(app):
-        state["batcher"] = Batcher(run_batch, options.max_batch, options.max_wait_ms / 1000, options.workers)
+        sizes = served.batch_sizes(options.max_batch)
+        state["batcher"] = Batcher(run_batch, options.max_batch, options.max_wait_ms / 1000, options.workers,
+                                   sizes=sizes, on_start=(lambda: served.warm_up(sizes)) if sizes else None)
         log.info("Serving %s (%s %s, input %d) with batches of up to %d", served.name, served.runtime,
                  served.precision, served.input_size, options.max_batch)
         try:
@@ -180,9 +182,13 @@ def create_app(served, options):
 
     @app.get("/v2/health/ready")
     async def ready():
-        if "batcher" not in state:
+        if not _ready():
             return _error(503, "not ready: the server is starting or shutting down")
         return {"ready": True}
+
+    def _ready():
+        batcher = state.get("batcher")
+        return batcher is not None and batcher.ready.is_set()
 
     def check_model(name, version=None):
         if name != served.name:
@@ -202,7 +208,9 @@ def create_app(served, options):
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str = None):
         check_model(name, version)
-        return {"name": served.name, "ready": "batcher" in state}
+        if not _ready():
+            return _error(503, f"model {served.name!r} is not ready yet")
+        return {"name": served.name, "ready": True}
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")

@@ -9,9 +9,15 @@ v2 tensors) are run as separate calls of the same round. A job whose request gav
 up (a timeout, a client that went away) is dropped before it runs.
 
 Several workers run batches side by side where the runtime has parallel inference
-streams (OpenVINO's throughput setting); one collects a batch at a time.
+streams (OpenVINO's throughput setting); one collects a batch at a time. A runtime
+that compiles a graph (and keeps buffers) per batch size is given batches of a few
+sizes only (``sizes``): the jobs beyond the largest allowed size collected are the
+start of the next batch. Each worker can prepare itself (``on_start``) before it takes
+jobs, e.g. run those sizes once, so that the memory a server needs is taken at start
+and not bit by bit under load.
 """
 
+import collections
 import concurrent.futures
 import logging
 import queue
@@ -40,16 +46,24 @@ class Batcher:
         max_batch: most jobs run in one call (1: no batching).
         max_wait_s: how long a worker waits for more jobs after the first.
         workers: threads running batches side by side.
+        sizes: the batch sizes allowed (must hold 1), or None for any up to ``max_batch``.
+        on_start: optional function() each worker calls before it takes jobs.
     """
 
-    def __init__(self, run, max_batch=8, max_wait_s=0.002, workers=1):
-        if max_batch < 1 or workers < 1 or max_wait_s < 0:
-            raise ValueError(f"max_batch and workers must be >= 1 and max_wait_s >= 0, got {max_batch}, "
-                             f"{workers}, {max_wait_s}")
+    def __init__(self, run, max_batch=8, max_wait_s=0.002, workers=1, sizes=None, on_start=None):
+        if max_batch < 1 or workers < 1 or max_wait_s < 0 or (sizes is not None and 1 not in sizes):
+            raise ValueError(f"max_batch and workers must be >= 1, max_wait_s >= 0 and sizes hold 1, got "
+                             f"{max_batch}, {workers}, {max_wait_s}, {sizes}")
         self._run, self.max_batch, self.max_wait_s = run, int(max_batch), float(max_wait_s)
+        self._sizes = sorted(sizes) if sizes is not None else None
+        self._on_start = on_start
         self._queue = queue.Queue()
+        self._carried = collections.deque()  # jobs collected beyond an allowed size: the next batch's start
         self._collecting = threading.Lock()
         self._closed = False
+        self._starting = workers
+        self._started_lock = threading.Lock()
+        self.ready = threading.Event()  # set once every worker has started
         self._threads = [threading.Thread(target=self._work, name=f"batcher-{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
@@ -76,10 +90,13 @@ class Batcher:
     def _collect(self):
         """The next batch of jobs; None when the batcher is closing."""
         with self._collecting:
-            first = self._queue.get()
-            if first is None:
-                return None
-            jobs = [first]
+            jobs = list(self._carried)
+            self._carried.clear()
+            if not jobs:
+                first = self._queue.get()
+                if first is None:
+                    return None
+                jobs = [first]
             deadline = time.monotonic() + self.max_wait_s
             while len(jobs) < self.max_batch:
                 try:
@@ -91,9 +108,23 @@ class Batcher:
                     self._queue.put(None)
                     break
                 jobs.append(job)
+            if self._sizes is not None:
+                size = max(s for s in self._sizes if s <= len(jobs))
+                self._carried.extend(jobs[size:])
+                jobs = jobs[:size]
             return jobs
 
     def _work(self):
+        try:
+            if self._on_start is not None:
+                self._on_start()
+        except Exception:  # the worker serves all the same; its first batches prepare what failed
+            log.exception("a batch worker could not prepare itself")
+        finally:
+            with self._started_lock:
+                self._starting -= 1
+                if self._starting == 0:
+                    self.ready.set()
         while True:
             jobs = self._collect()
             if jobs is None:

@@ -74,13 +74,24 @@ class ServedModel:
         self._variants = collections.OrderedDict()
         self._making = threading.Lock()
 
-    def warm_up(self):
-        """Runs the detection and raw-head calls once on a grey image, so that the first
-        request does not wait for the graphs to be built or compiled."""
-        image = np.full((self.input_size, self.input_size, 3), 128, np.uint8)
-        for predictor in {id(p): p for p in (self.predictor, self._alone) if p is not None}.values():
-            predictor.predict_batch([image])
-            predictor.raw_outputs([image])
+    def warm_up(self, sizes=(1,)):
+        """Runs the detection and raw-head calls on batches of grey images of each of
+        ``sizes``, so that requests do not wait for graphs to be built or compiled (and,
+        from a batch worker's thread, for its OpenVINO infer requests to be made)."""
+        for size in sizes:
+            images = [np.full((self.input_size, self.input_size, 3), 128, np.uint8)] * size
+            for predictor in {id(p): p for p in (self.predictor, self._alone) if p is not None}.values():
+                predictor.predict_batch(images)
+                predictor.raw_outputs(images)
+
+    def batch_sizes(self, max_batch):
+        """The batch sizes the batcher may form: powers of two up to ``max_batch`` on
+        OpenVINO, which compiles a graph and keeps buffers per batch size in each thread
+        (B0 at 416: a few tens of MB each), so that their number stays small; None
+        (any size) on the other runtimes."""
+        if not isinstance(self.predictor, OpenVINOPredictor):
+            return None
+        return [2**k for k in range(max_batch.bit_length()) if 2**k <= max_batch]
 
     def key_for(self, thresholds):
         """The batcher key of a request's thresholds: (conf floor, nms_iou, max_boxes)."""
