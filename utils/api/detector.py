@@ -10,6 +10,7 @@ asks. predict.py and get_map.py open their models through it.
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ class Detector:
         RuntimeChoiceError: a runtime asked for by name that cannot run the model.
     """
 
-    def __init__(self, model, options=None, *, check_images=None, **settings):
+    def __init__(self, model: str | Path, options: PredictOptions | None = None, *,
+                 check_images: Callable | None = None, **settings):
         options = dataclasses.replace(options or PredictOptions(), **settings)
         self.model_path = str(model)
         self.conf_origin = "given"
@@ -63,7 +65,7 @@ class Detector:
         self._evaluator = None
 
     @property
-    def class_names(self):
+    def class_names(self) -> list[str]:
         return list(self.predictor.class_names)
 
     def __repr__(self):
@@ -71,7 +73,8 @@ class Detector:
 
     # --- prediction ---------------------------------------------------------------------
 
-    def predict(self, source, *, batch_size=DEFAULT_BATCH, channels="rgb", stream=False):
+    def predict(self, source, *, batch_size: int = DEFAULT_BATCH, channels: str = "rgb",
+                stream: bool = False) -> list[Result] | Iterator[Result]:
         """Detects objects in images.
 
         Args:
@@ -117,7 +120,8 @@ class Detector:
         for (image, path), det in zip(batch, found):
             yield Result(image, det.boxes, det.scores, det.classes, self.class_names, path=path)
 
-    def track(self, video, *, tracker="bytetrack", max_frames=None, **settings):
+    def track(self, video: str | Path, *, tracker: str = "bytetrack", max_frames: int | None = None,
+              **settings) -> Iterator[Result]:
         """Follows objects through a video file or a folder of frames.
 
         Args:
@@ -158,7 +162,8 @@ class Detector:
 
     # --- evaluation and export ------------------------------------------------------------
 
-    def evaluate(self, dataset, *, split="test", images=None, metric="voc", out=None, plots=False, **options):
+    def evaluate(self, dataset: str | Path, *, split: str = "test", images: str | None = None, metric: str = "voc",
+                 out: str | Path | None = None, plots: bool = False, **options) -> Metrics:
         """The mAP of the model on a dataset, as get_map.py computes it.
 
         The model runs at the evaluation settings (confidence ``EVAL_CONF``, NMS IoU
@@ -196,7 +201,7 @@ class Detector:
             self._evaluator = Detector(self.model_path, self.options, **settings).predictor
         return self._evaluator
 
-    def export(self, format="onnx", out=None, **options):
+    def export(self, format: str = "onnx", out: str | Path | None = None, **options) -> Path:
         """Exports the checkpoint as export.py does; returns the written path.
 
         Args:

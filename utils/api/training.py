@@ -35,7 +35,7 @@ class TrainResult:
         return self.run_dir / "last.keras"
 
 
-def train(config=None, *, resume=None, **settings):
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, **settings) -> TrainResult | None:
     """Trains (or resumes) a detector, as ``python train.py`` does.
 
     Args:
@@ -67,7 +67,7 @@ def train(config=None, *, resume=None, **settings):
     return TrainResult(Path(run_dir), last_metrics(Path(run_dir) / HISTORY_FILE))
 
 
-def last_metrics(history_csv):
+def last_metrics(history_csv: str | Path) -> dict[str, float]:
     """{column: float} of the last row of a history.csv, each metric at its last
     measured value (the validation mAP is measured every few epochs only)."""
     if not Path(history_csv).is_file():
