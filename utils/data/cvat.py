@@ -136,6 +136,18 @@ def clip_box(box, size):
             min(max(box[2], 0.0), width), min(max(box[3], 0.0), height))
 
 
+def checked_box(box, size, where, report, empty=R_EMPTY_BOX, clipped=R_CLIPPED):
+    """``box`` clipped to the image, with a line in ``report`` under ``clipped`` when it
+    lay outside; None, reported under ``empty``, when nothing of it is inside."""
+    inside = clip_box(box, size)
+    if inside[2] <= inside[0] or inside[3] <= inside[1]:
+        report.add(empty, f"{where}: {[round(v, 2) for v in box]}")
+        return None
+    if any(abs(a - b) > 1e-6 for a, b in zip(box, inside)):
+        report.add(clipped, f"{where}: {[round(v, 2) for v in box]} -> {[round(v, 2) for v in inside]}")
+    return inside
+
+
 def _meta_labels(root):
     for where in ("meta/task/labels/label", "meta/job/labels/label", "meta/project/labels/label"):
         names = [(label.findtext("name") or "").strip() for label in root.findall(where)]
@@ -237,12 +249,9 @@ def read_cvat(path, images=None, class_names=None):
                 index[label] = len(names)
                 names.append(label)
                 names_from = names_from or f"the box labels of {path} (in order of appearance)"
-            clipped = clip_box(box, size)
-            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-                report.add(R_EMPTY_BOX, f"{where}: {[round(v, 2) for v in box]}")
+            clipped = checked_box(box, size, where, report)
+            if clipped is None:
                 continue
-            if any(abs(a - b) > 1e-6 for a, b in zip(box, clipped)):
-                report.add(R_CLIPPED, f"{where}: {[round(v, 2) for v in box]} -> {[round(v, 2) for v in clipped]}")
             boxes.append(clipped)
             classes.append(index[label])
         if not boxes:

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import numpy as np
 
 from utils.data.annotation import Annotation
-from utils.data.cvat import clip_box, find_image_file, image_folders
+from utils.data.cvat import checked_box, find_image_file, image_folders
 from utils.data.report import ConversionReport, DatasetError
 from utils.image import IMAGE_EXTENSIONS
 from utils.model_data import load_classes
@@ -235,12 +235,9 @@ def read_label_studio(path, images=None, class_names=None):
             if label not in index:
                 report.add(R_UNKNOWN_LABEL, f"{where}: {label!r} (classes: {names[:20]})")
                 continue
-            clipped = clip_box(box, size)
-            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-                report.add(R_EMPTY_BOX, f"{where}: {[round(v, 2) for v in box]}")
+            clipped = checked_box(box, size, where, report, R_EMPTY_BOX, R_CLIPPED)
+            if clipped is None:
                 continue
-            if any(abs(a - b) > 1e-6 for a, b in zip(box, clipped)):
-                report.add(R_CLIPPED, f"{where}: {[round(v, 2) for v in box]} -> {[round(v, 2) for v in clipped]}")
             boxes.append(clipped)
             classes.append(index[label])
         if not boxes:
