@@ -114,6 +114,7 @@ def stages(folder, plots):
 
     args = get_map.build_parser().parse_args(["--mode", "score", "--out", str(folder), "--classes-from-files"]
                                              + ([] if plots else ["--no-plots"]))
+    args = get_map.eval_options(args)
     seconds = {"import get_map": (import_seconds, None)}
     stage = _Stage(seconds)
     with stage("reading files"):
