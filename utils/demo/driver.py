@@ -22,6 +22,13 @@ from utils.run_dir import next_run_dir
 YEAR = "2007"
 # The test images the evaluation draws with their errors.
 ERROR_IMAGES = 8
+# Smallest shape (geometric mean of width and height, in image pixels): at input 160
+# a shape of 24 px in a 320 px image is 12 px, still learnable within the demo's epochs.
+MIN_OBJECT_SIZE = 24
+# What the demo took on 2-core CPUs with its defaults (training and evaluation, then
+# everything), for the line it prints before it starts: an AVX2-only AMD EPYC is the
+# slowest met; AVX-512 machines are faster.
+EXPECTED_MINUTES = {"training and evaluation": 8, "everything": 10}
 
 
 def run(cmd, env=None):
@@ -58,13 +65,26 @@ def make_video(image_paths, out_path, size=(480, 360), seconds_per_image=1.0, fp
         writer.release()
 
 
+def expectation(args):
+    """The line that says how long the demo should take."""
+    default = vars(parse_args([]))
+    changed = [name for name in ("num_images", "input_size", "epochs", "batch_size")
+               if vars(args)[name] != default[name]]
+    if changed:
+        return ("The demo's settings are changed (" + ", ".join("--" + n.replace("_", "-") for n in changed)
+                + "); train.py says how long its epochs take once the first one is done.")
+    return (f"The demo takes about {EXPECTED_MINUTES['everything']} minutes on a 2-core CPU "
+            f"({EXPECTED_MINUTES['training and evaluation']} of them training and evaluating), less on one with "
+            "AVX-512; train.py says how long its epochs take once the first one is done.")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="demo_data", help="folder of the generated dataset (reused when present)")
     p.add_argument("--num-images", type=int, default=400, help="images to generate")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
-    p.add_argument("--input-size", type=int, default=192, help="network input side (multiple of 32)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs")
+    p.add_argument("--input-size", type=int, default=160, help="network input side (multiple of 32)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs")
     p.add_argument("--freeze-epochs", type=int, default=None,
                    help="first epochs with the backbone frozen (default %(default)s: the recipe's)")
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
@@ -81,12 +101,13 @@ def main(argv=None):
     classes = data / "shapes_classes.txt"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     started = time.time()
+    print(expectation(args), flush=True)
 
     if not (voc / f"VOC{YEAR}" / "Annotations").is_dir() or not classes.is_file():
         # Smaller images and no tiny shapes keep the task learnable at the demo's
         # small input size within a CPU budget of minutes.
         run([py, "-m", "utils.demo.shapes_dataset", "--out", data, "--num-images", args.num_images,
-             "--seed", args.seed, "--min-size", "192", "--max-size", "320", "--min-object-size", "20",
+             "--seed", args.seed, "--min-size", "192", "--max-size", "320", "--min-object-size", MIN_OBJECT_SIZE,
              "--max-objects", "5", "--overwrite"], env)
     else:
         print(f"Reusing the dataset in {data}")
@@ -99,6 +120,7 @@ def main(argv=None):
         run([py, "kmeans_for_anchors.py", "--annotations", train_file, "--input-size", args.input_size,
              "--out", anchors, "--seed", args.seed], env)
 
+    training_started = time.time()
     run_dir = next_run_dir(Path(args.save_dir) / "demo", mkdir=False)
     name = run_dir.name
     # EfficientNet-Lite0 is the backbone whose ImageNet weights install from pip (B0-B7
@@ -117,6 +139,7 @@ def main(argv=None):
     map_out = run_dir / "map_out"
     run([py, "get_map.py", "--model", model, "--annotations", test_file, "--out", map_out,
          "--save-errors", ERROR_IMAGES], env)
+    trained = time.time() - training_started
 
     from utils.data.annotation import read_annotation_file
 
@@ -138,7 +161,8 @@ def main(argv=None):
     run([py, "predict.py", "--model", model, "--source", video, "--out", video_out], env)
 
     print("\n" + "=" * 64)
-    print(f"Demo finished in {(time.time() - started) / 60:.1f} min. Everything is in {run_dir}:")
+    print(f"Demo finished in {(time.time() - started) / 60:.1f} min (training and evaluation "
+          f"{trained / 60:.1f} min). Everything is in {run_dir}:")
     print(f"  checkpoint (best by val loss): {model}   (also last.keras)")
     print(f"  its best-F1 confidence:        {run_dir / 'best.eval.json'}   (predict.py's default --conf)")
     print(f"  what the network was fed:      {run_dir / 'train_batch0.jpg'}, {run_dir / 'labels.png'}")

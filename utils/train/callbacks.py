@@ -276,12 +276,13 @@ def _tag(name):
 
 
 class TimeLeft(keras.callbacks.Callback):
-    """After the first epoch of each phase, prints how long that epoch took and about
-    how long the run has left, and when it should end.
+    """After the first epoch of each phase, prints how long an epoch takes and about how
+    long the run has left, and when it should end.
 
-    Epochs of a phase cost alike; the epochs of a later phase are counted at this
-    one's pace, and a frozen backbone trains faster than a whole network, so the
-    estimate of a frozen phase says so.
+    The first step of a phase builds its graph, so the epoch's pace is taken from the
+    steps after it (scaled to the whole epoch, validation included). Epochs of a
+    later phase are counted at this one's pace; a frozen backbone trains faster than
+    the whole network, which the estimate of a frozen phase says.
 
     Args:
         phase: the ``utils.train.phases.Phase`` this fit runs.
@@ -291,29 +292,38 @@ class TimeLeft(keras.callbacks.Callback):
     def __init__(self, phase, total_epochs):
         super().__init__()
         self.phase, self.total_epochs = phase, int(total_epochs)
-        self._started = None
+        self._started = self._after_first_step = None
         self._reported = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.monotonic()
+        self._started, self._after_first_step = time.monotonic(), None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0 and self._after_first_step is None:
+            self._after_first_step = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         if self._reported or self._started is None:
             return
         self._reported = True
-        print("\n" + time_left_line(epoch + 1, time.monotonic() - self._started, self.total_epochs,
+        now = time.monotonic()
+        steps = (self.params or {}).get("steps") or 0
+        seconds = now - self._started
+        if self._after_first_step is not None and steps > 1:
+            seconds = (now - self._after_first_step) * steps / (steps - 1)
+        print("\n" + time_left_line(epoch + 1, seconds, self.total_epochs,
                                     self.phase.frozen and self.phase.end < self.total_epochs))
 
 
 def time_left_line(epoch, seconds, total_epochs, faster_now=False):
-    """The line of ``TimeLeft``: epoch ``epoch`` (from 1) took ``seconds``."""
+    """The line of ``TimeLeft``: an epoch like epoch ``epoch`` (from 1) takes ``seconds``."""
     left = total_epochs - epoch
     if left <= 0:
         return f"Epoch {epoch} took {seconds:.0f} s; it was the last."
     ends = time.strftime("%H:%M", time.localtime(time.time() + left * seconds))
-    note = " (at least: the frozen backbone trains faster than the whole network to come)" if faster_now else ""
-    return (f"Epoch {epoch} took {seconds:.0f} s: the {left} epochs left take about {left * seconds / 60:.1f} min"
-            f"{note}, ending about {ends}.")
+    note = " (more: the epochs that train the whole network are slower than these frozen ones)" if faster_now else ""
+    return (f"Epoch {epoch}: an epoch takes about {seconds:.0f} s; the {left} epochs left take about "
+            f"{left * seconds / 60:.1f} min{note}, ending about {ends}.")
 
 
 class ClassSeparationReport(keras.callbacks.Callback):
