@@ -142,10 +142,32 @@ def open_evaluated_model(options):
     return Detector(options.model, settings).predictor
 
 
+#: The options of the detector: a mode that does not predict does not use them.
+DETECTOR_OPTIONS = ("runtime", "conf", "nms_iou", "max_boxes", "agnostic_nms", "batch_size", "input_size", "slice")
+
+
+def warn_unused(args, parser):
+    """Warns of the options given that the mode does not use."""
+    log = logging.getLogger("get_map")
+    given = [name for name in DETECTOR_OPTIONS if getattr(args, name) != parser.get_default(name)]
+    if args.mode not in ("all", "detections") and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        log.warning("%s %s the detector's; --mode %s runs no detector: ignored.", flags,
+                    "is" if len(given) == 1 else "are", args.mode)
+    if args.classes_from_files and args.mode not in ("score", "coco"):
+        log.warning("--classes-from-files is used by the modes score and coco only; ignored in --mode %s.", args.mode)
+    if args.annotations:
+        for name in ("voc_root", "year"):
+            if getattr(args, name) != parser.get_default(name):
+                log.warning("--%s names a VOCdevkit, which --annotations replaces; ignored.", name.replace("_", "-"))
+
+
 def main(argv=None):
     """Command-line entry point."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warn_unused(args, parser)
     try:
         return run(eval_options(args), open_evaluated_model).status
     except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError

@@ -724,3 +724,19 @@ def test_an_out_that_is_a_file_or_cannot_be_written_gets_a_message(tmp_path, mon
     monkeypatch.setattr(get_map, "run", refuse)
     assert get_map.main([*argv, str(tmp_path / "locked")]) == 1
     assert "locked: permission denied; choose an --out this user can write" in capsys.readouterr().err
+
+
+def test_options_a_mode_does_not_use_are_warned(map_out, caplog):
+    import logging
+
+    import get_map
+
+    out, classes = map_out
+    with caplog.at_level(logging.WARNING):
+        assert get_map.main(["--mode", "score", "--out", str(out), "--classes", str(classes), "--no-plots",
+                             "--conf", "0.3", "--runtime", "tf", "--slice", "320"]) == 0
+    assert "--runtime, --conf, --slice are the detector's; --mode score runs no detector: ignored." in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert get_map.main(["--mode", "score", "--out", str(out), "--classes", str(classes), "--no-plots"]) == 0
+    assert "ignored" not in caplog.text
