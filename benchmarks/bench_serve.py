@@ -59,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="serve.py --max-wait-ms (default 2)")
     p.add_argument("--image", default="640x480", help="size WxH of the uploaded JPEG (default 640x480)")
     p.add_argument("--fps-runs", type=int, default=30, help="predict.py --fps-runs (default 30)")
+    p.add_argument("--off-first", action="store_true",
+                   help="run the server without batching first (the machine's load may change during a run)")
     p.add_argument("--timeout", type=float, default=600, help="longest one load loop may run, seconds (default 600)")
     return p.parse_args(argv)
 
@@ -232,7 +234,8 @@ def main(argv=None):
             pre = stages.get("preprocessing")
             print(f"\n{label}: predict.py --mode fps ({runtime_line.removeprefix('Runtime: ')}): total p50 "
                   f"{total[1]:.1f} ms, preprocessing + network p50 {pre[1] + network[1]:.1f} ms")
-            for batching, max_batch in (("on", args.max_batch), ("off", 1)):
+            ways = [("on", args.max_batch), ("off", 1)]
+            for batching, max_batch in (ways[::-1] if args.off_first else ways):
                 with Server(model, args.runtime, max_batch, args.max_wait_ms) as server:
                     print(f"  batching {batching} (--max-batch {max_batch}); {server.runtime()}")
                     load(server.url, body, 1, 5, args.timeout)  # warm-up
