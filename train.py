@@ -18,9 +18,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from utils.train.config import ConfigError, TrainConfig  # noqa: E402
 from utils.train.recipes import RECIPE_CHOICES  # noqa: E402
 from utils.train.settings import HelpFormatter, add_arguments  # noqa: E402
-from utils.train.config import ConfigError, TrainConfig  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -70,8 +70,8 @@ def config_from_args(args):
 def main(argv=None):
     args = parse_args(argv)
     from nets.backbones import BackboneWeightsError
-    from utils.train.callbacks import TrainingDiverged
     from utils.checkpoint import CheckpointError
+    from utils.train.callbacks import TrainingDiverged
     from utils.train.cluster import ClusterError, use_cluster_file
 
     try:

@@ -5,9 +5,8 @@ file and line, a clean dataset passed, an untrainable one refused."""
 import pytest
 from PIL import Image
 
-from utils.data.check import ERROR, NOTE, WARNING, check_dataset
-
 from tests.helpers import run_script
+from utils.data.check import ERROR, NOTE, WARNING, check_dataset
 
 # Anchors near the test boxes' sizes, so that the anchor fit is no problem.
 SMALL_ANCHORS = "6,6, 8,8, 10,10, 12,12, 16,16, 20,20, 24,24, 30,30, 40,40\n"

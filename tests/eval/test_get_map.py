@@ -204,7 +204,8 @@ def test_mode_all_reads_the_png_images_of_a_voc_split(tmp_path, monkeypatch, cap
     write(base / "ImageSets" / "Main" / "test.txt", "000001\n000002\n")
     for image_id, box in (("000001", (0, 0, 20, 15)), ("000002", (20, 15, 40, 30))):
         xml = VOC_OBJECT.format(name="traffic light", difficult=0, b=box)
-        write(base / "Annotations" / f"{image_id}.xml", VOC_XML.format(id=image_id, objects=xml).replace(".jpg", ".png"))
+        xml_text = VOC_XML.format(id=image_id, objects=xml).replace(".jpg", ".png")
+        write(base / "Annotations" / f"{image_id}.xml", xml_text)
         (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (40, 30)).save(base / "JPEGImages" / f"{image_id}.png")
     monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: FakePredictor())
@@ -682,7 +683,8 @@ def test_mode_all_writes_the_diagnostics_and_the_error_gallery(tmp_path, monkeyp
         Image.new("RGB", (40, 30)).save(tmp_path / f"{name}.png")
     # The stand-in finds image a's object (top-left quarter); on b it detects the
     # background and misses the object.
-    annotations = write(tmp_path / "test.txt", f"{tmp_path / 'a.png'} 0,0,20,15,0\n{tmp_path / 'b.png'} 20,15,40,30,0\n")
+    annotations = write(tmp_path / "test.txt",
+                        f"{tmp_path / 'a.png'} 0,0,20,15,0\n{tmp_path / 'b.png'} 20,15,40,30,0\n")
     monkeypatch.setattr(get_map, "open_evaluated_model", lambda args: FakePredictor())
     out = tmp_path / "out"
     assert get_map.main(["--model", "unused.keras", "--annotations", str(annotations), "--out", str(out),

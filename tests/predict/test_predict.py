@@ -435,7 +435,8 @@ def test_frame_loop_stops_reports_skips_and_closes_on_ctrl_c():
     batches = [(["a", "b"], [], 2), ([], [bad], 1), (["c"], [], 1), (["d"], [], 1)]
     seen, closed = [], []
     bar = _Bar()
-    end = frame_loop(batches, lambda items: seen.extend(items) or "c" not in items, bar, close=(lambda: closed.append(1),))
+    end = frame_loop(batches, lambda items: seen.extend(items) or "c" not in items, bar,
+                     close=(lambda: closed.append(1),))
     assert seen == ["a", "b", "c"] and end.stopped and not end.interrupted and end.skipped == [bad]
     assert bar.done == 4 and bar.closed and bar.written == ["skipped bad.jpg: unreadable"] and closed == [1]
 

@@ -19,8 +19,7 @@ import numpy as np
 from PIL import Image
 
 from utils.data.split import check_fraction, hold_out, permuted, voc_splits
-from utils.data.voc import VocImage, VocObject, voc_xml, year_dir
-from utils.data.voc import write_splits as write_split_files
+from utils.data.voc import VocImage, VocObject, voc_xml, write_splits as write_split_files, year_dir
 from utils.demo.shapes_render import SHAPE_CLASSES, SPLIT_STREAM, ShapeOptions, check_seed, render_image, stream_rng
 
 CLASSES_FILENAME = "shapes_classes.txt"

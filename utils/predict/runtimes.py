@@ -369,7 +369,8 @@ class TFLitePredictor(ExportedPredictor):
             self.interpreter = interpreter_class(model_path=str(self.path), num_threads=_threads())
             self._runner = self.interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:300]})") from None
+            first_line = str(exc).splitlines()[0][:300]
+            raise ArtifactError(f"{self.path}: not a readable TFLite model ({first_line})") from None
         details = self._runner.get_output_details()
         self._check_outputs(meta, set(details))
         if list(self._runner.get_input_details()) != [INPUT_NAME]:
