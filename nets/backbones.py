@@ -47,8 +47,12 @@ from utils.weights.keras_imagenet import (
     download_weights_file,
     fold_efficientnet_imagenet_scaling,
 )
-from utils.weights.lite_imagenet import IMAGENET_PACKAGES as _LITE_IMAGENET_PACKAGES
-from utils.weights.lite_imagenet import PretrainedWeightsError, cache_file_name, imagenet_weights_file
+from utils.weights.lite_imagenet import (
+    IMAGENET_PACKAGES as _LITE_IMAGENET_PACKAGES,
+    PretrainedWeightsError,
+    cache_file_name,
+    imagenet_weights_file,
+)
 
 log = logging.getLogger(__name__)
 

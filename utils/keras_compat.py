@@ -16,9 +16,11 @@ The same test lists the product files allowed to touch private API directly: thi
 module and that override.
 """
 
-from keras.src.applications import efficientnet as _keras_efficientnet
-from keras.src.applications import efficientnet_v2 as _keras_efficientnet_v2
-from keras.src.applications import mobilenet_v2 as _keras_mobilenet_v2
+from keras.src.applications import (
+    efficientnet as _keras_efficientnet,
+    efficientnet_v2 as _keras_efficientnet_v2,
+    mobilenet_v2 as _keras_mobilenet_v2,
+)
 
 CHECKED_KERAS_VERSION = "3.15.1"
 CHECKED_TENSORFLOW_VERSION = "2.21.0"

@@ -36,8 +36,7 @@ import math
 from dataclasses import dataclass, field
 
 from utils.config import ANCHOR_T, BOX_RATIO, CLS_RATIO, DEFAULT_WEIGHT_DECAY, OBJ_RATIO
-from utils.train.ema import DEFAULT_DECAY as EMA_DECAY
-from utils.train.ema import DEFAULT_TAU as EMA_TAU
+from utils.train.ema import DEFAULT_DECAY as EMA_DECAY, DEFAULT_TAU as EMA_TAU
 from utils.train.settings import BY_NAME, RECIPE_SETTINGS
 
 AUTO_MAX_ITERATIONS = 10_000
