@@ -90,9 +90,9 @@ def main(argv=None):
                 "extend the run).", args.resume, ", ".join(ignored))
     try:
         cfg = config_from_args(args)
-        from utils.train.trainer import train
+        from utils.api.training import train
 
-        run_dir = train(cfg, resume_dir=args.resume)
+        result = train(cfg, resume=args.resume)
     except (TrainingDiverged, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -102,10 +102,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nInterrupted: the last finished epoch's checkpoint is kept; continue with --resume.", file=sys.stderr)
         return 130
-    if run_dir is None:
+    if result is None:
         print("Done. This worker's part is finished; the chief wrote the run folder.")
     else:
-        print(f"Done. Run folder: {run_dir} (last.keras, best.keras, history.csv, loss.png)")
+        print(f"Done. Run folder: {result.run_dir} (last.keras, best.keras, history.csv, loss.png)")
     return 0
 
 
