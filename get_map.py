@@ -18,12 +18,9 @@ for the COCO metrics, coco_detections.json and coco_ground_truth.json with the d
 category ids (and image ids, for a COCO --annotations file). --save-errors N adds
 errors/<rank>_<image>.jpg, the N images with the most errors.
 
-Runs sharing --out: the modes all, detections and ground-truth write their text files
-into a hidden folder of their own (--out/.get_map-*), compute the metrics from there,
-then move each text folder into place in one rename, replacing the earlier one as a
-whole; every other file is written under a temporary name and renamed. Two runs at
-once thus each compute their own metrics, and --out ends up with complete files of the
-run that finished last.
+Two runs sharing --out each compute their own metrics, and --out ends up with the
+complete files of the run that finished last (docs/evaluation.md, "Several
+evaluations sharing one --out").
 
 Examples:
   python get_map.py --model logs/best.keras

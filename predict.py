@@ -24,11 +24,9 @@ into: the first free one of runs/predict2, runs/predict3, ... is used instead, f
 line per detection (pixels; spaces in class names become underscores); crops are
 <out>/crops/<class>/<stem>_<k>.jpg.
 
-Videos: frames are read, detected and drawn/written in three threads, and written
-in order. A webcam is read in its own thread and the detector always takes the
-newest frame, so the picture lags the camera by at most one detection; the frames
-it had no time for are counted as dropped, and the detector's and the camera's
-frame rates are drawn. q, Esc or closing the window stops (with --show).
+Videos and webcams: frames are read, detected and written in threads of their own;
+a webcam's detector takes the newest frame (docs/prediction.md, "Videos and
+webcams"). q, Esc or closing the window stops (with --show).
 
 Tracking (--track; a video, a webcam, or a folder read as the frames of one video in
 name order): each box is labelled with its track ID, and --trail N draws its last N

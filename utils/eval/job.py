@@ -4,10 +4,8 @@ The modes are ``MODES`` (all, detections, ground-truth, score, coco); the number
 they had before they had names stay accepted (``MODE_ALIASES``). What each mode
 writes under ``--out`` is described in get_map.py's help.
 
-Runs sharing ``--out`` stay apart: a run writes its text files into a hidden folder
-of its own (``--out/.get_map-*``), computes the metrics from there, then moves each
-text folder into place in one rename (``map_files.publish_folder``); every other
-file is written under a temporary name and renamed (``write_text_atomic``).
+Runs sharing ``--out`` stay apart (docs/evaluation.md): the text files are written
+in a hidden folder of the run's own and published by ``map_files.publish_folder``.
 
 This stage does not open models: ``run`` takes a function that does.
 """
