@@ -38,7 +38,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from utils.cli import docstring_parser, fraction, int_at_least  # noqa: E402
-from utils.config import CHECKPOINT_SUFFIXES, DEFAULT_AGNOSTIC_NMS, DEFAULT_CONF, DEFAULT_NMS_IOU  # noqa: E402
+from utils.config import DEFAULT_CONF, DEFAULT_NMS_IOU  # noqa: E402
 from utils.label.writers import DEFAULT_IMAGE_URL, FORMATS, image_url_template  # noqa: E402
 
 EXIT_OK, EXIT_NOTHING_READ, EXIT_USAGE = 0, 1, 2
@@ -96,9 +96,10 @@ def _image_url(text):
 
 def open_predictor(args, conf):
     """The predictor of --model, predicting down to ``conf``; ValueError on bad files."""
+    from utils.api.detector import Detector
     from utils.checkpoint import CheckpointError
-    from utils.export.auto_runtime import open_on_runtime
     from utils.label.job import source_images
+    from utils.predict.options import PredictOptions
     from utils.predict.sources import iter_batches
 
     def check_images(count):
@@ -106,10 +107,9 @@ def open_predictor(args, conf):
                   for _, image in batch][:count]
         return images, f"the first {len(images)} images of {args.source}"
 
-    agnostic = None if not args.model.endswith(CHECKPOINT_SUFFIXES) else DEFAULT_AGNOSTIC_NMS
+    options = PredictOptions(runtime=args.runtime, conf=conf, nms_iou=args.nms_iou)
     try:
-        return open_on_runtime(args.model, runtime=args.runtime, conf=conf, nms_iou=args.nms_iou,
-                               agnostic_nms=agnostic, check_images=check_images)
+        return Detector(args.model, options, check_images=check_images).predictor
     except (CheckpointError, FileNotFoundError) as exc:
         raise ValueError(str(exc)) from None
 

@@ -131,12 +131,14 @@ def main(argv=None):
     """Command-line entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from utils.api.detector import Detector
     from utils.checkpoint import CheckpointError
     from utils.eval.operating_point import default_conf
     from utils.export.auto_runtime import RuntimeChoiceError
+    from utils.predict.options import PredictOptions
     from utils.serve.app import ServeOptions
     from utils.serve.model import Thresholds
-    from utils.serve.server import ServeError, api_key_for, open_served_model, serve
+    from utils.serve.server import ServeError, api_key_for, serve, serve_predictor, served_conf
 
     try:
         api_key = api_key_for(args.host, args.api_key)
@@ -148,10 +150,12 @@ def main(argv=None):
         agnostic = args.agnostic_nms
         if agnostic is None and args.model.endswith(CHECKPOINT_SUFFIXES):
             agnostic = DEFAULT_AGNOSTIC_NMS
-        served, workers = open_served_model(
-            args.model, args.runtime, args.name, Thresholds(args.conf, args.nms_iou, args.max_boxes),
-            throughput=args.throughput, classes_path=args.classes, input_size=args.input_size,
-            anchors_path=args.anchors, letterbox=not args.no_letterbox, agnostic_nms=agnostic)
+        thresholds = Thresholds(args.conf, args.nms_iou, args.max_boxes)
+        detector = Detector(args.model, PredictOptions(
+            runtime=args.runtime, conf=served_conf(thresholds), nms_iou=args.nms_iou, max_boxes=args.max_boxes,
+            input_size=args.input_size, classes=args.classes, anchors=args.anchors,
+            letterbox=not args.no_letterbox, agnostic_nms=agnostic))
+        served, workers = serve_predictor(detector.predictor, args.name, thresholds, throughput=args.throughput)
         options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=workers,
                                max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, timeout_s=args.timeout,
                                api_key=api_key, cors=args.cors)

@@ -64,8 +64,19 @@ def open_served_model(model, runtime, name, thresholds, throughput=True, **loadi
     """
     from utils.export.auto_runtime import open_on_runtime
 
-    predictor = open_on_runtime(model, runtime=runtime, conf=min(thresholds.conf, FLOOR_CONF),
+    predictor = open_on_runtime(model, runtime=runtime, conf=served_conf(thresholds),
                                 nms_iou=thresholds.nms_iou, max_boxes=thresholds.max_boxes, **loading)
+    return serve_predictor(predictor, name, thresholds, throughput)
+
+
+def served_conf(thresholds):
+    """The confidence a served model is opened at: low enough for any request's."""
+    return min(thresholds.conf, FLOOR_CONF)
+
+
+def serve_predictor(predictor, name, thresholds, throughput=True):
+    """The ``ServedModel`` of an open predictor (opened at ``served_conf``), warmed up;
+    returns (ServedModel, workers), as ``open_served_model``."""
     workers, alone = 1, None
     if throughput:
         streams, workers = predictor.for_streams()
