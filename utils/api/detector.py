@@ -17,7 +17,7 @@ import numpy as np
 
 from utils.api.results import Metrics, Result
 from utils.config import CHECKPOINT_SUFFIXES, DEFAULT_AGNOSTIC_NMS, DEFAULT_CONF, EVAL_CONF, EVAL_NMS_IOU
-from utils.image import IMAGE_EXTENSIONS, load_image, to_rgb
+from utils.image import list_images, load_image, to_rgb
 from utils.predict.options import PredictOptions
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def _images_of(source, channels):
     if path.is_dir():
         from utils.image import ImageLoadError
 
-        for file in sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+        for file in list_images(path):
             try:
                 yield load_image(file), str(file)
             except ImageLoadError as exc:
