@@ -26,12 +26,20 @@ Each object is thus in one cell of its row, each detection in one cell of its co
 Boxes are compared with the VOC metric's inclusive-pixel IoU.
 """
 
+from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from utils.config import EVAL_MATCH_IOU
-from utils.eval.structures import detection_arrays, ground_truth_arrays, per_image_items
+from utils.eval.structures import (
+    ImageDetections,
+    ImageGroundTruth,
+    detection_arrays,
+    ground_truth_arrays,
+    per_image_items,
+)
 
 #: Default confidence of the confusion matrix and the error gallery (Ultralytics' 0.25).
 CONFUSION_CONF = 0.25
@@ -83,10 +91,8 @@ class ImageJudgment:
 
     def error_counts(self):
         """``{kind: count}`` of every kind of ``ERROR_KINDS``."""
-        counts = dict.fromkeys(ERROR_KINDS, 0)
-        for kind in self.det_kind:
-            if kind in counts:
-                counts[kind] += 1
+        found = Counter(self.det_kind)
+        counts = {kind: found[kind] for kind in ERROR_KINDS}
         counts[MISSED] = self.gt_kind.count(MISSED)
         return counts
 
@@ -96,17 +102,13 @@ class ImageJudgment:
         return sum(self.error_counts().values())
 
 
-def _greedy_pairs(iou, allowed, det_free, gt_free, iou_threshold):
-    """Pairs (detection, object) among the free ones, highest IoU first; marks them taken."""
-    rows, cols = np.nonzero(allowed & (iou >= iou_threshold) & det_free[:, None] & gt_free[None, :])
-    # Highest IoU first; equal IoUs by detection (descending score), then object order.
-    order = np.lexsort((cols, rows, -iou[rows, cols]))
-    pairs = []
-    for i, j in zip(rows[order], cols[order]):
-        if det_free[i] and gt_free[j]:
-            det_free[i] = gt_free[j] = False
-            pairs.append((int(i), int(j)))
-    return pairs
+#: What a detection and an object can be judged, indexed by the codes ``_judge`` works with.
+_DET_KINDS = (CORRECT, IGNORED, FALSE_POSITIVE, WRONG_CLASS, POOR_LOCALIZATION, DUPLICATE)
+_GT_KINDS = (FOUND, WRONG_CLASS, MISSED, IGNORED)
+_DET_CODE = {kind: code for code, kind in enumerate(_DET_KINDS)}
+_GT_CODE = {kind: code for code, kind in enumerate(_GT_KINDS)}
+#: (detection, object) pairs whose IoU is computed at once: bounds the memory used.
+_PAIR_BLOCK = 1 << 20
 
 
 def judge_image(gt_boxes, gt_classes, gt_difficult, det_boxes, det_scores, det_classes, conf=CONFUSION_CONF,
@@ -126,55 +128,18 @@ def judge_image(gt_boxes, gt_classes, gt_difficult, det_boxes, det_scores, det_c
     Returns:
         ImageJudgment.
     """
-    from utils.boxes import np_iou
-
-    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-    gt_classes = np.asarray(gt_classes, np.int64).reshape(-1)
-    gt_difficult = np.asarray(gt_difficult, bool).reshape(-1)
-    det_scores = np.asarray(det_scores, np.float64).reshape(-1)
-    order = np.argsort(-det_scores, kind="stable")
-    order = order[det_scores[order] > conf]
-    det_boxes = np.asarray(det_boxes, np.float64).reshape(-1, 4)[order]
-    det_classes = np.asarray(det_classes, np.int64).reshape(-1)[order]
-    det_scores = det_scores[order]
-    m, n = len(det_classes), len(gt_classes)
-
-    iou = np_iou(det_boxes[:, None, :], gt_boxes[None, :, :], inclusive=True) if m and n else np.zeros((m, n))
-    same = det_classes[:, None] == gt_classes[None, :]
-    det_free, gt_free = np.ones(m, bool), np.ones(n, bool)
-    det_kind, det_object, det_iou = np.full(m, FALSE_POSITIVE, object), np.full(m, -1, np.int64), np.zeros(m)
-    gt_kind = [MISSED] * n
-    for allowed, kind, found in ((same, CORRECT, FOUND), (~same, WRONG_CLASS, WRONG_CLASS)):
-        for i, j in _greedy_pairs(iou, allowed, det_free, gt_free, iou_threshold):
-            det_object[i], det_iou[i] = j, iou[i, j]
-            det_kind[i], gt_kind[j] = (IGNORED, IGNORED) if gt_difficult[j] else (kind, found)
-    for j in np.flatnonzero(gt_free & gt_difficult):
-        gt_kind[j] = IGNORED
-
-    free = np.flatnonzero(det_free)
-    if free.size and n:
-        # Left over, in this order: on a difficult object, duplicate, wrong class, poor
-        # localization; else a false positive. Each test names the object it is about.
-        rows, same_rows = iou[free], same[free]
-        own, other = np.where(same_rows, rows, -1.0), np.where(~same_rows, rows, -1.0)
-        on_difficult = np.where(gt_difficult[None, :] & (rows >= iou_threshold), rows, -1.0)
-        overlaps = np.stack([on_difficult, own, other, own])  # (4, free, N)
-        floors = np.array([iou_threshold, iou_threshold, iou_threshold, BACKGROUND_IOU])[:, None]
-        best = overlaps.argmax(axis=2)  # (4, free)
-        passed = np.take_along_axis(overlaps, best[:, :, None], axis=2)[:, :, 0] >= floors
-        first = np.where(passed.any(axis=0), passed.argmax(axis=0), len(floors))
-        kinds = np.array([IGNORED, DUPLICATE, WRONG_CLASS, POOR_LOCALIZATION, FALSE_POSITIVE], object)
-        det_kind[free] = kinds[first]
-        hit = first < len(floors)
-        objects = best[first[hit], np.flatnonzero(hit)]
-        det_object[free[hit]] = objects
-        det_iou[free[hit]] = iou[free[hit], objects]
-    return ImageJudgment(gt_boxes, gt_classes, gt_kind, det_boxes, det_classes, det_scores, det_kind.tolist(),
-                         det_object, det_iou, ~det_free)
+    gt = (np.asarray(gt_boxes, np.float64).reshape(-1, 4), np.asarray(gt_classes, np.int64).reshape(-1),
+          np.asarray(gt_difficult, bool).reshape(-1))
+    det = (np.asarray(det_boxes, np.float64).reshape(-1, 4), np.asarray(det_classes, np.int64).reshape(-1),
+           np.asarray(det_scores, np.float64).reshape(-1))
+    return _judge([None], [gt], [det], conf, iou_threshold)[None]
 
 
 def judge_images(ground_truth, detections, num_classes, conf=CONFUSION_CONF, iou_threshold=EVAL_MATCH_IOU):
     """``judge_image`` over the per-image structures of ``utils.eval.structures``.
+
+    All images are judged at once, as flat arrays: the result is the same as judging
+    them one by one.
 
     Args:
         ground_truth: per-image ground truth.
@@ -185,19 +150,201 @@ def judge_images(ground_truth, detections, num_classes, conf=CONFUSION_CONF, iou
 
     Returns:
         ``{image_id: ImageJudgment}`` in the order of ``ground_truth``.
+
+    Raises:
+        ValueError: an entry that ``utils.eval.structures`` rejects.
     """
     found = dict(per_image_items(detections, "detections"))
-    judged = {}
+    none = (np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
+    image_ids, gts, dets = [], [], []
     for image_id, entry in per_image_items(ground_truth, "ground_truth"):
-        gt_boxes, gt_classes, difficult = ground_truth_arrays(entry, image_id, num_classes)
+        image_ids.append(image_id)
+        gts.append(_checked_form(entry, ImageGroundTruth, "difficult", bool)
+                   or ground_truth_arrays(entry, image_id, num_classes))
         det = found.get(image_id)
-        if det is None:
-            det_boxes, det_classes, det_scores = np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0)
-        else:
-            det_boxes, det_classes, det_scores = detection_arrays(det, image_id, num_classes)
-        judged[image_id] = judge_image(gt_boxes, gt_classes, difficult, det_boxes, det_scores, det_classes, conf,
-                                       iou_threshold)
+        dets.append(none if det is None else _checked_form(det, ImageDetections, "scores", np.float64)
+                    or detection_arrays(det, image_id, num_classes))
+    classes = np.concatenate([[0]] + [entry[1] for entry in gts + dets])
+    if classes.min() < 0 or classes.max() >= num_classes:
+        for image_id, entry in per_image_items(ground_truth, "ground_truth"):  # raises, naming the image
+            ground_truth_arrays(entry, image_id, num_classes)
+            if found.get(image_id) is not None:
+                detection_arrays(found[image_id], image_id, num_classes)
+    return _judge(image_ids, gts, dets, conf, iou_threshold)
+
+
+def _checked_form(entry, kind, third, third_dtype):
+    """(boxes, classes, ``third``) of an entry of type ``kind`` whose arrays already have
+    the form ``utils.eval.structures`` checks for (float64 (N, 4) xyxy, int64 (N,) and
+    (N,) of ``third_dtype``), else None. The class ids are left to check."""
+    if type(entry) is not kind:
+        return None
+    boxes, classes, extra = entry.boxes, entry.classes, getattr(entry, third)
+    if not all(type(array) is np.ndarray for array in (boxes, classes, extra)):
+        return None
+    if (boxes.dtype != np.float64 or boxes.ndim != 2 or boxes.shape[1] != 4 or classes.dtype != np.int64
+            or extra.dtype != third_dtype or classes.shape != (len(boxes),) or extra.shape != (len(boxes),)):
+        return None
+    return boxes, classes, extra
+
+
+def _concatenate(parts, shape, dtype):
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
+
+
+def _judge(image_ids, gts, dets, conf, iou_threshold):
+    """Judges images given as lists of (boxes, classes, difficult) and (boxes, classes, scores).
+
+    Returns:
+        ``{image_id: ImageJudgment}`` in the order of ``image_ids``.
+    """
+    num_images = len(image_ids)
+    gt_start = np.concatenate([[0], np.cumsum([len(classes) for _, classes, _ in gts], dtype=np.int64)])
+    gt_boxes = _concatenate([boxes for boxes, _, _ in gts], (0, 4), np.float64)
+    gt_classes = _concatenate([classes for _, classes, _ in gts], (0,), np.int64)
+    gt_difficult = _concatenate([difficult for _, _, difficult in gts], (0,), bool)
+
+    # The detections above conf, image after image, each image's in descending score
+    # (stable: equal scores stay in the given order).
+    det_image = np.repeat(np.arange(num_images), [len(classes) for _, classes, _ in dets])
+    scores = _concatenate([scores for _, _, scores in dets], (0,), np.float64)
+    kept = np.flatnonzero(scores > conf)
+    rank = np.empty(len(kept), np.int64)
+    rank[np.argsort(-scores[kept], kind="stable")] = np.arange(len(kept))
+    order = kept[np.argsort(det_image[kept] * len(kept) + rank)]
+    det_image, det_scores = det_image[order], scores[order]
+    det_boxes = _concatenate([boxes for boxes, _, _ in dets], (0, 4), np.float64)[order]
+    det_classes = _concatenate([classes for _, classes, _ in dets], (0,), np.int64)[order]
+    num_dets = len(order)
+
+    # Only the pairs that may count: a lower IoU pairs no detection and names no object.
+    floor = min(iou_threshold, BACKGROUND_IOU)
+    pair_det, pair_gt, pair_iou = _overlapping_pairs(det_image, det_boxes, gt_start, gt_boxes, floor)
+    same = det_classes[pair_det] == gt_classes[pair_gt]
+    matching = pair_iou >= iou_threshold
+
+    det_free, gt_free = np.ones(num_dets, bool), np.ones(len(gt_classes), bool)
+    det_kind = np.full(num_dets, _DET_CODE[FALSE_POSITIVE], np.int8)
+    det_object, det_iou = np.full(num_dets, -1, np.int64), np.zeros(num_dets)
+    gt_kind = np.full(len(gt_classes), _GT_CODE[MISSED], np.int8)
+    for allowed, det_code, gt_code in ((same, _DET_CODE[CORRECT], _GT_CODE[FOUND]),
+                                       (~same, _DET_CODE[WRONG_CLASS], _GT_CODE[WRONG_CLASS])):
+        candidates = np.flatnonzero(allowed & matching)
+        candidates = candidates[det_free[pair_det[candidates]] & gt_free[pair_gt[candidates]]]
+        taken = candidates[_greedy(pair_det[candidates], pair_gt[candidates], pair_iou[candidates], det_free,
+                                   gt_free)]
+        i, j = pair_det[taken], pair_gt[taken]
+        det_free[i], gt_free[j] = False, False
+        det_object[i], det_iou[i] = j, pair_iou[taken]
+        det_kind[i] = np.where(gt_difficult[j], _DET_CODE[IGNORED], det_code)
+        gt_kind[j] = np.where(gt_difficult[j], _GT_CODE[IGNORED], gt_code)
+    gt_kind[gt_free & gt_difficult] = _GT_CODE[IGNORED]
+
+    # Left over, in this order: on a difficult object, duplicate, wrong class, poor
+    # localization; else a false positive. Each test names the object it is about.
+    left = det_free[pair_det]
+    if left.any():
+        d, g, v, s = pair_det[left], pair_gt[left], pair_iou[left], same[left]
+        new = np.concatenate([[True], d[1:] != d[:-1]])
+        starts, segment = np.flatnonzero(new), np.cumsum(new) - 1
+        own = np.where(s, v, -1.0)
+        tests = ((np.where(gt_difficult[g] & (v >= iou_threshold), v, -1.0), iou_threshold, IGNORED),
+                 (own, iou_threshold, DUPLICATE), (np.where(~s, v, -1.0), iou_threshold, WRONG_CLASS),
+                 (own, BACKGROUND_IOU, POOR_LOCALIZATION))
+        undecided = np.ones(len(starts), bool)
+        for values, test_floor, kind in tests:
+            top, at = _segment_argmax(values, starts, segment)
+            hit = undecided & (top >= test_floor)
+            undecided &= ~hit
+            rows = d[starts[hit]]
+            det_kind[rows], det_object[rows], det_iou[rows] = _DET_CODE[kind], g[at[hit]], v[at[hit]]
+
+    det_object = np.where(det_object >= 0, det_object - gt_start[det_image], -1)
+    det_kinds = np.array(_DET_KINDS, object)[det_kind].tolist()
+    gt_kinds = np.array(_GT_KINDS, object)[gt_kind].tolist()
+    det_start = np.searchsorted(det_image, np.arange(num_images + 1)).tolist()
+    gt_start = gt_start.tolist()
+    judged = {}
+    for k, image_id in enumerate(image_ids):
+        a, b = det_start[k], det_start[k + 1]
+        boxes, classes, _ = gts[k]
+        judged[image_id] = ImageJudgment(boxes, classes, gt_kinds[gt_start[k]:gt_start[k + 1]], det_boxes[a:b],
+                                         det_classes[a:b], det_scores[a:b], det_kinds[a:b], det_object[a:b],
+                                         det_iou[a:b], ~det_free[a:b])
     return judged
+
+
+def _overlapping_pairs(det_image, det_boxes, gt_start, gt_boxes, floor):
+    """The (detection, object) pairs of the same image with IoU >= ``floor``.
+
+    Returns:
+        (detections int64 (P,), objects int64 (P,), IoU float64 (P,)), by detection
+        then object.
+    """
+    from utils.boxes import np_iou
+
+    per_det = np.diff(gt_start)[det_image]
+    ends = np.cumsum(per_det)
+    det_sides, gt_sides = np.ascontiguousarray(det_boxes.T), np.ascontiguousarray(gt_boxes.T)
+    parts = []
+    lo = 0
+    while lo < len(per_det):
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(ends, base + _PAIR_BLOCK, side="right")), lo + 1)
+        counts = per_det[lo:hi]
+        d = np.repeat(np.arange(lo, hi), counts)
+        g = np.arange(int(ends[hi - 1]) - base) + np.repeat(gt_start[det_image[lo:hi]] - (ends[lo:hi] - counts - base),
+                                                           counts)
+        if floor > 0:
+            # A positive IoU needs boxes that share a pixel (inclusive pixels, as np_iou counts them).
+            for low, high in ((0, 2), (1, 3)):
+                shared = (np.minimum(det_sides[high][d], gt_sides[high][g])
+                          - np.maximum(det_sides[low][d], gt_sides[low][g]) + 1.0 > 0)
+                d, g = d[shared], g[shared]
+        iou = np_iou(det_boxes[d], gt_boxes[g], inclusive=True)
+        near = iou >= floor
+        parts.append((d[near], g[near], iou[near]))
+        lo = hi
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def _greedy(dets, gts, iou, det_free, gt_free):
+    """Pairs (detection, object) among candidate pairs, highest IoU first, each detection
+    and object at most once.
+
+    Equal IoUs go by detection (descending score), then object order.
+
+    Returns:
+        int64 indices of the candidates taken.
+    """
+    order = np.lexsort((gts, dets, -iou))
+    det_open, gt_open = bytearray(det_free.tobytes()), bytearray(gt_free.tobytes())
+    taken = []
+    for k, i, j in zip(order.tolist(), dets[order].tolist(), gts[order].tolist()):
+        if det_open[i] and gt_open[j]:
+            det_open[i] = gt_open[j] = 0
+            taken.append(k)
+    return np.array(taken, np.int64)
+
+
+def _segment_argmax(values, starts, segment):
+    """The maximum of each segment of ``values`` and the index of its first occurrence
+    (``np.argmax`` of each segment).
+
+    Args:
+        values: float64 (P,), no NaN.
+        starts: int (S,) first index of each segment; segments are contiguous and not empty.
+        segment: int (P,) the segment of each value.
+
+    Returns:
+        (maxima float64 (S,), indices into ``values`` int64 (S,)).
+    """
+    top = np.maximum.reduceat(values, starts)
+    hit = np.flatnonzero(values == top[segment])
+    first = np.concatenate([[True], segment[hit][1:] != segment[hit][:-1]])
+    return top, hit[first]
 
 
 def confusion_matrix(judgments, num_classes):
@@ -212,16 +359,23 @@ def confusion_matrix(judgments, num_classes):
         predicted classes then background.
     """
     background = num_classes
-    matrix = np.zeros((num_classes + 1, num_classes + 1), np.int64)
-    for judged in judgments.values():
-        missed = np.asarray(judged.gt_kind) == MISSED
-        np.add.at(matrix, (judged.gt_classes[missed], background), 1)
-        counted = np.asarray(judged.det_kind) != IGNORED
-        paired = counted & judged.det_paired
-        np.add.at(matrix, (judged.gt_classes[judged.det_object[paired]], judged.det_classes[paired]), 1)
-        left = counted & ~judged.det_paired
-        np.add.at(matrix, (background, judged.det_classes[left]), 1)
-    return matrix
+    judged = list(judgments.values())
+    if not judged:
+        return np.zeros((num_classes + 1, num_classes + 1), np.int64)
+    gt_classes = np.concatenate([j.gt_classes for j in judged])
+    missed = np.array(list(chain.from_iterable(j.gt_kind for j in judged)), object) == MISSED
+    # Each image's objects after those of the images before it.
+    offsets = np.cumsum([0] + [len(j.gt_classes) for j in judged[:-1]])
+    det_object = np.concatenate([j.det_object + offset for j, offset in zip(judged, offsets.tolist())])
+    det_classes = np.concatenate([j.det_classes for j in judged])
+    paired = np.concatenate([j.det_paired for j in judged])
+    counted = np.array(list(chain.from_iterable(j.det_kind for j in judged)), object) != IGNORED
+    rows = np.concatenate([gt_classes[missed], gt_classes[det_object[counted & paired]],
+                           np.full(np.count_nonzero(counted & ~paired), background)])
+    cols = np.concatenate([np.full(np.count_nonzero(missed), background), det_classes[counted & paired],
+                           det_classes[counted & ~paired]])
+    size = num_classes + 1
+    return np.bincount(rows * size + cols, minlength=size * size).reshape(size, size).astype(np.int64)
 
 
 def normalize_rows(matrix):

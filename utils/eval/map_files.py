@@ -27,6 +27,7 @@ reads or deletes what another run is still writing.
 """
 
 import errno
+import io
 import json
 import logging
 import os
@@ -398,6 +399,31 @@ def _read_rows(path, lines, line_format, classes, problems):
     return numbers[keep], ids[keep], difficult[keep], [n for n, k in zip(linenos, keep) if k]
 
 
+def _read_file(path, line_format, classes, problems):
+    """Reads one text file alone, reporting each line skipped.
+
+    Returns:
+        (numbers float64 (K, line_format.numbers), class ids int64 (K,), difficult
+        bool (K,)) of the lines kept, or None if the file cannot be read.
+    """
+    lines = _read_lines(path, problems)
+    if lines is None:
+        return None
+    numbers, ids, difficult, linenos = _read_rows(path, lines, line_format, classes, problems)
+    keep = _check_boxes(path, numbers, linenos, lines, problems, line_format.numbers - 4)
+    return numbers[keep], ids[keep], difficult[keep]
+
+
+def _ground_truth_entry(rows):
+    numbers, ids, difficult = rows
+    return ImageGroundTruth(numbers, ids, difficult)
+
+
+def _detection_entry(rows):
+    numbers, ids, _ = rows
+    return ImageDetections(numbers[:, 1:], numbers[:, 0], ids)
+
+
 def read_ground_truth_file(path, classes, problems):
     """Reads one ground-truth file.
 
@@ -409,12 +435,8 @@ def read_ground_truth_file(path, classes, problems):
     Returns:
         ImageGroundTruth (boxes float64 (N, 4) xyxy pixels), or None if unreadable.
     """
-    lines = _read_lines(path, problems)
-    if lines is None:
-        return None
-    numbers, ids, difficult, linenos = _read_rows(path, lines, GT_LINE, classes, problems)
-    keep = _check_boxes(path, numbers, linenos, lines, problems, 0)
-    return ImageGroundTruth(numbers[keep], ids[keep], difficult[keep])
+    rows = _read_file(Path(path), GT_LINE, classes, problems)
+    return None if rows is None else _ground_truth_entry(rows)
 
 
 def read_detection_file(path, classes, problems):
@@ -423,12 +445,157 @@ def read_detection_file(path, classes, problems):
     Returns:
         ImageDetections (boxes float64 (M, 4) xyxy pixels), or None if unreadable.
     """
-    lines = _read_lines(path, problems)
-    if lines is None:
-        return None
-    numbers, ids, _, linenos = _read_rows(path, lines, DET_LINE, classes, problems)
-    keep = _check_boxes(path, numbers, linenos, lines, problems, 1)
-    return ImageDetections(numbers[keep, 1:], numbers[keep, 0], ids[keep])
+    rows = _read_file(Path(path), DET_LINE, classes, problems)
+    return None if rows is None else _detection_entry(rows)
+
+
+#: The bytes of plain text: printable ASCII, the space and the line end.
+_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\n"
+#: Bytes of text parsed at once by ``_read_files``: bounds the memory it takes.
+_CHUNK_BYTES = 1 << 24
+
+
+def _read_files(paths, line_format, classes, problems):
+    """Reads text files of one kind, in order; yields for each what ``_read_file`` returns.
+
+    Files in plain form (``_parse_plain``: the form this module and most tools write)
+    whose every line is read are parsed together, a chunk of files at a time, with one
+    pass of NumPy over their text. Any other file is read alone by ``_read_file``,
+    which reports its problems: the rows and the messages are the same either way.
+    """
+    chunk, size = [], 0
+    for path in paths:
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            data = None  # read alone, which reports why
+        chunk.append((path, data))
+        size += len(data or b"")
+        if size >= _CHUNK_BYTES:
+            yield from _read_chunk(chunk, line_format, classes, problems)
+            chunk, size = [], 0
+    yield from _read_chunk(chunk, line_format, classes, problems)
+
+
+def _read_chunk(chunk, line_format, classes, problems):
+    parsed = _parse_plain([data for _, data in chunk], line_format, classes)
+    for k, (path, _) in enumerate(chunk):
+        rows = parsed.get(k)
+        yield rows if rows is not None else _read_file(Path(path), line_format, classes, problems)
+
+
+def _parse_plain(datas, line_format, classes):
+    """Parses at once the files in plain form whose every line is read.
+
+    Plain form: printable ASCII, one line per row ending with "\\n", tokens separated
+    by one space, no blank line and no space at either end of a line; then the
+    tokens of a line split as ``str.split`` splits them, so each line is its class
+    name and its numbers (plus ``difficult``) exactly when it has as many tokens.
+
+    Args:
+        datas: the bytes of each file, None for a file that could not be read.
+        line_format: GT_LINE or DET_LINE.
+        classes: ClassIndex; looked up only for the names of the files parsed.
+
+    Returns:
+        ``{index in datas: (numbers float64 (K, line_format.numbers), class ids int64
+        (K,), difficult bool (K,))}`` for the files parsed, every line of which is read
+        (numbers finite, boxes not inverted, classes known); the others are left to
+        ``_read_file``.
+    """
+    count = line_format.numbers
+    index = [k for k, data in enumerate(datas) if data]
+    texts = [datas[k] if datas[k].endswith(b"\n") else datas[k] + b"\n" for k in index]
+    ok = np.ones(len(texts), bool)
+    joined = b"".join(texts)
+    text = np.frombuffer(joined, np.uint8)
+    ends = np.cumsum([len(part) for part in texts], dtype=np.int64)
+
+    # Plain form: no odd byte, no space or line end next to another (or opening a file).
+    space, newline = text == 0x20, text == 0x0A
+    gap = space | newline
+    flaws = [np.flatnonzero(gap[1:] & gap[:-1]) + 1, np.flatnonzero(gap[:1])]
+    if joined.translate(None, _PLAIN_BYTES):
+        flaws.append(np.flatnonzero(((text < 0x20) | (text > 0x7E)) & ~newline))
+    ok[np.searchsorted(ends, np.concatenate(flaws), side="right")] = False
+    newline = np.flatnonzero(newline)
+    line_file = np.searchsorted(ends, newline, side="right")
+    tokens = np.diff(np.searchsorted(np.flatnonzero(space), newline), prepend=0) + 1
+    difficult = np.zeros(len(newline), bool)
+    if line_format.difficult:
+        tail = np.frombuffer(b" " + DIFFICULT_TOKEN.encode(), np.uint8)
+        longer = np.flatnonzero(tokens == count + 2)
+        difficult[longer] = np.all(text[newline[longer, None] - len(tail) + np.arange(len(tail))] == tail, axis=1)
+    ok[line_file[(tokens != count + 1) & ~difficult]] = False
+
+    # The numbers, parsed by NumPy as float() parses them; a file with a field that is
+    # not a number is left out.
+    good = np.flatnonzero(ok)
+    pieces, parsed = _plain_numbers([texts[k] for k in good], count)
+    ok[good[~parsed]] = False
+    lines = ok[line_file]
+    numbers = np.concatenate(pieces) if pieces else np.zeros((0, count))
+    difficult, line_file = difficult[lines], line_file[lines]
+    boxes = numbers[:, count - 4:]
+    flawed = ~np.all(np.isfinite(numbers), axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    ok[line_file[flawed]] = False
+
+    # Class names: only those of files kept, so that a class named on skipped lines alone is no class.
+    lines = ok[line_file]
+    plain = b"".join(texts[k] for k in np.flatnonzero(ok)).decode("ascii")
+    names = [line.partition(" ")[0] for line in plain.splitlines()]
+    table = {name: classes.lookup(name) for name in sorted(set(names))}
+    unknown = [name for name, cls in table.items() if cls is None]
+    table.update(dict.fromkeys(unknown, -1))
+    ids = np.fromiter(map(table.__getitem__, names), np.int64, len(names))
+    numbers, difficult, line_file = numbers[lines], difficult[lines], line_file[lines]
+    if unknown:
+        ok[line_file[ids < 0]] = False
+        lines = ok[line_file]
+        numbers, ids, difficult, line_file = numbers[lines], ids[lines], difficult[lines], line_file[lines]
+
+    bounds = np.searchsorted(line_file, np.arange(len(texts) + 1)).tolist()
+    found = {k: (np.zeros((0, count)), np.zeros(0, np.int64), np.zeros(0, bool))
+             for k, data in enumerate(datas) if data is not None and not data}
+    for k in np.flatnonzero(ok).tolist():
+        a, b = bounds[k], bounds[k + 1]
+        found[index[k]] = numbers[a:b], ids[a:b], difficult[a:b]
+    return found
+
+
+def _plain_numbers(texts, count):
+    """The numbers of plain-form lines, ``class n1 ... n<count>[ difficult]``.
+
+    Args:
+        texts: bytes of whole lines, a file each.
+        count: the numbers a line holds after its class name.
+
+    Returns:
+        (list of float64 (K, count) arrays, the rows of the texts parsed in order;
+        bool array: whether each text was parsed). A text with a field that is not a
+        number is not.
+    """
+    if not texts:
+        return [], np.zeros(0, bool)
+    try:
+        numbers = np.loadtxt(io.BytesIO(b"".join(texts)), dtype=np.float64, comments=None, delimiter=" ",
+                             usecols=range(1, count + 1), ndmin=2, encoding="ascii")
+        return [numbers], np.ones(len(texts), bool)
+    except ValueError:
+        if len(texts) == 1:
+            return [], np.zeros(1, bool)
+    half = len(texts) // 2
+    first, first_parsed = _plain_numbers(texts[:half], count)
+    second, second_parsed = _plain_numbers(texts[half:], count)
+    return first + second, np.concatenate([first_parsed, second_parsed])
+
+
+def _text_files(folder):
+    """(image id, path) of every ``.txt`` file of a folder, sorted by file name."""
+    folder = str(folder)
+    return [(name[:-4] if len(name) > 4 else name, os.path.join(folder, name))
+            for name in sorted(name for name in os.listdir(folder) if name.endswith(".txt"))]
 
 
 def read_map_files(out_dir, class_names=None):
@@ -458,22 +625,26 @@ def read_map_files(out_dir, class_names=None):
     classes = ClassIndex(class_names)
     problems = []
     ground_truth = {}
-    for path in sorted(gt_dir.glob("*.txt")):
-        gt = read_ground_truth_file(path, classes, problems)
-        if gt is not None:
-            ground_truth[path.stem] = gt
+    gt_files = _text_files(gt_dir)
+    for (image_id, _), rows in zip(gt_files, _read_files([path for _, path in gt_files], GT_LINE, classes, problems)):
+        if rows is not None:
+            ground_truth[image_id] = _ground_truth_entry(rows)
     detections = {}
-    det_paths = sorted(det_dir.glob("*.txt")) if det_dir.is_dir() else []
+    det_files = _text_files(det_dir) if det_dir.is_dir() else []
     if not det_dir.is_dir():
         problems.append(f"{det_dir}: detection folder not found; every image counts as having no detections")
-    for path in det_paths:
-        if path.stem not in ground_truth:
+    # Read lazily, so that a message about a file comes in file order.
+    read = _read_files([path for image_id, path in det_files if image_id in ground_truth], DET_LINE, classes,
+                       problems)
+    for image_id, path in det_files:
+        if image_id not in ground_truth:
+            path = Path(path)
             state = "unreadable" if (gt_dir / path.name).exists() else "missing"
             problems.append(f"{path}: ground-truth file {gt_dir / path.name} {state}; detection file skipped")
             continue
-        det = read_detection_file(path, classes, problems)
-        if det is not None:
-            detections[path.stem] = det
+        rows = next(read)
+        if rows is not None:
+            detections[image_id] = _detection_entry(rows)
     names, remap = classes.finalize()
     if not classes.fixed:
         for entry in list(ground_truth.values()) + list(detections.values()):
