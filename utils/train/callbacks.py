@@ -265,7 +265,7 @@ def separation_lines(epoch, class_names, true, other, count, worst=3):
         lines.append(
             "  The class scores sit at the prior: objects are found, but not yet told apart. Least separated: "
             + ", ".join(f"{class_names[i]} {separation[i]:+.2f}" for i in order)
-            + ". If it stays so, train with a stronger class term (--cls-norm mean); see "
+            + ". If it stays so, train longer or with a stronger class term (--cls-gain 3); see "
               "docs/troubleshooting.md, 'When mAP is low'.")
     return lines
 
