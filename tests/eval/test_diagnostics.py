@@ -1,20 +1,26 @@
 """The evaluation's diagnostics on constructed cases: the confusion matrix against a
-hand count, the PR curves' areas against AP, the best-F1 confidence against a brute-force
-search, the size-split APs against a hand computation, the error gallery, and the
-operating-point file predict.py reads."""
+hand count, the judged detections against plain loops, the PR curves' areas against AP,
+the best-F1 confidence against a brute-force search, the size-split APs against a hand
+computation, the error gallery, and the operating-point file predict.py reads."""
 
 import json
 
 import numpy as np
 import pytest
 
+from utils.boxes import np_iou
 from utils.eval.confusion import (
+    BACKGROUND_IOU,
+    CORRECT,
     DUPLICATE,
     FALSE_POSITIVE,
+    FOUND,
+    IGNORED,
     MISSED,
     POOR_LOCALIZATION,
     WRONG_CLASS,
     confusion_matrix,
+    judge_image,
     judge_images,
 )
 from utils.eval.curves import best_f1, mean_envelope, pr_envelope, step_area
@@ -73,6 +79,114 @@ def test_confusion_matrix_equals_a_hand_count():
                                               DUPLICATE: 1, MISSED: 1}
     # Every object is in one cell of its row, every detection above the confidence in one of its column.
     assert matrix[:2].sum() == 5 and matrix[:, :2].sum() == 5
+
+
+def _judged_by_loops(truth, found, conf, iou_threshold):
+    """One image judged as the module docstring of utils.eval.confusion says, pair by pair.
+
+    Returns:
+        (det_kind, det_object, det_iou, det_paired, gt_kind) as lists, the detections in
+        descending score (stable).
+    """
+    keep = [i for i in sorted(range(len(found.scores)), key=lambda i: -found.scores[i]) if found.scores[i] > conf]
+    m, n = len(keep), len(truth.classes)
+    classes = [int(found.classes[i]) for i in keep]
+    iou = [[float(np_iou(found.boxes[i], truth.boxes[j], inclusive=True)) for j in range(n)] for i in keep]
+    det_kind, det_object, det_iou, gt_kind = [FALSE_POSITIVE] * m, [-1] * m, [0.0] * m, [MISSED] * n
+    det_free, gt_free = [True] * m, [True] * n
+    for same_class, kind, object_kind in ((True, CORRECT, FOUND), (False, WRONG_CLASS, WRONG_CLASS)):
+        pairs = sorted((-iou[i][j], i, j) for i in range(m) for j in range(n)
+                       if (classes[i] == truth.classes[j]) == same_class and iou[i][j] >= iou_threshold)
+        for _, i, j in pairs:
+            if det_free[i] and gt_free[j]:
+                det_free[i] = gt_free[j] = False
+                det_object[i], det_iou[i] = j, iou[i][j]
+                det_kind[i], gt_kind[j] = (IGNORED, IGNORED) if truth.difficult[j] else (kind, object_kind)
+    for j in range(n):
+        if gt_free[j] and truth.difficult[j]:
+            gt_kind[j] = IGNORED
+    for i in range(m):
+        if not det_free[i]:
+            continue
+        tests = ((IGNORED, lambda j: truth.difficult[j], iou_threshold),
+                 (DUPLICATE, lambda j: truth.classes[j] == classes[i], iou_threshold),
+                 (WRONG_CLASS, lambda j: truth.classes[j] != classes[i], iou_threshold),
+                 (POOR_LOCALIZATION, lambda j: truth.classes[j] == classes[i], BACKGROUND_IOU))
+        for kind, about, floor in tests:
+            objects = [j for j in range(n) if about(j)]
+            if objects:
+                j = max(objects, key=lambda j: iou[i][j])  # the first of the highest
+                if iou[i][j] >= floor:
+                    det_kind[i], det_object[i], det_iou[i] = kind, j, iou[i][j]
+                    break
+    return det_kind, det_object, det_iou, [not free for free in det_free], gt_kind
+
+
+def tied_evaluation(seed, images=30, classes=3):
+    """Small images of integer boxes and few distinct scores: many equal IoUs and scores."""
+    rng = np.random.default_rng(seed)
+    ground_truth, detections = {}, {}
+    for k in range(images):
+        n = int(rng.integers(0, 6))
+        xy = rng.integers(0, 60, (n, 2)).astype(float)
+        boxes = np.concatenate([xy, xy + rng.integers(0, 40, (n, 2))], axis=1)
+        labels = rng.integers(0, classes, n)
+        ground_truth[k] = ImageGroundTruth(boxes, labels, rng.random(n) < 0.3)
+        m = int(rng.integers(0, 12))
+        pick = rng.integers(0, max(n, 1), m)
+        near = (boxes[pick] if n else np.zeros((m, 4))) + rng.integers(-6, 7, (m, 4))
+        near[:, 2:] = np.maximum(near[:, 2:], near[:, :2])
+        found_labels = np.where(rng.random(m) < 0.6, labels[pick] if n else 0, rng.integers(0, classes, m))
+        if rng.random() < 0.8:  # the others have no entry: no detections
+            detections[k] = ImageDetections(near, rng.choice([0.2, 0.3, 0.5, 0.7, 0.9], m), found_labels)
+    return ground_truth, detections
+
+
+@pytest.mark.parametrize("conf, iou_threshold", [(0.25, 0.5), (0.0, 0.3), (0.5, 0.05), (0.1, 0.0), (0.0, 1.0)])
+def test_judged_images_equal_a_plain_loop_over_pairs(conf, iou_threshold):
+    for seed in range(3):
+        ground_truth, detections = tied_evaluation(seed)
+        judged = judge_images(ground_truth, detections, 3, conf, iou_threshold)
+        assert list(judged) == list(ground_truth)
+        matrix = np.zeros((4, 4), np.int64)
+        for image_id, truth in ground_truth.items():
+            found = detections.get(image_id, ImageDetections())
+            det_kind, det_object, det_iou, det_paired, gt_kind = _judged_by_loops(truth, found, conf, iou_threshold)
+            one = judged[image_id]
+            assert one.det_kind == det_kind and one.gt_kind == gt_kind
+            assert one.det_object.tolist() == det_object and one.det_paired.tolist() == det_paired
+            assert one.det_iou.tolist() == det_iou
+            order = sorted(range(len(found.scores)), key=lambda i: -found.scores[i])
+            order = [i for i in order if found.scores[i] > conf]
+            np.testing.assert_array_equal(one.det_boxes, np.asarray(found.boxes, float).reshape(-1, 4)[order])
+            assert one.det_scores.tolist() == [found.scores[i] for i in order]
+            # The matrix, counted one object and one detection at a time.
+            for j, kind in enumerate(gt_kind):
+                if kind == MISSED:
+                    matrix[truth.classes[j], 3] += 1
+            for i, kind in enumerate(det_kind):
+                if kind != IGNORED:
+                    matrix[truth.classes[det_object[i]] if det_paired[i] else 3, one.det_classes[i]] += 1
+            # One image alone is judged as among the others.
+            alone = judge_image(truth.boxes, truth.classes, truth.difficult, found.boxes, found.scores, found.classes,
+                                conf, iou_threshold)
+            assert alone.det_kind == det_kind and alone.det_iou.tolist() == det_iou
+        np.testing.assert_array_equal(confusion_matrix(judged, 3), matrix)
+
+
+def test_judging_rejects_bad_entries_naming_the_image():
+    ground_truth = {"a": gt(([0, 0, 9, 9], 0)), "b": gt(([0, 0, 9, 9], 5))}
+    with pytest.raises(ValueError, match="'b'.*class id 5"):
+        judge_images(ground_truth, {}, 2)
+    with pytest.raises(ValueError, match="'a'.*boxes must be"):
+        judge_images({"a": {"boxes": [[0, 0, 9]], "classes": [0]}}, {}, 2)
+    # The first image rejected is named, whichever check rejects it.
+    with pytest.raises(ValueError, match="'b'.*class id 5"):
+        judge_images({**ground_truth, "c": {"boxes": [[0, 0, 9]], "classes": [0]}}, {}, 2)
+    # Entries of other types (dicts, lists, float class ids) are judged as ImageGroundTruth ones.
+    as_dicts = judge_images({"a": {"boxes": [[0, 0, 9, 9]], "classes": [1.0]}},
+                            {"a": {"boxes": [[0, 0, 9, 9]], "scores": [0.9], "classes": [1]}}, 2)
+    assert as_dicts["a"].det_kind == [CORRECT] and as_dicts["a"].gt_kind == [FOUND]
 
 
 def random_evaluation(seed=0, images=40, classes=3):

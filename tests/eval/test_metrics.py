@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from utils.boxes import np_iou
-from utils.eval import voc_metric
+from utils.eval import map_files, voc_metric
 from utils.eval.coco_metric import COCO_STAT_NAMES, evaluate_coco
 from utils.eval.map_files import (
     ClassIndex,
@@ -445,3 +445,108 @@ def test_bad_lines_are_reported_with_file_and_line_and_the_rest_is_used(tmp_path
     assert "orphan" not in files.detections
     result = evaluate_voc(files.ground_truth, files.detections, files.class_names)
     assert result["map"] == pytest.approx(1.0)
+
+
+def _random_line(rng, detection):
+    """A line of a ground-truth or detection file, well formed or not (odd spacing, numbers, names, ends)."""
+    name = str(rng.choice(["cat", "dog", "3", "traffic_light", "traffic light", "bird", "dïfficult"]))
+    numbers = [f"{rng.random():.3f}"] if detection else []
+    x, y = rng.uniform(-5, 50, 2)
+    numbers += [f"{v:.1f}" for v in (x, y, x + rng.uniform(-3, 40), y + rng.uniform(-3, 40))]
+    if rng.random() < 0.1:
+        numbers[rng.integers(len(numbers))] = str(rng.choice(["nan", "-inf", "1e400", "1_0", "x", "0x10", "+5", ".5"]))
+    tokens = [name, *numbers] + (["difficult"] if not detection and rng.random() < 0.2 else [])
+    if rng.random() < 0.08:
+        tokens = [tokens[:-1], [*tokens, "difficult"], [*tokens, "7"]][rng.integers(3)]
+    odd = rng.random() < 0.3  # spacing the plain form does not have
+    line = str(rng.choice([" ", "  ", "\t", "\xa0"]) if odd else " ").join(tokens)
+    return str(rng.choice(["", " ", "\x0c"]) if odd else "") + line
+
+
+def _random_files(folder, rng):
+    """Ground-truth and detection files as this project writes them, with some written otherwise."""
+    for sub in ("ground-truth", "detection-results"):
+        (folder / sub).mkdir(parents=True)
+    for k in range(int(rng.integers(1, 25))):
+        plain = rng.random() < 0.5
+        for sub in ("ground-truth", "detection-results"):
+            detection = sub == "detection-results"
+            if rng.random() < 0.08:
+                continue  # no ground truth for these detections, or no detections for this image
+            lines = []
+            for _ in range(int(rng.integers(0, 6))):
+                if plain or rng.random() < 0.6:
+                    x, y = rng.integers(0, 50, 2)
+                    numbers = [f"{rng.random():.6f}"] if detection else []
+                    numbers += [str(v) for v in (x, y, x + rng.integers(0, 30), y + rng.integers(0, 30))]
+                    lines.append(" ".join([str(rng.choice(["cat", "dog", "3"])), *numbers])
+                                 + (" difficult" if not detection and rng.random() < 0.3 else ""))
+                else:
+                    lines.append(_random_line(rng, detection))
+            end = "\n" if plain or rng.random() < 0.7 else str(rng.choice(["\r\n", "\r"]))
+            data = (end.join(lines) + (end if rng.random() < 0.9 else "")).encode()
+            if not plain and rng.random() < 0.05:
+                data = b"\xff" + data  # not UTF-8
+            (folder / sub / f"{k:03d}.txt").write_bytes(data)
+
+
+def _tricky_files(folder):
+    """Files in plain form (single spaces, "\\n" line ends) whose lines are not all what they look like."""
+    texts = {
+        "ground-truth": {
+            "a": "cat 1 2 3 4 7\ncat 0 0 9 9\n",  # a sixth token that is not "difficult": class "cat 1"
+            "b": "traffic light 1 2 3 4\ndog 0 0 9 9 difficult\n",
+            "c": "cat 1 2 3 difficult\n",
+            "d": "dog 5 5 1 1\n3 0 0 9 9",
+            "e": "",
+            "f": "\n",
+            "g": "cat 0 0 9 9\n",
+        },
+        "detection-results": {
+            "a": "cat 0.5 1 2 3 4 difficult\ncat 0.5 1 2 3\n",
+            "b": "3 0.5 1 2 3 4\ncat 0.5 1 2 3 1e400\n",
+            "c": "cat 0.5 1 2 3 4",
+            "d": "dog 0.9 5 5 9 9\n",
+            "g": "cat 0.25 0 0 9 9\ncat 0.75 0 0 9 9\n",
+        },
+    }
+    for sub, files in texts.items():
+        (folder / sub).mkdir(parents=True)
+        for name, text in files.items():
+            (folder / sub / f"{name}.txt").write_text(text)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_files_read_together_give_what_each_file_read_alone_gives(tmp_path, monkeypatch, seed):
+    """Plain files are parsed together (``map_files._parse_plain``), the others one by one: both give the
+    same rows, class names and messages, in the same order."""
+    rng = np.random.default_rng(seed)
+    parse_plain, parsed = map_files._parse_plain, []
+
+    def counted(datas, line_format, classes):
+        found = parse_plain(datas, line_format, classes)
+        parsed.append(len(found))
+        return found
+
+    for k in range(6):
+        folder = tmp_path / f"{k}"
+        _tricky_files(folder) if k == 0 and seed == 0 else _random_files(folder, rng)
+        chunk = int(rng.choice([1, 60, 500, 1 << 24]))
+        for class_names in (None, ["cat", "dog", "traffic light", "3"], ["bird"]):
+            monkeypatch.setattr(map_files, "_CHUNK_BYTES", chunk)
+            monkeypatch.setattr(map_files, "_parse_plain", counted)
+            together = read_map_files(folder, class_names)
+            monkeypatch.setattr(map_files, "_parse_plain", lambda datas, line_format, classes: {})
+            alone = read_map_files(folder, class_names)
+            monkeypatch.undo()
+            assert together.class_names == alone.class_names
+            assert together.problems == alone.problems
+            for mine, theirs in ((together.ground_truth, alone.ground_truth), (together.detections, alone.detections)):
+                assert list(mine) == list(theirs)
+                for image_id, entry in mine.items():
+                    for field in ("boxes", "classes", "difficult", "scores"):
+                        if hasattr(entry, field):
+                            ours, reference = getattr(entry, field), getattr(theirs[image_id], field)
+                            assert ours.dtype == reference.dtype and ours.shape == reference.shape
+                            np.testing.assert_array_equal(ours, reference)
+    assert sum(parsed) > 0  # some files were parsed together

@@ -154,29 +154,35 @@ def judge_images(ground_truth, detections, num_classes, conf=CONFUSION_CONF, iou
     Raises:
         ValueError: an entry that ``utils.eval.structures`` rejects.
     """
+    items = per_image_items(ground_truth, "ground_truth")
     found = dict(per_image_items(detections, "detections"))
     none = (np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
-    image_ids, gts, dets = [], [], []
-    for image_id, entry in per_image_items(ground_truth, "ground_truth"):
-        image_ids.append(image_id)
-        gts.append(_checked_form(entry, ImageGroundTruth, "difficult", bool)
-                   or ground_truth_arrays(entry, image_id, num_classes))
-        det = found.get(image_id)
-        dets.append(none if det is None else _checked_form(det, ImageDetections, "scores", np.float64)
-                    or detection_arrays(det, image_id, num_classes))
-    classes = np.concatenate([[0]] + [entry[1] for entry in gts + dets])
-    if classes.min() < 0 or classes.max() >= num_classes:
-        for image_id, entry in per_image_items(ground_truth, "ground_truth"):  # raises, naming the image
+    gts, dets = [], []
+    try:
+        for image_id, entry in items:
+            gts.append(_checked_form(entry, ImageGroundTruth, "difficult", bool)
+                       or ground_truth_arrays(entry, image_id, num_classes))
+            det = found.get(image_id)
+            dets.append(none if det is None else _checked_form(det, ImageDetections, "scores", np.float64)
+                        or detection_arrays(det, image_id, num_classes))
+        classes = np.concatenate([np.zeros(0, np.int64)] + [entry[1] for entry in gts + dets])
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(f"class id outside the {num_classes} class names")
+    except ValueError:
+        # The checks entry after entry, in order, raise naming the first image rejected.
+        for image_id, entry in items:
             ground_truth_arrays(entry, image_id, num_classes)
             if found.get(image_id) is not None:
                 detection_arrays(found[image_id], image_id, num_classes)
-    return _judge(image_ids, gts, dets, conf, iou_threshold)
+        raise
+    return _judge([image_id for image_id, _ in items], gts, dets, conf, iou_threshold)
 
 
 def _checked_form(entry, kind, third, third_dtype):
     """(boxes, classes, ``third``) of an entry of type ``kind`` whose arrays already have
     the form ``utils.eval.structures`` checks for (float64 (N, 4) xyxy, int64 (N,) and
-    (N,) of ``third_dtype``), else None. The class ids are left to check."""
+    (N,) of ``third_dtype``), else None; so that the images that need no conversion are
+    checked at once. Their class ids are left to check."""
     if type(entry) is not kind:
         return None
     boxes, classes, extra = entry.boxes, entry.classes, getattr(entry, third)
@@ -193,7 +199,8 @@ def _concatenate(parts, shape, dtype):
 
 
 def _judge(image_ids, gts, dets, conf, iou_threshold):
-    """Judges images given as lists of (boxes, classes, difficult) and (boxes, classes, scores).
+    """Judges images given as lists of (boxes, classes, difficult) and (boxes, classes, scores)
+    (see the module docstring), all images at once.
 
     Returns:
         ``{image_id: ImageJudgment}`` in the order of ``image_ids``.

@@ -93,15 +93,17 @@ def _class_points(result, name, thresholds):
     scores = np.asarray(result["curve_scores"][name])
     # Detections scoring above t: the scores are in descending order.
     kept = np.searchsorted(-scores, -thresholds, side="left")
+    # The values of each number of detections kept, then those of each threshold.
+    counts = np.arange(scores.size + 1)
     if scores.size:
-        last = np.maximum(kept - 1, 0)
-        p = np.where(kept > 0, precision[last], 1.0)
-        r = np.where(kept > 0, recall[last], 0.0)
+        last = np.maximum(counts - 1, 0)
+        p = np.where(counts > 0, precision[last], 1.0)
+        r = np.where(counts > 0, recall[last], 0.0)
     else:
-        p, r = np.ones(thresholds.size), np.zeros(thresholds.size)
+        p, r = np.ones(1), np.zeros(1)
     total = p + r
     f1 = np.divide(2.0 * p * r, total, out=np.zeros_like(total), where=total > 0)
-    return p, r, f1
+    return p[kept], r[kept], f1[kept]
 
 
 def _names_with_ground_truth(result):
@@ -151,7 +153,8 @@ def best_f1(result):
     # Summed class by class: a (classes x candidates) array may not fit in memory.
     sums = np.zeros((3, candidates.size))
     for name in names:
-        sums += np.stack(_class_points(result, name, candidates))
+        for total, values in zip(sums, _class_points(result, name, candidates)):
+            total += values
     precision, recall, f1 = sums / len(names)
     best = int(np.argmax(f1))
     return {

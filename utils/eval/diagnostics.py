@@ -12,6 +12,7 @@ a results file. ``get_map.py`` and training (at its best epoch) both call them.
 import csv
 import io
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from utils.config import EVAL_MATCH_IOU
@@ -45,7 +46,7 @@ class Diagnostics:
     iou: float
     judgments: dict = field(repr=False, default_factory=dict)
 
-    @property
+    @cached_property
     def errors(self):
         """``{kind: count}`` of the errors over all images."""
         return error_totals(self.judgments)

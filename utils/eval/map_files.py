@@ -466,8 +466,8 @@ def _read_files(paths, line_format, classes, problems):
     chunk, size = [], 0
     for path in paths:
         try:
-            with open(path, "rb") as file:
-                data = file.read()
+            with open(path, "rb", buffering=0) as file:  # unbuffered: one read of the whole file
+                data = file.readall()
         except OSError:
             data = None  # read alone, which reports why
         chunk.append((path, data))
@@ -488,10 +488,11 @@ def _read_chunk(chunk, line_format, classes, problems):
 def _parse_plain(datas, line_format, classes):
     """Parses at once the files in plain form whose every line is read.
 
-    Plain form: printable ASCII, one line per row ending with "\\n", tokens separated
-    by one space, no blank line and no space at either end of a line; then the
-    tokens of a line split as ``str.split`` splits them, so each line is its class
-    name and its numbers (plus ``difficult``) exactly when it has as many tokens.
+    Plain form: printable ASCII, lines ending with "\\n", no blank line, one space
+    between tokens and none at either end of a line. In such text ``str.splitlines``
+    and ``str.split`` find the lines and tokens that the positions of the line ends
+    and spaces give, so a line is read as ``_read_rows`` reads it exactly when it has
+    as many tokens as a class name and its numbers (and ``difficult``, for ground truth).
 
     Args:
         datas: the bytes of each file, None for a file that could not be read.

@@ -20,6 +20,11 @@ from utils.run_dir import atomic_write
 _MAX_LEGEND_CLASSES = 20
 
 
+#: zlib level of the PNG files: 1 encodes the evaluation plots in about 60% of the time
+#: of the default 6, for files about 8% larger (the same pixels).
+PNG_COMPRESSION = 1
+
+
 def save_figure(fig, path, dpi=80):
     """Writes a matplotlib figure to ``path`` whole, as PNG or, for .jpg/.jpeg, JPEG; closes it.
 
@@ -28,7 +33,8 @@ def save_figure(fig, path, dpi=80):
     """
     path = Path(path)
     fmt = "jpg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi), path.suffix or ".png")
+    options = {"pil_kwargs": {"compress_level": PNG_COMPRESSION}} if fmt == "png" else {}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, **options), path.suffix or ".png")
     fig.clf()
     pyplot().close(fig)
     return path
@@ -169,7 +175,8 @@ def plot_pr_curves(result, folder):
                 if artist.get_visible():
                     ax.draw_artist(artist)
             path = folder / f"{safe_file_name(stats['name'])}.png"
-            atomic_write(path, lambda tmp: imsave(tmp, canvas.buffer_rgba(), format="png", dpi=_PR_CURVE_DPI), ".png")
+            atomic_write(path, lambda tmp: imsave(tmp, canvas.buffer_rgba(), format="png", dpi=_PR_CURVE_DPI,
+                                                  pil_kwargs={"compress_level": PNG_COMPRESSION}), ".png")
             written.append(path)
     finally:
         fig.clf()
