@@ -24,11 +24,13 @@ Usage:
     python benchmarks/real_photos.py --source scikit_image-*.whl --out real_photos
     python kmeans_for_anchors.py --annotations real_photos/train.txt --input-size 256 --out real_photos/anchors.txt
     python benchmarks/bench_label.py --data real_photos --seeds 0 1 --epochs 30
+    python benchmarks/bench_label.py --data real_photos --seeds 0 --steps 250 --input-size 192  # shorter
 """
 
 import argparse
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -54,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="rounds after the first training (default 3)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds: start set, random picks, training")
     p.add_argument("--epochs", type=int, default=30, help="training epochs of every round (default 30)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="train every round for about this many optimizer steps instead of a fixed --epochs: "
+                        "epochs = ceil(steps / ceil(images / batch)), so that a round of 50 images trains as "
+                        "long as one of 200 (0: --epochs)")
     p.add_argument("--backbone", default="efficientnet-lite0", help="backbone (default efficientnet-lite0)")
     p.add_argument("--backbone-weights", default="imagenet", help="imagenet, none or a file (default imagenet)")
     p.add_argument("--input-size", type=int, default=256, help="network input side (default 256)")
@@ -68,13 +74,23 @@ def write_lines(path, lines):
     return path
 
 
+def round_epochs(args, num_images):
+    """The epochs of a round of ``num_images``: ``--epochs``, or with ``--steps`` enough
+    epochs for about that many optimizer steps."""
+    if args.steps <= 0:
+        return args.epochs
+    steps_per_epoch = math.ceil(num_images / args.batch_size)
+    return max(1, math.ceil(args.steps / steps_per_epoch))
+
+
 def train(args, data, train_file, run_root, name, seed):
     """Trains one round with train.py; returns (run folder, minutes)."""
+    epochs = round_epochs(args, sum(1 for line in train_file.read_text().splitlines() if line.strip()))
     cmd = [sys.executable, str(ROOT / "train.py"), "--train", str(train_file), "--val", str(data / "val.txt"),
            "--classes", str(data / "classes.txt"), "--backbone", args.backbone,
            "--backbone-weights", args.backbone_weights, "--input-size", str(args.input_size),
            "--batch-size", str(args.batch_size), "--freeze-batch-size", str(args.batch_size),
-           "--epochs", str(args.epochs), "--save-period", "0", "--eval-period", "0", "--seed", str(seed),
+           "--epochs", str(epochs), "--save-period", "0", "--eval-period", "0", "--seed", str(seed),
            "--save-dir", str(run_root), "--name", name, *args.extra]
     if (data / "anchors.txt").is_file():
         cmd += ["--anchors", str(data / "anchors.txt")]
