@@ -24,9 +24,14 @@ through the prediction layers' biases (--scenarios):
           class, a crowded scene before NMS;
   all:    all 10647 boxes score about 0.96 for one class (a worst case).
 
+``--nms`` picks the NMS: over all classes (``agnostic``, what predict.py runs for a
+checkpoint by default) or one per class (``per-class``, as exports run it in their
+graphs and get_map.py evaluates).
+
 Examples:
   python benchmarks/bench_predict.py
   python benchmarks/bench_predict.py --runs 50 --scenarios none,coarse,all
+  python benchmarks/bench_predict.py --nms per-class
 """
 
 import argparse
@@ -42,9 +47,10 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU timings, as documented
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.config import ANCHOR_MASK, DEFAULT_CONF  # noqa: E402
+from utils.config import ANCHOR_MASK, DEFAULT_AGNOSTIC_NMS, DEFAULT_CONF  # noqa: E402
 
 SCENARIOS = ("none", "coarse", "all")
+NMS_KINDS = ("agnostic", "per-class")
 HEADS = ("head_p5_pred", "head_p4_pred", "head_p3_pred")  # STRIDES order: 32, 16, 8
 NUM_CLASSES = 20
 # Logit giving sigmoid(4)**2 ~ 0.96 for objectness times class probability.
@@ -93,7 +99,7 @@ def stats(values):
     return float(np.median(ms)), float(ms.min())
 
 
-def bench(model, image_path, scenario, runs, warmup, conf):
+def bench(model, image_path, scenario, runs, warmup, conf, agnostic):
     """Times one scenario; returns a dict of per-part lists of seconds and the box count.
 
     The three calls of a round run in a rotating order, so that a slowdown of the
@@ -105,7 +111,7 @@ def bench(model, image_path, scenario, runs, warmup, conf):
     from utils.predict.predictor import Predictor
 
     set_scenario(model, scenario)
-    predictor = Predictor(model, input_size=416, conf=conf)
+    predictor = Predictor(model, input_size=416, conf=conf, agnostic_nms=agnostic)
     spec = tf.TensorSpec((None, 416, 416, 3), tf.float32)
     network = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     decode = tf.function(predictor.decoder)
@@ -201,6 +207,9 @@ def main(argv=None):
     parser.add_argument("--scenarios", default="none,coarse",
                         help=f"comma-separated, from {', '.join(SCENARIOS)} (default none,coarse)")
     parser.add_argument("--conf", type=float, default=DEFAULT_CONF, help=f"score threshold (default {DEFAULT_CONF})")
+    parser.add_argument("--nms", choices=NMS_KINDS, default=NMS_KINDS[0] if DEFAULT_AGNOSTIC_NMS else NMS_KINDS[1],
+                        help="NMS over all classes or one per class (default: predict.py's for a checkpoint, "
+                             f"{NMS_KINDS[0] if DEFAULT_AGNOSTIC_NMS else NMS_KINDS[1]})")
     args = parser.parse_args(argv)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -216,9 +225,11 @@ def main(argv=None):
     model = YoloV3(NUM_CLASSES, backbone="efficientnet-b0", input_size=416)
     with tempfile.TemporaryDirectory() as tmp:
         image_path = write_test_jpeg(Path(tmp) / "bench.jpg")
-        print(f"image: 500x375 JPEG, {image_path.stat().st_size // 1024} KiB; input 416x416, batch 1, conf {args.conf}")
+        print(f"image: 500x375 JPEG, {image_path.stat().st_size // 1024} KiB; input 416x416, batch 1, "
+              f"conf {args.conf}, NMS {args.nms}")
         for scenario in scenarios:
-            times, cpu, boxes = bench(model, image_path, scenario, args.runs, args.warmup, args.conf)
+            times, cpu, boxes = bench(model, image_path, scenario, args.runs, args.warmup, args.conf,
+                                      args.nms == "agnostic")
             report(scenario, times, cpu, boxes)
     print("\n* the decoder layer in its own tf.function on the network's outputs: the part of the\n"
           "  prediction graph that comes after the network. CPU: process CPU time (all threads).")

@@ -278,3 +278,50 @@ def test_prediction_in_other_heads_uses_their_anchors(level):
     w, h = math.exp(T[2]) * aw, math.exp(T[3]) * ah
     expected = np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, 64)
     np.testing.assert_allclose(boxes[0], expected, atol=1e-3)
+
+
+def greedy_agnostic(boxes, scores, conf, iou_threshold, limit):
+    """Class-agnostic greedy NMS, box by box: indices of the kept boxes, best first."""
+    best = scores.max(axis=-1)
+    order = [i for i in np.argsort(-best, kind="stable") if best[i] > conf]
+    kept = []
+    for i in order:
+        if len(kept) == limit:
+            break
+        x1, y1, x2, y2 = boxes[i]
+        suppressed = False
+        for j in kept:
+            a1, b1, a2, b2 = boxes[j]
+            inter = max(0.0, min(x2, a2) - max(x1, a1)) * max(0.0, min(y2, b2) - max(y1, b1))
+            union = (x2 - x1) * (y2 - y1) + (a2 - a1) * (b2 - b1) - inter
+            if inter / union > iou_threshold:
+                suppressed = True
+                break
+        if not suppressed:
+            kept.append(i)
+    return kept
+
+
+def test_agnostic_nms_of_a_batch_equals_greedy_nms_image_by_image():
+    # Crowded random images with different numbers of candidates (none in the last):
+    # each image keeps the boxes of a plain greedy NMS, in its order, and the padding
+    # rows are zero, so no image's boxes leak into another's.
+    rng = np.random.default_rng(3)
+    batch, n, limit = 4, 300, 5
+    xy = rng.uniform(0, 100, (batch, n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (batch, n, 2))], -1).astype(np.float32)
+    scores = rng.uniform(0, 1, (batch, n, C)).astype(np.float32)
+    scores *= (rng.uniform(0, 1, (batch, n, 1)) < np.array([0.9, 0.3, 0.05, 0.0])[:, None, None])
+    decoder = YoloDecoder(ANCHORS, C, SIZE, conf=0.2, nms_iou=0.4, max_boxes=limit, agnostic=True)
+    out = {key: np.asarray(value) for key, value in decoder.nms(boxes, scores).items()}
+    total = limit * C
+    assert out["boxes"].shape == (batch, total, 4)
+    for image in range(batch):
+        kept = greedy_agnostic(boxes[image], scores[image], 0.2, 0.4, total)
+        valid = int(out["valid"][image])
+        assert valid == len(kept)
+        np.testing.assert_allclose(out["boxes"][image, :valid], boxes[image, kept])
+        np.testing.assert_allclose(out["scores"][image, :valid], scores[image, kept].max(-1))
+        assert out["classes"][image, :valid].tolist() == scores[image, kept].argmax(-1).tolist()
+        assert not out["boxes"][image, valid:].any() and not out["scores"][image, valid:].any()
+    assert [int(v) for v in out["valid"]][-1] == 0 and int(out["valid"][0]) == total
