@@ -11,9 +11,9 @@ applied, any mode converted to RGB.
 import io
 import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from utils.image import to_rgb
+from utils.image import to_rgb, upright
 
 # PIL format names of the images a client may send, and how to say them.
 UPLOAD_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "WEBP": "WebP"}
@@ -68,7 +68,7 @@ def decode_image(data, max_pixels):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
-                rgb = to_rgb(ImageOps.exif_transpose(image))
+                rgb = to_rgb(upright(image))
         except Image.DecompressionBombError:
             raise UploadError(413, _too_large(image.size, max_pixels)) from None
         except (OSError, SyntaxError, ValueError) as exc:
