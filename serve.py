@@ -107,8 +107,9 @@ def build_parser():
     parser.add_argument("--max-batch", type=int_at_least(1), default=defaults.max_batch,
                         help=f"most images run in one network call (default {defaults.max_batch}; 1: no batching)")
     parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
-                        help="how long the first image of a batch waits for others, in milliseconds (default "
-                             f"{defaults.max_wait_ms:g}); requests already queued join without waiting")
+                        help="how long a batch waits for requests still being received or decoded, in "
+                             f"milliseconds (default {defaults.max_wait_ms:g}); requests already queued join without "
+                             "waiting, and a request with none on its way does not wait")
     parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
                         help="on OpenVINO, compile for throughput with several inference streams and run that many "
                              "batches side by side, as video files do (default on); --no-throughput: one stream "

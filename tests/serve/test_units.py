@@ -66,6 +66,30 @@ def test_batcher_keeps_to_the_sizes_allowed_and_prepares_each_worker():
     assert set(calls) <= {1, 2, 4} and 4 in calls and sum(calls) == 9, calls
 
 
+def test_batcher_waits_only_for_requests_on_their_way():
+    calls = []
+
+    def run(key, payloads):
+        calls.append(list(payloads))
+        return payloads
+
+    # A wait of 30 s: a lone job that waited for it would miss its 10 s result timeout.
+    batcher = Batcher(run, max_batch=8, max_wait_s=30.0)
+    assert batcher.submit("k", "alone").result(10) == "alone"
+    # While another request is on its way, the job taken waits for it and both run together.
+    with batcher.arriving() as arrival:
+        first = batcher.submit("k", "first")
+        _wait_until(batcher._queue.empty)  # taken by the worker, which now waits
+        second = batcher.submit("k", "second", arrival)
+    assert (first.result(10), second.result(10)) == ("first", "second")
+    # A request that fails before it submits stops counting as on its way when its block ends.
+    with pytest.raises(ValueError), batcher.arriving():
+        raise ValueError("not an image")
+    assert batcher.submit("k", "after").result(10) == "after"
+    batcher.close(5)
+    assert calls == [["alone"], ["first", "second"], ["after"]]
+
+
 def test_batcher_hands_errors_to_each_job():
     def run(key, payloads):
         raise ValueError("broken model")

@@ -22,6 +22,7 @@ password (how a browser sends it after asking the person). Errors are JSON
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import time
@@ -107,11 +108,21 @@ def create_app(served, options):
     limit = int(options.max_upload_mb * MEGABYTE)
     page_html = PAGE.read_text(encoding="utf-8")
 
-    async def submit(key, payload):
+    @contextlib.contextmanager
+    def arriving():
+        """While a request's body is read and decoded: the batcher waits for it (``Batcher.arriving``)."""
+        batcher = state.get("batcher")
+        if batcher is None:
+            yield None
+            return
+        with batcher.arriving() as arrival:
+            yield arrival
+
+    async def submit(key, payload, arrival=None):
         batcher = state.get("batcher")
         if batcher is None:
             return _error(503, "the server is shutting down")
-        future = batcher.submit(key, payload)
+        future = batcher.submit(key, payload, arrival)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)
         except TimeoutError:
@@ -150,11 +161,12 @@ def create_app(served, options):
     async def detect(request: Request, conf: float = None, nms_iou: float = None, max_boxes: int = None):
         started = time.perf_counter()
         thresholds = _thresholds(served.defaults, conf, nms_iou, max_boxes)
-        data = await _read_image_body(request, limit, options.timeout_s)
-        received = time.perf_counter()
-        image = await asyncio.to_thread(decode_image, data, options.max_pixels)
-        decoded = time.perf_counter()
-        found = await submit(served.key_for(thresholds), (image, thresholds.conf))
+        with arriving() as arrival:
+            data = await _read_image_body(request, limit, options.timeout_s)
+            received = time.perf_counter()
+            image = await asyncio.to_thread(decode_image, data, options.max_pixels)
+            decoded = time.perf_counter()
+            found = await submit(served.key_for(thresholds), (image, thresholds.conf), arrival)
         if isinstance(found, Response):
             return found
         done = time.perf_counter()
@@ -218,10 +230,11 @@ def create_app(served, options):
         check_model(name, version)
         if request.headers.get("content-encoding", "identity") != "identity":
             raise ProtocolError("compressed requests are not accepted; send the request uncompressed", status=415)
-        body = await _read_body(request, limit, options.timeout_s)
-        request_id, images, wanted = parse_infer_request(body, request.headers.get(HEADER_LENGTH),
-                                                         served.input_size, MAX_V2_IMAGES)
-        arrays = await submit(TENSOR_KEY, (images, [name for name, _ in wanted]))
+        with arriving() as arrival:
+            body = await _read_body(request, limit, options.timeout_s)
+            request_id, images, wanted = parse_infer_request(body, request.headers.get(HEADER_LENGTH),
+                                                             served.input_size, MAX_V2_IMAGES)
+            arrays = await submit(TENSOR_KEY, (images, [name for name, _ in wanted]), arrival)
         if isinstance(arrays, Response):
             return arrays
         content, header_length = infer_response(served.name, request_id, arrays, wanted)

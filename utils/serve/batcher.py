@@ -1,10 +1,11 @@
 """Requests that arrive together, run as one batch in threads of their own.
 
 The event loop only queues a job and awaits its future; worker threads take the
-jobs, run them and set the results. A worker that finds a job waits up to
-``max_wait_s`` for more (or none, when the queue already holds them), up to
-``max_batch`` in all, then runs them together: on a CPU one network call on eight
-images costs far less than eight calls. Jobs of different kinds (other thresholds,
+jobs, run them and set the results. A worker that finds a job takes the others
+already queued, up to ``max_batch`` in all, and, while other requests are on their
+way (``arriving``: a body being read or decoded), waits up to ``max_wait_s`` for
+them; then it runs them together. A lone client's request never waits: nothing else
+is on its way. Jobs of different kinds (other thresholds,
 v2 tensors) are run as separate calls of the same round. A job whose request gave
 up (a timeout, a client that went away) is dropped before it runs.
 
@@ -19,6 +20,7 @@ and not bit by bit under load.
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -26,6 +28,9 @@ import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+
+# How often a worker waiting for more jobs looks again whether any is still on its way.
+POLL_S = 0.0005
 
 
 @dataclass
@@ -58,6 +63,8 @@ class Batcher:
         self._sizes = sorted(sizes) if sizes is not None else None
         self._on_start = on_start
         self._queue = queue.Queue()
+        self._arriving = 0  # requests inside ``arriving`` that have not submitted yet
+        self._arriving_lock = threading.Lock()
         self._carried = collections.deque()  # jobs collected beyond an allowed size: the next batch's start
         self._collecting = threading.Lock()
         self._closed = False
@@ -69,10 +76,33 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, key, payload):
-        """Queues ``payload`` for the runner of ``key``; returns its ``concurrent.futures.Future``."""
+    @contextlib.contextmanager
+    def arriving(self):
+        """Marks a request on its way to ``submit`` (its body being read or decoded) for
+        as long as the block runs; pass what it gives to ``submit``.
+
+        While any request is on its way, a worker holding fewer than ``max_batch``
+        jobs waits up to ``max_wait_s`` for more; while none is, it runs what it has.
+        """
+        arrival = _Arrival(self)
+        with self._arriving_lock:
+            self._arriving += 1
+        try:
+            yield arrival
+        finally:
+            arrival.done()
+
+    def submit(self, key, payload, arrival=None):
+        """Queues ``payload`` for the runner of ``key``; returns its ``concurrent.futures.Future``.
+
+        ``arrival``: what ``arriving`` gave this request; it stops counting as on its
+        way before its job is queued, so the worker that takes the job does not wait
+        for it.
+        """
         if self._closed:
             raise RuntimeError("the batcher is closed")
+        if arrival is not None:
+            arrival.done()
         job = Job(key, payload)
         self._queue.put(job)
         return job.future
@@ -100,10 +130,15 @@ class Batcher:
             deadline = time.monotonic() + self.max_wait_s
             while len(jobs) < self.max_batch:
                 try:
-                    remaining = deadline - time.monotonic()
-                    job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    job = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._arriving == 0:
+                        break
+                    try:
+                        job = self._queue.get(timeout=min(remaining, POLL_S))
+                    except queue.Empty:
+                        continue
                 if job is None:  # closing: leave the stop mark for this worker's next round
                     self._queue.put(None)
                     break
@@ -147,3 +182,18 @@ class Batcher:
             return
         for job, result in zip(group, results):
             job.future.set_result(result)
+
+
+class _Arrival:
+    """A request counted as on its way to a ``Batcher``; ``done`` (once) stops counting it."""
+
+    def __init__(self, batcher):
+        self._batcher = batcher
+        self._done = False
+
+    def done(self):
+        batcher = self._batcher
+        with batcher._arriving_lock:
+            if not self._done:
+                self._done = True
+                batcher._arriving -= 1
