@@ -419,6 +419,10 @@ def _compile_for_phase(model, cfg, phase, strategy, resume_from, bias_group=None
         model.compile(optimizer=optimizer, jit_compile=jit)
         if resume_from is not None and (resume_from / OPTIMIZER_FILE).is_file():
             restore_optimizer(optimizer, resume_from / OPTIMIZER_FILE, model.trainable_variables)
+        else:
+            # Its slot variables made now, not inside the first traced step: a step that
+            # creates variables is traced twice by TensorFlow (tens of seconds each).
+            optimizer.build(model.trainable_variables)
 
 
 def _make_ema(cfg, model, run_dir, state):
