@@ -5,9 +5,9 @@ jobs, run them and set the results. A worker that finds a job takes the others
 already queued, up to ``max_batch`` in all, and, while other requests are on their
 way (``arriving``: a body being read or decoded), waits up to ``max_wait_s`` for
 them; then it runs them together. A lone client's request never waits: nothing else
-is on its way. Jobs of different kinds (other thresholds,
-v2 tensors) are run as separate calls of the same round. A job whose request gave
-up (a timeout, a client that went away) is dropped before it runs.
+is on its way. Jobs of different kinds (other thresholds, v2 tensors) are run as
+separate calls of the same round. A job whose request gave up (a timeout, a client
+that went away) is dropped before it runs.
 
 Several workers run batches side by side where the runtime has parallel inference
 streams (OpenVINO's throughput setting); one collects a batch at a time. A runtime
